@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# edgeagent build and test driver. Usage:
+#   ./build.sh                                   dist/edgeagent.pyz for this machine
+#   ./build.sh --python 3.8                      ... for this platform and Python 3.8
+#   ./build.sh --platform linux-aarch64 --python 3.8   ... for a Jetson, from aarch64 wheels
+#   ./build.sh test                              the whole suite, current Python and 3.8
+#   ./build.sh protos                            regenerate the betterproto code from protos/
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here"
+state="$here/.build"
+mkdir -p "$state" dist
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'build.sh: %s\n' "$*" >&2; exit 2; }
+
+# An interpreter of Python X.Y: pyenv's, else pythonX.Y on PATH.
+python_for() {
+  local want=$1 p
+  if command -v pyenv >/dev/null 2>&1; then
+    p=$(pyenv prefix "$want" 2>/dev/null | head -1 || true)
+    if [ -n "$p" ] && [ -x "$p/bin/python$want" ]; then echo "$p/bin/python$want"; return 0; fi
+    p=$(pyenv versions --bare 2>/dev/null | grep -E "^${want//./\\.}\.[0-9]+$" | sort -V | tail -1 || true)
+    if [ -n "$p" ]; then echo "$(pyenv root)/versions/$p/bin/python$want"; return 0; fi
+  fi
+  command -v "python$want" 2>/dev/null && return 0
+  return 1
+}
+
+# A private virtualenv (created once, refreshed when pyproject.toml changes).
+venv() {
+  local name=$1 py=$2 extras=$3 dir="$state/$1"
+  local stamp; stamp=$(cat pyproject.toml "$py" 2>/dev/null | cksum | cut -d' ' -f1)-$extras
+  if [ ! -f "$dir/.stamp" ] || [ "$(cat "$dir/.stamp")" != "$stamp" ]; then
+    say "virtualenv $name ($("$py" --version 2>&1))"
+    rm -rf "$dir"
+    "$py" -m venv "$dir"
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check -e ".[$extras]"
+    echo "$stamp" > "$dir/.stamp"
+  fi
+  echo "$dir"
+}
+
+# Debian packages the tests use (real peers). Installed when missing and we may; in CI a
+# missing tool fails its tests instead of skipping them (see tests/tools.py).
+test_tools() {
+  local missing=()
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+  command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing ${missing[*]} (Debian packages the tests use)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null 2>&1 || true
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
+      || say "could not install ${missing[*]}; their tests will skip (or fail in CI)"
+  else
+    say "missing ${missing[*]}; their tests will skip (or fail in CI)"
+  fi
+}
+
+build_pyz() {
+  local platform=$1 pyver=$2 out=$3 py tag
+  if [ -n "$pyver" ]; then
+    py=$(python_for "$pyver") || die "no Python $pyver found (pyenv install $pyver, or put python$pyver on PATH)"
+  else
+    py=$(command -v python3) || die "python3 not found"
+    pyver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  fi
+  # pip evaluates environment markers on the interpreter that runs it: resolve each target with
+  # an interpreter of the target's Python minor version.
+  local v; v=$(venv "build-py$pyver" "$py" dev)
+  local epoch; epoch=$(git log -1 --format=%ct 2>/dev/null || echo 315532800)
+  export SOURCE_DATE_EPOCH=$epoch
+  local wheels="$state/wheels-$platform-$pyver"
+  rm -rf "$wheels" && mkdir -p "$wheels"
+  "$v/bin/python" -m pip wheel -q --no-deps --no-build-isolation -w "$wheels" . >/dev/null
+  local pipargs=()
+  if [ "$platform" != native ]; then
+    case "$platform" in
+      # manylinux2014 = glibc 2.17: JetPack 4.6's Ubuntu 18.04 has glibc 2.27, so these wheels
+      # run on every JetPack from 4.6 to 7.
+      linux-aarch64) tag=(manylinux2014_aarch64 manylinux_2_17_aarch64 linux_aarch64) ;;
+      linux-x86_64) tag=(manylinux2014_x86_64 manylinux_2_17_x86_64 linux_x86_64) ;;
+      linux-armv7l) tag=(manylinux2014_armv7l manylinux_2_17_armv7l linux_armv7l) ;;
+      *) die "unknown platform $platform (linux-aarch64, linux-x86_64, linux-armv7l)" ;;
+    esac
+    for t in "${tag[@]}"; do pipargs+=(--platform "$t"); done
+    # Binary wheels only: an sdist would compile its C extension for this machine, not the
+    # target, and aiohttp's pure-Python fallback lacks fixes its C parser has.
+    pipargs+=(--python-version "$pyver" --implementation cp --only-binary=:all:)
+  fi
+  say "building $out for $platform, Python $pyver"
+  "$v/bin/shiv" --compressed --reproducible --no-modify -p '/usr/bin/env python3' \
+    -e edgeagent.cli:main -o "$out" "${pipargs[@]}" "$wheels"/edgeagent-*.whl >/dev/null
+  say "$(du -h "$out" | cut -f1) $out"
+}
+
+run_tests() {
+  test_tools
+  local py pys=() seen=""
+  pys+=("${EDGEAGENT_TEST_PYTHON:-$(command -v python3)}")
+  py38=$(python_for 3.8 || true)
+  [ -n "$py38" ] && pys+=("$py38")
+  # The end-to-end tests run the real one-file build.
+  build_pyz native "" dist/edgeagent.pyz
+  export EDGEAGENT_PYZ="$here/dist/edgeagent.pyz"
+  [ "${CI:-}" = true ] && export EDGEAGENT_REQUIRE_TOOLS=1
+  local failed=0
+  for py in "${pys[@]}"; do
+    local ver; ver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    case " $seen " in *" $ver "*) continue ;; esac
+    seen="$seen $ver"
+    local v; v=$(venv "test-py$ver" "$py" "test,dev")
+    say "tests on Python $ver"
+    "$v/bin/python" -m pytest -q -p no:cacheprovider "$@" || failed=1
+  done
+  return $failed
+}
+
+gen_protos() {
+  local v; v=$(venv "build-py$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" "$(command -v python3)" dev)
+  "$v/bin/python" -m edgeagent.deviceplugin.genprotos
+}
+
+platform=native pyver="" out=""
+case "${1:-}" in
+  test) shift; run_tests "$@"; exit $? ;;
+  protos) shift; gen_protos; exit $? ;;
+esac
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --platform) platform=${2:?--platform needs a value}; shift 2 ;;
+    --python) pyver=${2:?--python needs X.Y}; shift 2 ;;
+    -o|--output) out=${2:?-o needs a file}; shift 2 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    *) die "unknown argument $1 (see ./build.sh --help)" ;;
+  esac
+done
+if [ -z "$out" ]; then
+  if [ "$platform" = native ] && [ -z "$pyver" ]; then out=dist/edgeagent.pyz
+  else out="dist/edgeagent-${platform/native/$(uname -s | tr A-Z a-z)-$(uname -m)}-py${pyver:-3}.pyz"; fi
+fi
+build_pyz "$platform" "$pyver" "$out"

@@ -1,0 +1,139 @@
+"""The agent: the only module that knows every component. Builds them from config and runs the
+supervisor until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import shutil
+import signal
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+from edgeagent.config import Config
+from edgeagent.discovery.devicetree import DeviceTreeError
+from edgeagent.discovery.inventory import Inventory
+from edgeagent.discovery.scan import discover
+from edgeagent.feed import InventoryFeed
+from edgeagent.hostpaths import HostRoot
+from edgeagent.sdnotify import Notifier
+from edgeagent.supervisor import Component, ComponentStatus, Supervisor
+
+log = logging.getLogger("edgeagent")
+
+# Component name -> "module:function" building it; imported only when enabled, so a host that
+# disables a component never pays for its imports. Each factory takes an AgentContext and
+# returns a list of Components (empty when the host has nothing for it to do).
+COMPONENT_FACTORIES: Dict[str, str] = {
+}
+
+DEMO_PACKAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo", "host")
+
+
+@dataclass
+class AgentContext:
+    """What a component factory may use. Components share nothing else."""
+
+    root: HostRoot
+    config: Config
+    inventory: InventoryFeed
+    registry: Any                                   # prometheus_client.CollectorRegistry
+    status: Callable[[], Mapping[str, ComponentStatus]]
+    demo: bool = False
+    dry_run: bool = False
+
+
+class DiscoveryComponent(Component):
+    """Re-scans the host now and then and publishes a changed inventory (labels follow it)."""
+
+    name = "discovery"
+
+    def __init__(self, root: HostRoot, feed: InventoryFeed, interval: float = 60.0) -> None:
+        self.root = root
+        self.feed = feed
+        self.interval = interval
+
+    async def run(self, started: Callable[[], None]) -> None:
+        loop = asyncio.get_event_loop()
+        started()
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                # Reading the tree is blocking file I/O (tens of ms): keep it off the loop.
+                inventory = await loop.run_in_executor(None, discover, self.root)
+            except DeviceTreeError as e:
+                log.warning("re-scan failed, keeping the previous inventory: %s", e)
+                continue
+            if self.feed.publish(inventory):
+                log.info("inventory changed: %s", describe_inventory(inventory))
+
+
+def describe_inventory(inv: Inventory) -> str:
+    gpu = "no GPU"
+    if inv.gpu is not None:
+        gpu = "GPU %s %s (%s)" % (inv.gpu.path, ",".join(inv.gpu.compatible), inv.gpu.status)
+    accel = ", ".join(sorted({"%s x%d" % (a.kind, inv.accelerator_count(a.kind))
+                              for a in inv.accelerators})) or "none"
+    return "board %r, soc %s, L4T %s (JetPack %s), %s, accelerators: %s" % (
+        inv.board_model, inv.soc, inv.l4t, inv.jetpack, gpu, accel)
+
+
+def materialize_demo_host() -> str:
+    """Copy the packaged demo host (a real Jetson devicetree, L4T release, device nodes) into a
+    fresh temporary root: sockets and state can then be written there on any machine."""
+    target = tempfile.mkdtemp(prefix="edgeagent-demo-")
+    shutil.copytree(DEMO_PACKAGE_DIR, target, dirs_exist_ok=True)  # dirs_exist_ok: 3.8+
+    for folder in ("var/lib/kubelet/device-plugins", "run", "tmp"):
+        os.makedirs(os.path.join(target, folder), exist_ok=True)
+    return target
+
+
+def build_components(ctx: AgentContext, disabled: List[str]) -> List[Component]:
+    components: List[Component] = [DiscoveryComponent(ctx.root, ctx.inventory)]
+    for name, target in COMPONENT_FACTORIES.items():
+        if name in disabled:
+            log.info("component %s disabled", name)
+            continue
+        module_name, func = target.split(":")
+        factory = getattr(importlib.import_module(module_name), func)
+        components.extend(factory(ctx))
+    return components
+
+
+async def run_agent(root: HostRoot, config: Config, inventory: Inventory, demo: bool = False,
+                    stop: Optional[asyncio.Event] = None,
+                    notifier: Optional[Notifier] = None) -> int:
+    """Run every enabled component until ``stop`` is set (SIGTERM/SIGINT when not given)."""
+    from prometheus_client import CollectorRegistry
+
+    loop = asyncio.get_event_loop()
+    stop = stop or asyncio.Event()
+    own_signals = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            own_signals.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            pass
+    notifier = notifier or Notifier()
+    feed = InventoryFeed(inventory)
+    supervisor_ref: List[Supervisor] = []
+    ctx = AgentContext(
+        root=root, config=config, inventory=feed, registry=CollectorRegistry(auto_describe=True),
+        status=lambda: supervisor_ref[0].status() if supervisor_ref else {},
+        demo=demo, dry_run=bool(config["dry_run"]) or demo,
+    )
+    components = build_components(ctx, list(config["disable"]))
+    supervisor = Supervisor(components, notifier)
+    supervisor_ref.append(supervisor)
+    log.info("starting %s", ", ".join(c.name for c in components))
+    try:
+        return await supervisor.run(stop)
+    finally:
+        for sig in own_signals:
+            loop.remove_signal_handler(sig)
+        notifier.close()
+        log.info("stopped")

@@ -1,0 +1,369 @@
+"""Configuration: one schema, four sources (defaults < TOML file < EDGEAGENT_* env < flags).
+
+Every option any component reads is declared in ``SCHEMA`` so that unknown keys, bad values and
+their source are reported the same way: one line naming the file (or variable), key and problem.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from edgeagent.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "/etc/edgeagent/config.toml"
+COMPONENTS = ("device-plugin", "labels", "metrics")
+DEFAULT_METRICS_PORT = 9745
+
+
+class _Invalid(ValueError):
+    pass
+
+
+# --- value parsers: take a TOML value (or an env/flag string) and return the typed value -------
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise _Invalid("must be a string, got %s" % _show(v))
+    return v
+
+
+def _opt_str(v: Any) -> Optional[str]:
+    if v is None or v == "":
+        return None
+    return _str(v)
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(v, str) and v.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise _Invalid("must be true or false, got %s" % _show(v))
+
+
+def _int(lo: int, hi: int) -> Callable[[Any], int]:
+    def parse(v: Any) -> int:
+        if isinstance(v, bool):
+            raise _Invalid("must be an integer, got %s" % _show(v))
+        if isinstance(v, str):
+            try:
+                v = int(v.strip(), 10)
+            except ValueError:
+                raise _Invalid("must be an integer, got %s" % _show(v)) from None
+        if not isinstance(v, int):
+            raise _Invalid("must be an integer, got %s" % _show(v))
+        if not lo <= v <= hi:
+            raise _Invalid("must be between %d and %d, got %d" % (lo, hi, v))
+        return v
+
+    return parse
+
+
+def _float(lo: float, hi: float) -> Callable[[Any], float]:
+    def parse(v: Any) -> float:
+        if isinstance(v, bool):
+            raise _Invalid("must be a number, got %s" % _show(v))
+        if isinstance(v, str):
+            try:
+                v = float(v.strip())
+            except ValueError:
+                raise _Invalid("must be a number, got %s" % _show(v)) from None
+        if not isinstance(v, (int, float)) or v != v:
+            raise _Invalid("must be a number, got %s" % _show(v))
+        if not lo <= v <= hi:
+            raise _Invalid("must be between %g and %g, got %g" % (lo, hi, v))
+        return float(v)
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(v: Any) -> str:
+        s = _str(v).strip().lower()
+        if s not in choices:
+            raise _Invalid("must be one of %s, got %s" % (", ".join(choices), _show(v)))
+        return s
+
+    return parse
+
+
+def _str_list(v: Any) -> Tuple[str, ...]:
+    if isinstance(v, str):
+        return tuple(p.strip() for p in v.split(",") if p.strip())
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise _Invalid("must be a list of strings, got %s" % _show(v))
+    return tuple(v)
+
+
+def _components(v: Any) -> Tuple[str, ...]:
+    names = _str_list(v)
+    for n in names:
+        if n not in COMPONENTS:
+            raise _Invalid("unknown component %r (components: %s)" % (n, ", ".join(COMPONENTS)))
+    return names
+
+
+def _address(v: Any) -> Tuple[str, int]:
+    s = _str(v).strip()
+    host, sep, port = s.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise _Invalid("must be HOST:PORT with a port from 1 to 65535, got %s" % _show(v))
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def _abs_path(v: Any) -> str:
+    s = _str(v)
+    if not s.startswith("/"):
+        raise _Invalid("must be an absolute path, got %s" % _show(v))
+    return s
+
+
+def _opt_path(v: Any) -> Optional[str]:
+    if v is None or v == "":
+        return None
+    return _str(v)
+
+
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# NodeRestriction (kubernetes/plugin/pkg/admission/noderestriction): a kubelet identity may not
+# set labels under these namespaces, except a short allow-list we do not need.
+_RESTRICTED_LABEL_DOMAINS = ("kubernetes.io", "k8s.io")
+
+
+def label_prefix_problem(prefix: str) -> Optional[str]:
+    """Why ``prefix`` (``domain/``) cannot be used for node labels, or None when it can."""
+    if not prefix.endswith("/"):
+        return "must end with '/', like 'edgeagent.io/'"
+    domain = prefix[:-1]
+    if len(domain) > 253 or not _DNS_SUBDOMAIN.match(domain):
+        return "%r is not a DNS subdomain (lowercase letters, digits, '-' and '.')" % domain
+    if domain.startswith("node-restriction.kubernetes.io"):
+        return "node-restriction.kubernetes.io/ labels may only be set by administrators"
+    for restricted in _RESTRICTED_LABEL_DOMAINS:
+        if domain == restricted or domain.endswith("." + restricted):
+            return "the NodeRestriction admission plugin forbids nodes to set %s labels" % restricted
+    return None
+
+
+def _label_prefix(v: Any) -> str:
+    s = _str(v).strip()
+    problem = label_prefix_problem(s)
+    if problem:
+        raise _Invalid(problem)
+    return s
+
+
+# --- device-plugin resources ([[device_plugin.resources]] tables) ------------------------------
+
+_RESOURCE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/"
+                            r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_USB_ID = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{4}$")
+
+
+@dataclass(frozen=True)
+class ResourceConfig:
+    """One operator-defined extended resource: devices matched by path globs and/or USB ids."""
+
+    name: str
+    paths: Tuple[str, ...] = ()
+    usb_ids: Tuple[str, ...] = ()
+    pods_per_device: int = 1
+
+
+def _resources(v: Any) -> Tuple[ResourceConfig, ...]:
+    if not isinstance(v, list):
+        raise _Invalid("must be an array of tables ([[device_plugin.resources]])")
+    out: List[ResourceConfig] = []
+    seen = set()
+    for i, entry in enumerate(v):
+        where = "[%d]" % i
+        if not isinstance(entry, dict):
+            raise _Invalid("%s: must be a table" % where)
+        unknown = set(entry) - {"name", "paths", "usb_ids", "pods_per_device"}
+        if unknown:
+            raise _Invalid("%s: unknown key %s" % (where, ", ".join(sorted(unknown))))
+        name = entry.get("name")
+        if not isinstance(name, str) or not _RESOURCE_NAME.match(name) or len(name) > 253:
+            raise _Invalid("%s.name: must be a resource name like 'example.com/device', got %s"
+                           % (where, _show(name)))
+        if name in seen:
+            raise _Invalid("%s.name: %s is defined twice" % (where, name))
+        seen.add(name)
+        try:
+            paths = _str_list(entry.get("paths", []))
+            usb = _str_list(entry.get("usb_ids", []))
+            per = _int(1, 1000)(entry.get("pods_per_device", 1))
+        except _Invalid as e:
+            raise _Invalid("%s: %s" % (where, e)) from None
+        for p in paths:
+            if not p.startswith("/dev/"):
+                raise _Invalid("%s.paths: %r must be a glob under /dev/" % (where, p))
+        for u in usb:
+            if not _USB_ID.match(u):
+                raise _Invalid("%s.usb_ids: %r must be vendor:product in hex, like '1a6e:089a'"
+                               % (where, u))
+        if not paths and not usb:
+            raise _Invalid("%s: needs paths or usb_ids" % where)
+        out.append(ResourceConfig(name, paths, tuple(u.lower() for u in usb), per))
+    return tuple(out)
+
+
+# --- the schema ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Option:
+    key: str                      # dotted: "metrics.address"; top-level keys have no dot
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    env: bool = True              # settable through EDGEAGENT_<KEY>
+
+    @property
+    def env_name(self) -> str:
+        return "EDGEAGENT_" + re.sub(r"[^A-Za-z0-9]", "_", self.key).upper()
+
+
+SCHEMA: Tuple[Option, ...] = (
+    Option("log_level", _choice("debug", "info", "warning", "error"), "info", "log verbosity"),
+    Option("log_format", _choice("text", "json"), "text", "text (journald-friendly) or json"),
+    Option("node_name", _opt_str, None,
+           "this node's name; default NODE_NAME, else the lowercased hostname"),
+    Option("kubeconfig", _opt_path, None,
+           "kubeconfig file; default the kubelet's own, then in-cluster"),
+    Option("dry_run", _bool, False, "log the node patch instead of sending it"),
+    Option("disable", _components, (), "components not to run: device-plugin, labels, metrics"),
+    Option("kube.timeout_seconds", _float(0.5, 120), 10.0, "timeout of one API request"),
+    Option("device_plugin.directory", _abs_path, "/var/lib/kubelet/device-plugins",
+           "the kubelet's device-plugin directory (host path)"),
+    Option("device_plugin.device_list_strategy", _choice("auto", "envvar", "cdi", "device-specs"),
+           "auto", "how Allocate passes the GPU to containers"),
+    Option("device_plugin.health_interval_seconds", _float(0.1, 5.0), 2.0,
+           "how often device health is re-checked"),
+    Option("device_plugin.builtin_profiles", _bool, True,
+           "advertise NVDLA engines and Coral Edge TPUs when found"),
+    Option("device_plugin.resources", _resources, (), "operator-defined resources", env=False),
+    Option("sharing.replicas", _int(1, 1024), 1, "time-slicing replicas of the GPU (1: no sharing)"),
+    Option("sharing.rename_by_default", _bool, False,
+           "advertise shared GPUs as nvidia.com/gpu.shared"),
+    Option("sharing.fail_requests_greater_than_one", _bool, False,
+           "refuse requests for more than one GPU replica"),
+    Option("labels.prefix", _label_prefix, "edgeagent.io/", "prefix of edgeagent's own labels"),
+    Option("labels.nvidia_gpu_labels", _bool, True,
+           "set nvidia.com/gpu.* labels (switch off where GPU feature discovery runs)"),
+    Option("labels.devicetree_labels", _bool, True, "set beta.devicetree.org/* labels"),
+    Option("labels.extra_nodes", _str_list, (),
+           "devicetree node paths whose compatibles also become labels"),
+    Option("labels.drift_check_seconds", _float(10, 86400), 600.0,
+           "how often the Node is re-read to repair drift"),
+    Option("metrics.address", _address, ("0.0.0.0", DEFAULT_METRICS_PORT),
+           "HOST:PORT of /metrics and /healthz"),
+    Option("tegrastats.path", _abs_path, "/usr/bin/tegrastats", "tegrastats binary (host path)"),
+    Option("tegrastats.interval_ms", _int(100, 60000), 1000, "tegrastats --interval"),
+)
+OPTIONS: Dict[str, Option] = {o.key: o for o in SCHEMA}
+
+
+class Config:
+    """Validated option values by dotted key, plus where each came from."""
+
+    def __init__(self, values: Mapping[str, Any], sources: Mapping[str, str],
+                 path: Optional[str] = None) -> None:
+        self._values = dict(values)
+        self.sources = dict(sources)
+        self.path = path
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def replace(self, **overrides: Any) -> "Config":
+        """A copy with some keys set (``replace(**{"sharing.replicas": 4})``), validated."""
+        values = dict(self._values)
+        sources = dict(self.sources)
+        for key, value in overrides.items():
+            values[key] = _parse(key, value, "override")
+            sources[key] = "override"
+        return Config(values, sources, self.path)
+
+    def as_dict(self) -> Dict[str, Any]:
+        return dict(self._values)
+
+
+def _show(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _parse(key: str, value: Any, where: str) -> Any:
+    option = OPTIONS.get(key)
+    if option is None:
+        raise ConfigError("%s: unknown key %r" % (where, key))
+    try:
+        return option.parse(value)
+    except _Invalid as e:
+        raise ConfigError("%s: %s: %s" % (where, key, e)) from None
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    flat: Dict[str, Any] = {}
+    for k, v in table.items():
+        key = prefix + k
+        if isinstance(v, dict) and key not in OPTIONS:
+            flat.update(_flatten(v, key + "."))
+        else:
+            flat[key] = v
+    return flat
+
+
+def _read_toml(path: str) -> Dict[str, Any]:
+    try:
+        import tomllib  # type: ignore[import-not-found]
+    except ImportError:  # Python < 3.11
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError("config file %s: not found" % path) from None
+    except IsADirectoryError:
+        raise ConfigError("config file %s: is a directory" % path) from None
+    except PermissionError:
+        raise ConfigError("config file %s: permission denied" % path) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("config file %s: invalid TOML: %s" % (path, e)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("config file %s: not UTF-8 text" % path) from None
+
+
+def load_config(
+    path: Optional[str] = None,
+    env: Optional[Mapping[str, str]] = None,
+    flags: Optional[Mapping[str, Any]] = None,
+) -> Config:
+    """Build the config from defaults, ``path`` (a TOML file), ``env`` and ``flags``.
+
+    ``flags`` maps dotted keys to values given on the command line (None means not given).
+    Raises :class:`ConfigError` with one line naming the source, key and problem.
+    """
+    values: Dict[str, Any] = {o.key: o.default for o in SCHEMA}
+    sources: Dict[str, str] = {o.key: "default" for o in SCHEMA}
+    if path is not None:
+        for key, raw in _flatten(_read_toml(path)).items():
+            values[key] = _parse(key, raw, "config file %s" % path)
+            sources[key] = path
+    env = os.environ if env is None else env
+    for option in SCHEMA:
+        if option.env and option.env_name in env:
+            values[option.key] = _parse(option.key, env[option.env_name],
+                                        "environment %s" % option.env_name)
+            sources[option.key] = option.env_name
+    for key, raw in (flags or {}).items():
+        if raw is not None:
+            values[key] = _parse(key, raw, "command line")
+            sources[key] = "command line"
+    return Config(values, sources, path)

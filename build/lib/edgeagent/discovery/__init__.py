@@ -1,0 +1,1 @@
+"""Hardware discovery: devicetree and host facts in, an immutable Inventory out."""

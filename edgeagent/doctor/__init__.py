@@ -1,0 +1,1 @@
+"""`edgeagent doctor`: small checks, each returning results with evidence and a fix."""
