@@ -1,0 +1,4 @@
+"""Modules holding doctor checks, in report order. Each exposes ``CHECKS = [fn, ...]``."""
+
+CHECK_MODULES = [
+]
