@@ -23,7 +23,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 from edgeagent.errors import OperatorError
 from edgeagent.unitfile import (CACHE_DIR, COMMAND_PATH, CONFIG_PATH, DEFAULT_PYTHON, PYZ_PATH,
                                 UNIT_NAME, UNIT_PATH, WANTS_LINK, WRAPPER_MARK, example_config,
-                                render_unit, unit_template, wrapper_script)
+                                hidden_from_service, render_unit, unit_template,
+                                wrapper_script)
 
 Out = Callable[[str], None]
 # How long `systemctl enable --now` may wait for READY=1: the unit's TimeoutStartSec plus margin.
@@ -189,11 +190,12 @@ def stale_builds(cache_dir: str, pyz_name: str, keep_build_id: Optional[str]) ->
 
 # --- install -------------------------------------------------------------------------------------
 
-def prewarm(python: str, pyz: str, timeout: float = PREWARM_TIMEOUT) -> Tuple[bool, str]:
+def prewarm(python: str, pyz: str, cache_dir: str = CACHE_DIR,
+            timeout: float = PREWARM_TIMEOUT) -> Tuple[bool, str]:
     """Run the installed pyz once with the service's SHIV_ROOT: it unpacks the dependencies now
     (so the first start is quick) and proves the interpreter can run it."""
-    os.makedirs(CACHE_DIR, mode=0o700, exist_ok=True)
-    env = dict(os.environ, SHIV_ROOT=CACHE_DIR)
+    os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+    env = dict(os.environ, SHIV_ROOT=cache_dir)
     try:
         proc = subprocess.run([python, pyz, "version"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, universal_newlines=True, env=env,
@@ -209,7 +211,7 @@ def prewarm(python: str, pyz: str, timeout: float = PREWARM_TIMEOUT) -> Tuple[bo
 
 
 def install(root, pyz: str, python: str, out: Out, systemctl: Optional[Systemctl] = None,
-            prewarm_run: Optional[Callable[[str, str], Tuple[bool, str]]] = None) -> int:
+            prewarm_run: Optional[Callable[[str, str, str], Tuple[bool, str]]] = None) -> int:
     """Put edgeagent in place under ``root`` (a HostRoot). ``systemctl`` None: enable offline
     with the wants symlink and start nothing. Returns the exit code."""
     if not python.startswith("/"):
@@ -217,6 +219,10 @@ def install(root, pyz: str, python: str, out: Out, systemctl: Optional[Systemctl
     if not os.path.exists(root.path(python)):
         raise OperatorError("--python %s: not found%s" % (
             python, "" if root.root == "/" else " under --root %s" % root.root))
+    if hidden_from_service(root, python):
+        raise OperatorError("--python %s: lives under /home, /root or /run/user, which the "
+                            "service cannot see (ProtectHome=yes); install with a system Python: "
+                            "sudo /usr/bin/python3 ./edgeagent.pyz install (or --python)" % python)
     unit_text = render_unit(unit_template(), python, PYZ_PATH)
 
     # the pyz
@@ -267,7 +273,7 @@ def install(root, pyz: str, python: str, out: Out, systemctl: Optional[Systemctl
         return 0
 
     prewarm_run = prewarm_run or prewarm
-    ok, text = prewarm_run(python, PYZ_PATH)
+    ok, text = prewarm_run(python, PYZ_PATH, root.path(CACHE_DIR))
     if not ok:
         out("error: %s %s does not start: %s" % (python, PYZ_PATH, text))
         out("not enabled. Use a Python the pyz was built for (./build.sh --python X.Y), "
@@ -288,8 +294,9 @@ def install(root, pyz: str, python: str, out: Out, systemctl: Optional[Systemctl
             out("see why: journalctl -u edgeagent -b --no-pager | tail -n 30")
             return 1
     build_id = shiv_build_id(root.path(PYZ_PATH))
-    for name in stale_builds(CACHE_DIR, os.path.basename(PYZ_PATH), build_id):
-        path = os.path.join(CACHE_DIR, name)
+    cache_dir = root.path(CACHE_DIR)
+    for name in stale_builds(cache_dir, os.path.basename(PYZ_PATH), build_id):
+        path = os.path.join(cache_dir, name)
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
         else:

@@ -71,10 +71,11 @@ class JsonFormatter(logging.Formatter):
         self.journal = journal
 
     def format(self, record: logging.LogRecord) -> str:
+        millis = int(record.created * 1000)
         doc = {
-            "ts": round(record.created, 3),
-            "time": "%s.%03dZ" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)),
-                                  int(record.msecs)),
+            "ts": millis / 1000.0,
+            "time": "%s.%03dZ" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(millis // 1000)),
+                                  millis % 1000),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),

@@ -30,6 +30,42 @@ _DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "systemd")
 _UNSAFE = re.compile(r"[\s\"'\\%$;]")
 
 
+# ProtectHome=yes hides these from the service: an interpreter there cannot start it.
+HIDDEN_DIRS = ("/home/", "/root/", "/run/user/")
+
+
+def resolve_in_root(root, host_path: str, limit: int = 40) -> str:
+    """``host_path`` with its symlinks followed as the host would, absolute links staying inside
+    ``root`` (a HostRoot). Stops at a missing component or after ``limit`` links."""
+    parts = [p for p in host_path.split("/") if p]
+    done = "/"
+    while parts and limit > 0:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            done = os.path.dirname(done)
+            continue
+        candidate = os.path.join(done, part)
+        real = root.path(candidate)
+        if os.path.islink(real):
+            limit -= 1
+            target = os.readlink(real)
+            parts = [p for p in target.split("/") if p] + parts
+            if target.startswith("/"):
+                done = "/"
+            continue
+        done = candidate
+    return os.path.join(done, *parts) if parts else done
+
+
+def hidden_from_service(root, host_path: str) -> bool:
+    """True when ``host_path`` (or what its symlinks lead to) is under a directory the unit's
+    ProtectHome= hides (a pyenv or conda Python)."""
+    return (host_path.startswith(HIDDEN_DIRS)
+            or resolve_in_root(root, host_path).startswith(HIDDEN_DIRS))
+
+
 def packaged_file(name: str) -> str:
     """The text of a file shipped in edgeagent/systemd/ (the unit, the example config)."""
     with open(os.path.join(_DATA_DIR, name), encoding="utf-8") as f:

@@ -16,6 +16,10 @@ import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
 from edgeagent.doctor.model import FAIL, PASS, SKIP, WARN, CheckResult, DoctorContext
+from edgeagent.errors import OperatorError
+from edgeagent.unitfile import (UNIT_DIRS, UNIT_NAME, UNIT_PATH, hidden_from_service,
+                                installed_paths, parse_unit, render_unit, resolve_in_root,
+                                unit_environment, unit_template)
 
 # The oldest JetPack edgeagent supports (README): 4.6 is L4T R32.6.1, the last JetPack 4 line.
 OLDEST_JETPACK = (4, 6)
@@ -141,8 +145,6 @@ def check_gpu(ctx: DoctorContext) -> CheckResult:
 
 def find_unit(root: Any) -> Optional[str]:
     """The host path of the edgeagent unit systemd would load, or None."""
-    from edgeagent.unitfile import UNIT_DIRS, UNIT_NAME
-
     for folder in UNIT_DIRS:
         path = "%s/%s" % (folder, UNIT_NAME)
         if os.path.lexists(root.path(path)):
@@ -152,8 +154,6 @@ def find_unit(root: Any) -> Optional[str]:
 
 def _read_unit(ctx: DoctorContext) -> Tuple[Optional[str], Optional[str], Dict[str, List[str]]]:
     """(host path, text, parsed) of the installed unit; cached in ctx.facts for later checks."""
-    from edgeagent.unitfile import parse_unit
-
     if "unit" not in ctx.facts:
         path = find_unit(ctx.root)
         text = None
@@ -175,7 +175,7 @@ def systemctl_show(unit: str, timeout: float) -> Optional[Dict[str, str]]:
     """`systemctl show` properties of ``unit``, or None when systemctl is unavailable."""
     try:
         proc = subprocess.run(["systemctl", "show", unit, "--property=LoadState,ActiveState,"
-                               "SubState,NRestarts,StatusText,ActiveEnterTimestamp"],
+                               "SubState,NRestarts,StatusText,ActiveEnterTimestamp,Result"],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                               universal_newlines=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired):
@@ -196,7 +196,7 @@ def running_result(props: Optional[Dict[str, str]]) -> CheckResult:
     if props is None:
         return CheckResult(name, SKIP, "systemctl did not answer")
     state, sub = props.get("ActiveState", "unknown"), props.get("SubState", "")
-    restarts = int(props.get("NRestarts", "0") or 0) if props.get("NRestarts", "").isdigit() else 0
+    restarts = int(props["NRestarts"]) if props.get("NRestarts", "").isdigit() else 0
     status = props.get("StatusText", "")
     detail = "%s (%s)" % (state, sub) if sub else state
     if props.get("ActiveEnterTimestamp") and state == "active":
@@ -204,6 +204,12 @@ def running_result(props: Optional[Dict[str, str]]) -> CheckResult:
     if status:
         detail += "; %s" % status
     logs = "journalctl -u edgeagent -b -p warning --no-pager"
+    if sub == "auto-restart":  # it failed and waits for its next start: a crash loop
+        result = props.get("Result", "")
+        return CheckResult(name, FAIL, "failing: waiting to restart after %s%s" % (
+            "result %r" % result if result and result != "success" else "an exit",
+            ", %d restarts so far" % restarts if restarts else ""),
+            "see why it fails: journalctl -u edgeagent -b --no-pager | tail -n 30")
     if state == "active":
         if restarts:
             return CheckResult(name, WARN, "%s; systemd restarted it %d time%s" % (
@@ -219,9 +225,6 @@ def running_result(props: Optional[Dict[str, str]]) -> CheckResult:
 
 def check_service(ctx: DoctorContext) -> List[CheckResult]:
     """Three lines: the unit is installed and current, enabled, and running."""
-    from edgeagent.unitfile import (UNIT_NAME, UNIT_PATH, installed_paths, render_unit,
-                                    unit_template)
-
     path, text, unit = _read_unit(ctx)
     if path is None:
         skip = "edgeagent.service is not installed"
@@ -235,7 +238,7 @@ def check_service(ctx: DoctorContext) -> List[CheckResult]:
                             "edgeagent"),
                 CheckResult("service enabled", SKIP, "masked"),
                 CheckResult("service running", SKIP, "masked")]
-    results = [_unit_result(ctx, path, text, unit, render_unit, unit_template)]
+    results = [_unit_result(ctx, path, text, unit)]
 
     links = ctx.root.glob("/etc/systemd/system/*.wants/" + UNIT_NAME)
     if links:
@@ -257,9 +260,7 @@ def check_service(ctx: DoctorContext) -> List[CheckResult]:
 
 
 def _unit_result(ctx: DoctorContext, path: str, text: Optional[str],
-                 unit: Dict[str, List[str]], render_unit: Any, unit_template: Any) -> CheckResult:
-    from edgeagent.errors import OperatorError
-
+                 unit: Dict[str, List[str]]) -> CheckResult:
     name = "service unit"
     if text is None:
         return CheckResult(name, FAIL, "%s is not readable" % path,
@@ -273,6 +274,11 @@ def _unit_result(ctx: DoctorContext, path: str, text: Optional[str],
         if what and not os.path.exists(ctx.root.path(what)):
             return CheckResult(name, FAIL, "%s runs %s, which is missing" % (path, what),
                                "reinstall: sudo python3 ./edgeagent.pyz install")
+        if what and hidden_from_service(ctx.root, what):
+            return CheckResult(name, FAIL, "%s runs %s, under a home directory the service "
+                               "cannot see (ProtectHome=yes)" % (path, what),
+                               "reinstall with a system Python: sudo /usr/bin/python3 "
+                               "./edgeagent.pyz install")
     dropins = ctx.root.glob(path + ".d/*.conf")
     extra = " with drop-ins %s" % ", ".join(os.path.basename(d) for d in dropins) \
         if dropins else ""
@@ -293,8 +299,6 @@ def _unit_result(ctx: DoctorContext, path: str, text: Optional[str],
 def shiv_root(ctx: DoctorContext) -> Tuple[Optional[str], str]:
     """(host path of the cache, where that came from): the unit's SHIV_ROOT, else this
     process's, else shiv's default ~/.shiv (only meaningful on the real root)."""
-    from edgeagent.unitfile import unit_environment
-
     _, _, unit = _read_unit(ctx)
     env = unit_environment(unit) if unit else {}
     if env.get("SHIV_ROOT"):
@@ -351,8 +355,6 @@ def cache_verdict(path: str, exists: bool, is_dir: bool, write_error: Optional[s
 
 def check_shiv_cache(ctx: DoctorContext) -> CheckResult:
     from edgeagent.install import shiv_build_id, stale_builds
-    from edgeagent.unitfile import installed_paths
-
     host_path, source = shiv_root(ctx)
     if host_path is None:
         return CheckResult("shiv cache", SKIP, "not installed and not running from a .pyz: no "
@@ -403,17 +405,10 @@ def _version_from_name(path: str) -> Optional[Tuple[int, int]]:
 def interpreter_version(root: Any, host_path: str, timeout: float) -> Optional[Tuple[int, int]]:
     """X.Y of an interpreter: from its name after following symlinks inside the root
     (/usr/bin/python3 -> python3.8), else by running it (real root only)."""
-    path = host_path
-    for _ in range(10):
-        found = _version_from_name(path)
-        if found:
-            return found
-        real = root.path(path)
-        if not os.path.islink(real):
-            break
-        target = os.readlink(real)
-        path = target if target.startswith("/") else os.path.normpath(
-            os.path.join(os.path.dirname(path), target))
+    path = resolve_in_root(root, host_path)
+    found = _version_from_name(host_path) or _version_from_name(path)
+    if found:
+        return found
     if root.root != "/" or not os.path.exists(path):
         return None
     if os.path.realpath(path) == os.path.realpath(sys.executable):
@@ -457,8 +452,6 @@ def python_verdict(version: Optional[Tuple[int, int]], path: str, role: str,
 
 
 def check_python(ctx: DoctorContext) -> CheckResult:
-    from edgeagent.unitfile import installed_paths
-
     _, _, unit = _read_unit(ctx)
     python, _ = installed_paths(unit) if unit else (None, None)
     jetpack = ctx.inventory.jetpack if ctx.inventory is not None else None

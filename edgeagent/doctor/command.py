@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Sequence
 
 from edgeagent.doctor.model import FAIL, PASS, SKIP, STATUSES, WARN, CheckResult
 
@@ -46,8 +46,10 @@ def exit_code(results: List[CheckResult]) -> int:
     return 1 if any(r.status == FAIL for r in results) else 0
 
 
-def collect(root: Any, config: Any) -> List[CheckResult]:
-    """Build the context (discovery included) and run every registered check."""
+def collect(root: Any, config: Any, modules: Optional[Sequence[str]] = None,
+            **limits: float) -> List[CheckResult]:
+    """Build the context (discovery included) and run every registered check (or those of
+    ``modules``); ``limits`` are run_checks' deadline and check_timeout."""
     import asyncio
 
     from edgeagent.doctor.runner import build_context, run_checks
@@ -55,7 +57,7 @@ def collect(root: Any, config: Any) -> List[CheckResult]:
     ctx = build_context(root, config)
     loop = asyncio.new_event_loop()
     try:
-        return loop.run_until_complete(run_checks(ctx))
+        return loop.run_until_complete(run_checks(ctx, modules, **limits))
     finally:
         _close_loop(loop)
 

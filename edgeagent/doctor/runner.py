@@ -94,11 +94,13 @@ def _in_thread(func: Check, ctx: DoctorContext) -> "asyncio.Future[Any]":
 
     def target() -> None:
         try:
-            value = func(ctx)
+            ok, value = True, func(ctx)
         except BaseException as e:  # delivered to the awaiting coroutine
-            loop.call_soon_threadsafe(settle, False, e)
-            return
-        loop.call_soon_threadsafe(settle, True, value)
+            ok, value = False, e
+        try:
+            loop.call_soon_threadsafe(settle, ok, value)
+        except RuntimeError:  # the report is out and the loop closed: nobody is waiting
+            pass
 
     threading.Thread(target=target, name="doctor-check", daemon=True).start()
     return future
