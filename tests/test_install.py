@@ -366,3 +366,24 @@ def test_resolve_in_root_keeps_links_inside_the_root(tmp_path):
     assert resolve_in_root(root, "/usr/bin/missing") == "/usr/bin/missing"
     os.symlink("loop", p(tmp_path, "/usr/bin/loop"))
     assert resolve_in_root(root, "/usr/bin/loop")  # gives up instead of spinning
+
+
+@pytest.mark.skipif(not os.environ.get("EDGEAGENT_PYZ"), reason="EDGEAGENT_PYZ not set "
+                    "(./build.sh test sets it)")
+def test_the_real_pyz_installs_itself_and_doctor_reads_it(board, tmp_path):
+    import json
+
+    pyz = os.environ["EDGEAGENT_PYZ"]
+    env = dict(os.environ, SHIV_ROOT=str(tmp_path / "shiv"))
+    env.pop("JOURNAL_STREAM", None)
+    proc = subprocess.run([pyz, "--root", str(board), "install"], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert shiv_build_id(p(board, PYZ_PATH)) == shiv_build_id(pyz)
+    proc = subprocess.run([pyz, "--root", str(board), "doctor", "--json"], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=60)
+    status = {r["check"]: r["status"] for r in json.loads(proc.stdout)}
+    assert status["service unit"] == "PASS" and status["service enabled"] == "PASS"
+    assert status["devicetree"] == "PASS" and status["gpu"] == "PASS"

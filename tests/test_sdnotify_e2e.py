@@ -22,7 +22,8 @@ WATCHDOG_USEC = 400000  # pings every 0.2 s
 def _commands():
     yield pytest.param([sys.executable, "-m", "edgeagent"], id="module")
     pyz = os.environ.get("EDGEAGENT_PYZ")
-    yield pytest.param([sys.executable, pyz] if pyz else None, id="pyz",
+    # by its #! line: the pyz holds C extensions for the Python that built it, not this one
+    yield pytest.param([pyz] if pyz else None, id="pyz",
                        marks=pytest.mark.skipif(not pyz, reason="EDGEAGENT_PYZ not set "
                                                 "(./build.sh test sets it)"))
 
@@ -36,13 +37,16 @@ class Manager:
         self.path = path
         self.messages = []
 
-    def wait_for(self, line, timeout, count=1):
+    def wait_for(self, line, timeout, count=1, proc=None):
         deadline = time.monotonic() + timeout
         while sum(1 for m in self.messages if line in m) < count:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError("no %r within %ss; got %r" % (line, timeout, self.messages))
-            self.sock.settimeout(left)
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError("the agent exited %s before %r: %s" % (
+                    proc.returncode, line, proc.stderr.read().decode()[-2000:]))
+            self.sock.settimeout(min(left, 0.5))
             try:
                 self.messages.append(self.sock.recv(4096).decode().split("\n"))
             except socket.timeout:
@@ -65,7 +69,7 @@ def test_ready_watchdog_and_stopping(tmp_path, command):
     proc = subprocess.Popen(["sh", "-c", script], cwd=str(tmp_path), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        messages = manager.wait_for("READY=1", 60)
+        messages = manager.wait_for("READY=1", 60, proc=proc)
         ready_at = len(messages)
         manager.wait_for("WATCHDOG=1", 30, count=sum(
             1 for m in messages[:ready_at] if "WATCHDOG=1" in m) + 2)
