@@ -321,7 +321,7 @@ def test_python_verdict_dates():
 def test_python_on_the_real_root_reports_this_interpreter():
     ctx = build_context(HostRoot("/"), load_config(None, env={}))
     ctx.facts["today"] = TODAY
-    ctx.facts["unit"] = (None, None, {})  # as if not installed, whatever this machine has
+    ctx.facts["host.unit"] = (None, None, {})  # as if not installed, whatever this machine has
     r = one(h.check_python(ctx))
     assert r.status in (PASS, WARN)
     assert "running doctor" in r.detail

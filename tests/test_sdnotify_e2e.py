@@ -28,6 +28,12 @@ def _commands():
                                                 "(./build.sh test sets it)"))
 
 
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Manager:
     """The service manager's end of $NOTIFY_SOCKET."""
 
@@ -61,7 +67,8 @@ class Manager:
 def test_ready_watchdog_and_stopping(tmp_path, command):
     manager = Manager(str(tmp_path / "notify"))
     env = dict(os.environ, PYTHONPATH=REPO, NOTIFY_SOCKET=manager.path,
-               WATCHDOG_USEC=str(WATCHDOG_USEC), SHIV_ROOT=str(tmp_path / "shiv"))
+               WATCHDOG_USEC=str(WATCHDOG_USEC), SHIV_ROOT=str(tmp_path / "shiv"),
+               EDGEAGENT_METRICS_ADDRESS="127.0.0.1:%d" % _free_port())
     env.pop("JOURNAL_STREAM", None)
     # systemd sets WATCHDOG_PID to the main process: `exec` keeps the shell's pid for Python.
     script = 'WATCHDOG_PID=$$; export WATCHDOG_PID; exec %s run --demo' % " ".join(

@@ -154,7 +154,7 @@ def find_unit(root: Any) -> Optional[str]:
 
 def _read_unit(ctx: DoctorContext) -> Tuple[Optional[str], Optional[str], Dict[str, List[str]]]:
     """(host path, text, parsed) of the installed unit; cached in ctx.facts for later checks."""
-    if "unit" not in ctx.facts:
+    if "host.unit" not in ctx.facts:
         path = find_unit(ctx.root)
         text = None
         if path is not None and not _masked(ctx.root, path):
@@ -162,8 +162,8 @@ def _read_unit(ctx: DoctorContext) -> Tuple[Optional[str], Optional[str], Dict[s
                 text = ctx.root.read_text(path)
             except OSError:
                 text = None
-        ctx.facts["unit"] = (path, text, parse_unit(text) if text else {})
-    return ctx.facts["unit"]
+        ctx.facts["host.unit"] = (path, text, parse_unit(text) if text else {})
+    return ctx.facts["host.unit"]
 
 
 def _masked(root: Any, path: str) -> bool:
