@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from edgeagent.config import load_config
 from edgeagent.doctor import command

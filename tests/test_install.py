@@ -9,7 +9,6 @@ import types
 import pytest
 
 from edgeagent.cli import main
-from edgeagent.config import SCHEMA, load_config
 from edgeagent.errors import OperatorError
 from edgeagent.hostpaths import HostRoot
 from edgeagent.install import (find_pyz, install, shiv_build_id, stale_builds, uninstall,
