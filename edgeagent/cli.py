@@ -25,6 +25,12 @@ COMMANDS: List[Tuple[str, str, str, str, str]] = [
     ("discover", "edgeagent.cli", "_discover_arguments", "cmd_discover",
      "print the hardware inventory"),
     ("run", "edgeagent.cli", "_run_arguments", "cmd_run", "run the agent"),
+    ("install", "edgeagent.install", "add_install_arguments", "cmd_install",
+     "install and start the systemd service (sudo ./edgeagent.pyz install)"),
+    ("uninstall", "edgeagent.install", "add_uninstall_arguments", "cmd_uninstall",
+     "stop and remove the systemd service"),
+    ("doctor", "edgeagent.doctor.command", "add_arguments", "main",
+     "check this node and say how to fix what is wrong"),
 ]
 
 # argparse dest -> config key: these flags override the config file and environment.
