@@ -121,7 +121,8 @@ def _resolve_root(args: argparse.Namespace) -> Tuple[str, bool]:
     if not root:
         return "/", False
     if not os.path.isdir(root):
-        raise UsageError("--root %s: no such directory" % root)
+        where = "--root" if args.root else "environment EDGEAGENT_ROOT:"
+        raise UsageError("%s %s: no such directory" % (where, root))
     return root, True
 
 
