@@ -219,11 +219,11 @@ def render_inventory(inv, labels: Dict[str, str]) -> str:
 
 
 def cmd_run(cli: Cli) -> int:
-    import asyncio
     import logging
     import shutil
 
-    from edgeagent.app import describe_inventory, materialize_demo_host, run_agent
+    from edgeagent.app import (describe_inventory, materialize_demo_host, run_agent,
+                               run_until_complete_bounded)
     from edgeagent.hostpaths import HostRoot
 
     log = logging.getLogger("edgeagent")
@@ -237,7 +237,8 @@ def cmd_run(cli: Cli) -> int:
     try:
         inventory = _discover(cli)
         log.info("inventory: %s", describe_inventory(inventory))
-        return asyncio.run(run_agent(cli.root, cli.config, inventory, demo=cli.args.demo))
+        return run_until_complete_bounded(run_agent(cli.root, cli.config, inventory,
+                                                    demo=cli.args.demo))
     finally:
         if demo_dir:
             shutil.rmtree(demo_dir, ignore_errors=True)
