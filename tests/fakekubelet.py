@@ -121,6 +121,7 @@ class FakeKubelet:
         self.callback = callback
         self.reject: Optional[str] = None
         self.requests: List[api.RegisterRequest] = []
+        self.attempts = 0
         self.callback_options: Dict[str, api.DevicePluginOptions] = {}
         self.watches: Dict[str, Watch] = {}
         self.clients: Dict[str, PluginClient] = {}
@@ -129,6 +130,8 @@ class FakeKubelet:
         self._server: Optional[grpc.Server] = None
 
     def _register(self, request: api.RegisterRequest, context) -> api.Empty:
+        with self._cond:
+            self.attempts += 1
         if self.reject:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, self.reject)
         if self.callback:
