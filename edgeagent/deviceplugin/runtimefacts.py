@@ -53,11 +53,10 @@ class CdiSpec:
 
 def _unquote(v: str) -> str:
     v = v.strip()
-    if "#" in v and not v.startswith(("'", '"')):
-        v = v.split("#", 1)[0].strip()
-    if len(v) >= 2 and v[0] == v[-1] and v[0] in "'\"":
-        return v[1:-1]
-    return v
+    if v[:1] in ("'", '"'):
+        end = v.find(v[0], 1)
+        return v[1:end] if end > 0 else v[1:]
+    return re.split(r"\s+#", v, 1)[0].strip()
 
 
 def parse_cdi_spec(text: str, path: str = "<spec>") -> CdiSpec:
