@@ -184,7 +184,13 @@ def _gpu_plan(resource: Resource, units: List[str], strategy: Strategy,
 def plan_container(resource: Resource, ids: Sequence[str], strategy: Strategy,
                    facts: RuntimeFacts) -> ContainerPlan:
     """What one container needs for the devices ``ids`` of ``resource``."""
-    units = validate_request(resource, ids)
+    return plan_units(resource, validate_request(resource, ids), strategy, facts)
+
+
+def plan_units(resource: Resource, units: List[str], strategy: Strategy,
+               facts: RuntimeFacts) -> ContainerPlan:
+    """What one container needs for the physical units ``units`` (from validate_request):
+    replicas of the same units get the same answer, so callers may cache by units."""
     if resource.gpu:
         return _gpu_plan(resource, units, strategy, facts)
     paths: List[str] = []
@@ -237,19 +243,3 @@ def preferred_allocation(resource: Resource, available: Sequence[str],
         free[unit] -= 1
     return chosen
 
-
-def plan_preferred(resource: Resource,
-                   requests: Sequence[Tuple[Sequence[str], Sequence[str], int]]) -> List[List[str]]:
-    return [preferred_allocation(resource, a, m, n) for a, m, n in requests]
-
-
-def describe(plan: ContainerPlan) -> str:
-    """One line for debug logs."""
-    parts = ["%s=%s" % kv for kv in sorted(plan.envs.items())]
-    if plan.cdi_devices:
-        parts.append("cdi " + ",".join(plan.cdi_devices))
-    if plan.devices:
-        parts.append("%d device nodes" % len(plan.devices))
-    if plan.mounts:
-        parts.append("%d mounts" % len(plan.mounts))
-    return ", ".join(parts) or "nothing"

@@ -91,6 +91,10 @@ class DevicePluginComponent(Component):
                 plugin = ResourcePlugin(state, self.directory, poll_interval=self.poll_interval)
                 self.plugins[name] = (plugin, asyncio.ensure_future(plugin.run()))
 
+    def _prewarm(self) -> None:
+        for state in list(self.states.values()):
+            state.prewarm()
+
     def _check_tasks(self) -> None:
         for name, (_, task) in list(self.plugins.items()):
             if task.done():
@@ -108,6 +112,7 @@ class DevicePluginComponent(Component):
                     None, self.check, self.feed.current, previous)
                 self._apply(resources, facts)
                 self._check_tasks()
+                await loop.run_in_executor(None, self._prewarm)
                 if not sent:
                     waits = [asyncio.ensure_future(p.ready.wait())
                              for p, _ in self.plugins.values()]

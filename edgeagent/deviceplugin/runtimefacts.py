@@ -56,7 +56,7 @@ def _unquote(v: str) -> str:
     if v[:1] in ("'", '"'):
         end = v.find(v[0], 1)
         return v[1:end] if end > 0 else v[1:]
-    return re.split(r"\s+#", v, 1)[0].strip()
+    return re.split(r"\s+#", v, maxsplit=1)[0].strip()
 
 
 def parse_cdi_spec(text: str, path: str = "<spec>") -> CdiSpec:
