@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Tuple
 
 from edgeagent.deviceplugin import allocate as alloc
 from edgeagent.deviceplugin.hostscan import scan
-from edgeagent.deviceplugin.model import (Options, Resource, build_resources, describe_units,
-                                          health_changes, scan_plan)
+from edgeagent.deviceplugin.model import (GPU_RESOURCE, SHARED_GPU_RESOURCE, Options, Resource,
+                                          build_resources, describe_units, health_changes,
+                                          scan_plan)
 from edgeagent.deviceplugin.runtimefacts import RuntimeFacts, RuntimeFactsCache
 from edgeagent.supervisor import Component
+
+if TYPE_CHECKING:  # the server and plugin modules import grpclib: only once the loop runs
+    from edgeagent.deviceplugin.plugin import ResourcePlugin
+    from edgeagent.deviceplugin.server import ResourceState
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +37,14 @@ class DevicePluginComponent(Component):
         self.configured_strategy = ctx.config["device_plugin.device_list_strategy"]
         self.poll_interval = poll_interval
         self.runtime = RuntimeFactsCache(ctx.root)
-        self.states: Dict[str, "ResourceState"] = {}   # noqa: F821  (server.ResourceState)
-        self.plugins: Dict[str, Tuple["ResourcePlugin", asyncio.Task]] = {}  # noqa: F821
+        self.states: Dict[str, "ResourceState"] = {}
+        self.plugins: Dict[str, Tuple["ResourcePlugin", asyncio.Task]] = {}
         self.strategy: Optional[alloc.Strategy] = None
         self._problems: Tuple[str, ...] = ()
+        for rc in self.options.resources:
+            if rc.name in (GPU_RESOURCE, SHARED_GPU_RESOURCE):
+                log.warning("[[device_plugin.resources]] %s is ignored: the GPU's resource name "
+                            "is not configurable", rc.name)
         from edgeagent.deviceplugin.metrics import DevicePluginCollector
 
         ctx.registry.register(DevicePluginCollector(lambda: dict(self.states)))

@@ -9,6 +9,7 @@ tests regenerate into a temporary directory and fail when the committed code dif
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shutil
 import stat
@@ -40,9 +41,11 @@ def _plugin_script(folder: str) -> str:
 
 def generate(out_dir: str) -> List[str]:
     """Generate the code into ``out_dir`` (created, emptied first); return the files written."""
+    # Imported only to fail early and clearly: protoc and the plugin run in subprocesses.
+    # betterproto.plugin.compiler imports black, isort and jinja2 (SystemExit when missing).
     try:
-        import grpc_tools  # noqa: F401
-        import betterproto.plugin.compiler  # noqa: F401  (black, isort, jinja2)
+        for module in ("grpc_tools.protoc", "betterproto.plugin.compiler"):
+            importlib.import_module(module)
     except (ImportError, SystemExit) as e:
         raise GenerateError("needs the dev extra (pip install -e '.[dev]'): %s" % e) from None
     if os.path.isdir(out_dir):

@@ -311,8 +311,8 @@ def build_resources(inventory, facts: HostFacts, options: Options,
     if gpu is not None:
         out[gpu.name] = gpu
     for rc in options.resources:
-        if rc.name in out:
-            continue           # the GPU's own name is not configurable
+        if rc.name in (GPU_RESOURCE, SHARED_GPU_RESOURCE):
+            continue           # the GPU's names are not configurable (the component warns)
         out[rc.name] = Resource(rc.name, "config", _config_units(rc, facts),
                                 replicas=rc.pods_per_device)
     if options.builtin_profiles:

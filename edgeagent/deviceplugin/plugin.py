@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 import re
-from typing import Callable, Optional
+from typing import Optional
 
 from edgeagent.backoff import Backoff
 from edgeagent.deviceplugin import sockets
