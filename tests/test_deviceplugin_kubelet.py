@@ -116,6 +116,7 @@ def test_serves_without_a_kubelet_and_registers_when_it_appears(root, cleanup, c
     waiting = [r for r in caplog.records if "waiting for the kubelet" in r.getMessage()]
     assert len(waiting) == 2                           # once per resource, no spam
     assert "kubelet.sock" in waiting[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     kubelet = FakeKubelet(agent.directory).start()
     cleanup.append(kubelet)
     assert {r.resource_name for r in kubelet.wait_registrations(2)} == {GPU, DLA}
@@ -382,3 +383,18 @@ def test_hot_plugged_devices_and_new_resources(root, cleanup):
     dla = kubelet.clients[DLA].allocate(["nvdla1"]).container_responses[0]
     assert [d.host_path for d in dla.devices] == [
         "/dev/nvhost-ctrl-nvdla1", "/dev/nvhost-nvdla1", "/dev/nvmap"]
+
+
+def test_waits_for_the_kubelets_directory(root, cleanup, caplog):
+    caplog.set_level(logging.INFO, logger="edgeagent.deviceplugin")
+    directory = os.path.join(root, "var/lib/kubelet/device-plugins")
+    os.rmdir(directory)
+    agent, _ = run(root, cleanup, kubelet=False, **{"device_plugin.builtin_profiles": False})
+    assert agent.started.is_set()                       # READY is not held back
+    os.makedirs(directory)
+    wait_until(lambda: os.path.exists(agent.socket(GPU)), what="socket once the dir exists")
+    kubelet = FakeKubelet(directory).start()
+    cleanup.append(kubelet)
+    kubelet.wait_registrations(1)
+    msgs = [r.getMessage() for r in caplog.records]
+    assert sum("device-plugin directory" in m for m in msgs) == 1

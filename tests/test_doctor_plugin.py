@@ -106,6 +106,7 @@ def test_registered_pass(root):
 
 @pytest.mark.parametrize("socks, listed, words", [
     ((GPU_SOCK,), None, "no socket for nvidia.com/dla"),
+    ((GPU_SOCK, DLA_SOCK, PLUGIN_DIR + "/nvidia-gpu.sock"), None, "NVIDIA's k8s-device-plugin"),
     ((GPU_SOCK, DLA_SOCK), ["nvidia.com/gpu"], "checkpoint lists no nvidia.com/dla"),
 ])
 def test_registered_warn(root, socks, listed, words):
@@ -184,6 +185,10 @@ def test_containerd_runtime(root, files, statuses, words):
     ({"/var/run/cdi/nvidia.json": '{"kind": "nvidia.com/gpu", "devices": [{"name": "GPU-1"}]}'},
      {}, "FAIL", "not 0 or all"),
     ({"/etc/cdi/nvidia.yaml": "kind: nvidia.com/gpu\n"}, {}, "FAIL", "no devices list"),
+    ({"/etc/cdi/nvidia.yaml": NVIDIA_CTK_YAML, "/etc/cdi/old.yaml": "kind: x/y\n"}, {}, "WARN",
+     "but /etc/cdi/old.yaml: no devices list"),
+    ({"/etc/cdi/nvidia.yaml": NVIDIA_CTK_YAML, "/var/run/cdi/nvidia.yaml": NVIDIA_CTK_YAML}, {},
+     "WARN", "2 specs define nvidia.com/gpu"),
     ({}, {"device_plugin.device_list_strategy": "cdi"}, "FAIL", "device_list_strategy is cdi"),
     ({}, {}, "SKIP", "does not need one"),
 ])

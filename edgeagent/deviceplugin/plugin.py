@@ -212,7 +212,10 @@ class ResourcePlugin:
                 try:
                     await self._serve_and_register()
                 except OSError as e:
-                    # the directory vanished under us, or bind failed: report once, retry soon
+                    # the directory vanished under us, or bind failed: report once, retry soon.
+                    # Ready anyway: one resource that cannot serve must not hold the whole
+                    # agent's READY=1 back (the log, the metric and doctor tell the story).
+                    self.ready.set()
                     self._set_registered(False)
                     self._set_status("oserror:%s" % e, "cannot serve on %s: %s; retrying"
                                      % (self.socket_path, e.strerror or e), logging.WARNING)

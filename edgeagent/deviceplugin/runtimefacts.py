@@ -243,8 +243,9 @@ class RuntimeFacts:
     problems: Tuple[str, ...] = ()              # files that could not be read or parsed
 
     def gpu_spec(self) -> Optional[CdiSpec]:
-        """The first nvidia.com/gpu spec naming a device "0" or "all" (the ones we pass)."""
-        for spec in self.cdi_specs:
+        """The nvidia.com/gpu spec naming a device "0" or "all" (the ones we pass); specs in
+        /var/run/cdi first, since CDI gives that directory priority over /etc/cdi."""
+        for spec in reversed(self.cdi_specs):
             if "0" in spec.devices or "all" in spec.devices:
                 return spec
         return None

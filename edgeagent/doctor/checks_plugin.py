@@ -19,6 +19,9 @@ CDI_CHECK = "CDI spec for nvidia.com/gpu"
 CSV_CHECK = "L4T CSV files"
 STRATEGY_CHECK = "GPU device list strategy"
 CHECKPOINT = "kubelet_internal_checkpoint"
+# NVIDIA's k8s-device-plugin names its socket nvidia-<resource>.sock (nvidia-gpu.sock for
+# nvidia.com/gpu, nvidia-gpu.shared.sock when renamed).
+RIVAL_SOCKETS = ("nvidia-gpu.sock", "nvidia-gpu.shared.sock")
 
 
 # --- shared facts (computed once per doctor run, kept in ctx.facts) ------------------------------
@@ -141,6 +144,15 @@ def check_plugin_registered(ctx: DoctorContext) -> CheckResult:
                            "device-plugin component is not disabled")
     known = _checkpoint_resources(ctx)
     unknown = [n for n in serving if known is not None and n not in known]
+    rival = [n for n in RIVAL_SOCKETS
+             if os.path.exists(ctx.root.path(directory + "/" + n))]
+    if rival and "nvidia.com/gpu" in serving:
+        return CheckResult(REGISTERED_CHECK, WARN, "serving %s, but %s/%s is NVIDIA's "
+                           "k8s-device-plugin, which registers nvidia.com/gpu too: the last to "
+                           "register wins, after every kubelet restart" % (
+                               ", ".join(serving), directory, rival[0]),
+                           "run one of them: remove the nvidia-device-plugin DaemonSet from this "
+                           "node, or disable edgeagent's device-plugin component")
     if missing or unknown:
         parts = []
         if missing:
@@ -242,13 +254,24 @@ def check_cdi_spec(ctx: DoctorContext) -> CheckResult:
     facts = _runtime(ctx)
     generate = "sudo nvidia-ctk cdi generate --mode=csv --output=/etc/cdi/nvidia.yaml"
     broken = [p for p in facts.problems if p.startswith(CDI_DIRS)]
-    if broken:
+    spec = facts.gpu_spec()
+    if broken and spec is None:
         return CheckResult(CDI_CHECK, FAIL, broken[0], "fix or remove it; to regenerate: "
                            + generate)
-    spec = facts.gpu_spec()
     if spec is not None:
-        return CheckResult(CDI_CHECK, PASS, "%s defines %s" % (
-            spec.path, ", ".join(spec.qualified(d) for d in spec.devices)))
+        detail = "%s defines %s" % (spec.path, ", ".join(spec.qualified(d) for d in spec.devices))
+        if broken:
+            return CheckResult(CDI_CHECK, WARN, "%s, but %s" % (detail, broken[0]),
+                               "fix or remove the broken spec: runtimes log an error for it "
+                               "on every container start")
+        if len(facts.cdi_specs) > 1:
+            # /var/run/cdi outranks /etc/cdi: nvidia-ctk's automatic refresh writes there,
+            # hiding a hand-made /etc/cdi/nvidia.yaml (or the other way round).
+            return CheckResult(CDI_CHECK, WARN, "%s; %d specs define nvidia.com/gpu (%s): the "
+                               "one in /var/run/cdi wins" % (detail, len(facts.cdi_specs), ", ".join(
+                                   s.path for s in facts.cdi_specs)),
+                               "keep one of them, so the spec that is used is the one you edit")
+        return CheckResult(CDI_CHECK, PASS, detail)
     if facts.cdi_specs:
         spec = facts.cdi_specs[0]
         return CheckResult(CDI_CHECK, FAIL, "%s names devices %s but not 0 or all" % (
