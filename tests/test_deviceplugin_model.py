@@ -173,9 +173,11 @@ def test_vanished_devices_stay_unhealthy_and_recover():
     assert ids(r2[rc.name]) == [("video0", "Unhealthy"), ("video1", "Healthy")]
     assert "gone" in r2[rc.name].unit("video0").reason
     assert health_changes(r1[rc.name], r2[rc.name]) == [
-        "example.com/cam: device video0 is Unhealthy: device node /dev/video0 is gone"]
+        (False, "example.com/cam: device video0 is Unhealthy: device node /dev/video0 is gone")]
     r3 = build_resources(inv, both, opts, r2)
     assert ids(r3[rc.name]) == [("video0", "Healthy"), ("video1", "Healthy")]
+    assert health_changes(r2[rc.name], r3[rc.name]) == [
+        (True, "example.com/cam: device video0 is Healthy")]
     hot = facts("/dev/video0", "/dev/video1", "/dev/video2",
                 globs={"/dev/video*": ("/dev/video0", "/dev/video1", "/dev/video2")})
     r4 = build_resources(inv, hot, opts, r3)

@@ -94,8 +94,8 @@ class DevicePluginComponent(Component):
                 log.info("%s: advertising %s", name, describe_units(resource))
             else:
                 state.update(resource, strategy, facts)
-                for line in health_changes(before, resource):
-                    log.info("%s", line)
+                for healthy, line in health_changes(before, resource):
+                    log.log(logging.INFO if healthy else logging.WARNING, "%s", line)
             if name not in self.plugins:
                 plugin = ResourcePlugin(state, self.directory, poll_interval=self.poll_interval)
                 self.plugins[name] = (plugin, asyncio.ensure_future(plugin.run()))

@@ -342,18 +342,17 @@ def describe_units(resource: Resource) -> str:
     return ", ".join(parts) or "no devices"
 
 
-def health_changes(before: Optional[Resource], after: Resource) -> List[str]:
-    """Log lines for units whose health or presence changed."""
+def health_changes(before: Optional[Resource], after: Resource) -> List[Tuple[bool, str]]:
+    """(healthy now, log line) for units whose health or presence changed."""
     old = {u.id: u for u in before.units} if before is not None else {}
     lines = []
     for u in after.units:
         prev = old.get(u.id)
+        state = HEALTHY if u.healthy else UNHEALTHY + ": " + u.reason
         if prev is None:
-            lines.append("%s: device %s found (%s)" % (
-                after.name, u.id, HEALTHY if u.healthy else UNHEALTHY + ": " + u.reason))
+            lines.append((u.healthy, "%s: device %s found (%s)" % (after.name, u.id, state)))
         elif prev.healthy != u.healthy:
-            lines.append("%s: device %s is %s" % (
-                after.name, u.id, HEALTHY if u.healthy else UNHEALTHY + ": " + u.reason))
+            lines.append((u.healthy, "%s: device %s is %s" % (after.name, u.id, state)))
     return lines
 
 
