@@ -142,11 +142,14 @@ class FakeKubelet:
             watch = Watch(client)
             with self._cond:
                 old = self.watches.pop(request.resource_name, None)
+                old_client = self.clients.pop(request.resource_name, None)
                 self.callback_options[request.resource_name] = options
                 self.watches[request.resource_name] = watch
                 self.clients[request.resource_name] = client
             if old is not None:
                 old.cancel()
+            if old_client is not None:
+                old_client.close()
         with self._cond:
             self.requests.append(request)
             self.register_times.append(time.monotonic())
