@@ -1,7 +1,5 @@
 """Pure tables: inventory + host facts + config -> advertised resources and their health."""
 
-import tempfile
-
 import pytest
 
 from edgeagent.config import ResourceConfig
@@ -217,10 +215,10 @@ def test_device_ids():
 
 
 @pytest.mark.parametrize("dtb", all_dtbs())
-def test_real_devicetrees(dtb):
+def test_real_devicetrees(dtb, tmp_path):
     """Every real DTB: a GPU resource exactly for a usable NVIDIA iGPU; no /dev nodes in an
     empty root means it is advertised Unhealthy, never Healthy."""
-    inv = discover(HostRoot(tempfile.mkdtemp(prefix="ea-empty-")), dtb_path(dtb))
+    inv = discover(HostRoot(str(tmp_path)), dtb_path(dtb))
     got = build_resources(inv, facts(), Options())
     has_gpu = inv.gpu is not None and inv.gpu.is_nvidia and inv.gpu.usable
     assert (GPU_RESOURCE in got) == has_gpu

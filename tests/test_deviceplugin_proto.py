@@ -4,7 +4,6 @@ paths, and generated code that matches protos/api.proto."""
 import importlib
 import os
 import re
-import tempfile
 
 import pytest
 
@@ -159,12 +158,12 @@ def test_service_paths_and_cardinality():
                                        else Cardinality.UNARY_UNARY)
 
 
-def test_the_proto_file_declares_exactly_the_upstream_api():
+def test_the_proto_file_declares_exactly_the_upstream_api(tmp_path):
     """Compiled by protoc (grpcio-tools, the dev extra): names, numbers, types, labels."""
     protoc = pytest.importorskip("grpc_tools.protoc")
     from google.protobuf import descriptor_pb2
 
-    out = os.path.join(tempfile.mkdtemp(prefix="ea-proto-"), "api.pb")
+    out = str(tmp_path / "api.pb")
     rc = protoc.main(["protoc", "-I", os.path.join(REPO, "protos"),
                       "--descriptor_set_out=" + out, os.path.join(REPO, "protos", "api.proto")])
     assert rc == 0
@@ -207,7 +206,7 @@ def _pinned(package):
     return m.group(1)
 
 
-def test_committed_code_is_fresh():
+def test_committed_code_is_fresh(tmp_path):
     """Regenerates into a temporary folder and compares. Runs where the compiler is installed
     (the test venvs of ./build.sh test install the dev extra)."""
     pytest.importorskip("grpc_tools")
@@ -228,7 +227,7 @@ def test_committed_code_is_fresh():
         pytest.skip(message)
     from edgeagent.deviceplugin import genprotos
 
-    out = tempfile.mkdtemp(prefix="ea-genprotos-")
+    out = str(tmp_path / "proto")
     genprotos.generate(out)
     fresh = genprotos.read_tree(out)
     committed = genprotos.read_tree(genprotos.OUT_DIR)
