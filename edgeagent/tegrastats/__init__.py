@@ -1,0 +1,1 @@
+"""tegrastats: the pure line parser, the subprocess runner and the `edgeagent tegrastats` command."""
