@@ -540,7 +540,7 @@ def _gr3d(tokens: List[str], i: int, st: _Line) -> Optional[int]:
     load_s, at, freq_s = tokens[i + 1].partition("@")
     load = _PCT[load_s] if load_s else None
     freqs = _gpc_freqs(freq_s) if at else []
-    if (load_s and load is None) or not (freqs or load_s):
+    if (load_s and load is None) or freqs is None or not (freqs or load_s):
         return _bad(tokens, i, i + 2, st)
     st.values["gpu_utilization"] = load
     for index, hz in enumerate(freqs):
