@@ -25,6 +25,8 @@ COMMANDS: List[Tuple[str, str, str, str, str]] = [
     ("discover", "edgeagent.cli", "_discover_arguments", "cmd_discover",
      "print the hardware inventory"),
     ("run", "edgeagent.cli", "_run_arguments", "cmd_run", "run the agent"),
+    ("tegrastats", "edgeagent.tegrastats.command", "add_arguments", "main",
+     "parse a tegrastats log (or stdin) into one JSON object per line"),
 ]
 
 # argparse dest -> config key: these flags override the config file and environment.
