@@ -196,7 +196,7 @@ class TegrastatsRunner(Component):
                     self._failing = False
         finally:
             state.running = False
-            await _stop(proc)
+            await stop_child(proc)
             stderr_task.cancel()
 
 
@@ -233,8 +233,19 @@ def _signal_group(proc: asyncio.subprocess.Process, sig: int) -> None:
             pass
 
 
-async def _stop(proc: asyncio.subprocess.Process) -> None:
+async def stop_child(proc: asyncio.subprocess.Process) -> None:
     """SIGTERM, then SIGKILL, each wait bounded; the child is reaped (no zombie) either way."""
+    try:
+        await _end(proc)
+    finally:
+        # Close the pipes now: left to the garbage collector, Python 3.8 closes them on a loop
+        # that may be closed already ("Event loop is closed" at shutdown).
+        transport = getattr(proc, "_transport", None)
+        if transport is not None:
+            transport.close()
+
+
+async def _end(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is not None:
         return
     _signal_group(proc, signal.SIGTERM)
