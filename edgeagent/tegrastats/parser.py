@@ -310,8 +310,17 @@ def _milliwatts(s: str) -> Optional[float]:
     return None if value is None else value / 1000.0
 
 
-def _engine_name(tok: str) -> Optional[str]:
-    """``NVENC0_FREQ`` -> ``nvenc0``; None unless an upper-case field name (``VDD_IN``)."""
+def _kind(tok: str) -> Any:
+    """The kind of a token that is not a temperature: the parser of a field with its own syntax
+    (RAM, CPU, ...), else the engine name of an upper-case field name (``NVENC0_FREQ`` ->
+    ``nvenc0``; rails like ``VDD_IN`` are names too), else None."""
+    kind = _FIELDS.get(tok)
+    if kind is not None:
+        return kind
+    return _lower_name(tok)
+
+
+def _lower_name(tok: str) -> Optional[str]:
     if not (tok.isupper() and tok.isidentifier() and tok.isascii()):
         return None
     name = tok.lower()
@@ -351,9 +360,8 @@ _MW = _Memo(_milliwatts)
 _USED_TOTAL = _Memo(_used_total)
 _LFB = _Memo(_lfb)
 _PAREN_SIZE = _Memo(_paren_size)
-_ENGINE_NAME = _Memo(_engine_name)
-_MEMOS = (_PCT, _MHZ, _LOAD_FREQ, _TEMPERATURE, _MW, _USED_TOTAL, _LFB, _PAREN_SIZE,
-          _ENGINE_NAME)
+_KIND = _Memo(lambda tok: _kind(tok))   # _FIELDS is defined further down
+_MEMOS = (_PCT, _MHZ, _LOAD_FREQ, _TEMPERATURE, _MW, _USED_TOTAL, _LFB, _PAREN_SIZE, _KIND)
 
 
 def clear_memos() -> None:
@@ -457,6 +465,7 @@ _OFFLINE = tuple(CpuCore(i, False) for i in range(_MAX_CPUS))
 # One memo per core index ("23%@2264" on core 3 is always the same CpuCore): a whole CPU list is
 # looked up with one C-level map() when its entries were seen before.
 _CORES: Tuple[Dict[str, CpuCore], ...] = tuple({"off": core} for core in _OFFLINE)
+_CORE_MEMO_LIMIT = 256
 
 
 def _cpu(tokens: List[str], i: int, st: _Line) -> Optional[int]:
@@ -496,7 +505,7 @@ def _cpu(tokens: List[str], i: int, st: _Line) -> Optional[int]:
             core = cores[index] = _new(CpuCore, (index, True, load, freq))
             if shared is None and index < _MAX_CPUS and len(entry) <= _MEMO_KEY_MAX:
                 memo = _CORES[index]
-                if len(memo) >= _MEMO_LIMIT:
+                if len(memo) >= _CORE_MEMO_LIMIT:
                     memo.clear()
                     memo["off"] = _OFFLINE[index]
                 memo[entry] = core
@@ -616,8 +625,8 @@ _name_of = itemgetter(0)
 def _timestamp(tokens: List[str]) -> Optional[str]:
     # "05-06-2024 11:19:04": JetPack 5 and later print the time before RAM
     d, t = tokens[0], tokens[1]
-    if len(d) == 10 and len(t) == 8 and d[2] == "-" and d[5] == "-" and t[2] == ":" \
-            and t[5] == ":" and (d[:2] + d[3:5] + d[6:] + t[:2] + t[3:5] + t[6:]).isdecimal():
+    if len(d) == 10 and len(t) == 8 and d[2] == d[5] == "-" and t[2] == t[5] == ":" \
+            and d.replace("-", "").isdecimal() and t.replace(":", "").isdecimal():
         return d + " " + t
     return None
 
@@ -632,8 +641,7 @@ def parse_line(line: str) -> TegraSample:
     temps: List[Temperature] = []
     engines: List[Engine] = []
     rails: List[PowerRail] = []
-    fields_get = _FIELDS.get
-    temperature_of, engine_of, mw_of, load_freq_of = _TEMPERATURE, _ENGINE_NAME, _MW, _LOAD_FREQ
+    temperature_of, kind_of, mw_of, load_freq_of = _TEMPERATURE, _KIND, _MW, _LOAD_FREQ
     found = 0
     i = 0
     if n >= 2:
@@ -645,14 +653,7 @@ def parse_line(line: str) -> TegraSample:
     # than all the work the token needs.
     while i < n:
         tok = tokens[i]
-        handler = fields_get(tok)
-        if handler is not None:
-            nxt = handler(tokens, i, st)         # a field with its own syntax: RAM, CPU, ...
-            if nxt is not None:
-                i = nxt
-                continue
-            # "CPU 466/466" on AGX Xavier is a rail, not the CPU list: fall through
-        elif "@" in tok:
+        if "@" in tok:
             # name@23.5C   CV0@-256C (sensor off)   cpu@52.9C/52.9C (JetPack 7.2: current/max)
             temp = temperature_of[tok]
             if temp is not None:
@@ -664,7 +665,13 @@ def parse_line(line: str) -> TegraSample:
             unknown.append(tok)
             i += 1
             continue
-        engine = engine_of[tok]
+        engine = kind_of[tok]        # RAM, CPU, ...: their parser; VDD_IN, NVENC0_FREQ: a name
+        if engine is not None and engine.__class__ is not str:
+            nxt = engine(tokens, i, st)
+            if nxt is not None:
+                i = nxt
+                continue
+            engine = _lower_name(tok)            # "CPU 466/466" on AGX Xavier is a rail
         if engine is not None and i + 1 < n:
             value = tokens[i + 1]
             if "/" in value:
