@@ -46,7 +46,8 @@ def test_there_are_the_36_shared_lines_and_more():
 
 
 def test_jetpack4_nano():
-    s = parse_line("RAM 936/3964MB (lfb 366x4MB) SWAP 0/4096MB (cached 0MB) IRAM 0/252kB(lfb 252kB) "
+    s = parse_line("RAM 936/3964MB (lfb 366x4MB) SWAP 0/4096MB (cached 0MB) "
+                   "IRAM 0/252kB(lfb 252kB) "
                    "CPU [10%@102,3%@102,0%@102,0%@102] EMC_FREQ 0%@204 GR3D_FREQ 0%@76 APE 25 "
                    "PLL@24C CPU@27.5C PMIC@50C GPU@28C AO@29.5C thermal@28C "
                    "POM_5V_IN 920/920 POM_5V_GPU 0/0 POM_5V_CPU 119/119")
@@ -227,7 +228,8 @@ def test_to_json_has_the_documented_keys():
 
 # --- property tests on mutated real lines ---------------------------------------------------------
 
-_ALPHABET = st.sampled_from(list("0123456789%@[],./-: ()xCmWBkMG_offRAMCPU\t") + ["é", "\x00", "∞"])
+_ALPHABET = st.sampled_from(list("0123456789%@[],./-: ()xCmWBkMG_offRAMCPU\t")
+                            + ["é", "\x00", "∞"])
 
 
 @st.composite

@@ -168,7 +168,8 @@ async def _healthz(host: str, port: int, timeout: float) -> Optional[str]:
     writer = None
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(probe, port), timeout)
-        writer.write(b"GET /healthz HTTP/1.0\r\nHost: edgeagent\r\nAccept: application/json\r\n\r\n")
+        writer.write(b"GET /healthz HTTP/1.0\r\nHost: edgeagent\r\n"
+                     b"Accept: application/json\r\n\r\n")
         raw = await asyncio.wait_for(reader.read(256 * 1024), timeout)
     except (OSError, asyncio.TimeoutError):
         return None

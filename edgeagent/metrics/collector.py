@@ -20,7 +20,8 @@ TEGRASTATS_HELP = {
     "jetson_ram_total_bytes": "RAM available to Linux, in bytes (tegrastats RAM X/Y: Y, MiB)",
     "jetson_ram_lfb_blocks": "Count of free blocks of the largest free size "
                              "(tegrastats RAM (lfb NxZ): N)",
-    "jetson_ram_lfb_block_bytes": "Largest free memory block, in bytes (tegrastats RAM (lfb NxZ): Z)",
+    "jetson_ram_lfb_block_bytes": "Largest free memory block, in bytes "
+                                  "(tegrastats RAM (lfb NxZ): Z)",
     "jetson_swap_used_bytes": "Swap in use, in bytes (tegrastats SWAP X/Y: X, MiB)",
     "jetson_swap_total_bytes": "Swap size, in bytes (tegrastats SWAP X/Y: Y, MiB)",
     "jetson_swap_cached_bytes": "Swap cached, in bytes (tegrastats SWAP (cached Z): Z, MiB)",

@@ -1,4 +1,4 @@
-"""The HTTP side of the metrics component: ``/metrics``, ``/healthz`` and ``/``, on the agent's loop.
+"""The HTTP side of the metrics component: ``/metrics``, ``/healthz``, ``/``, on the agent's loop.
 
 aiohttp's AppRunner + TCPSite (never ``web.run_app``, which owns the loop and signals). A scrape
 renders the registry from state already in memory: it never waits on tegrastats or the API server.

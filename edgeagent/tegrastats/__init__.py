@@ -1,1 +1,1 @@
-"""tegrastats: the pure line parser, the subprocess runner and the `edgeagent tegrastats` command."""
+"""tegrastats: the pure line parser, the subprocess runner, the `edgeagent tegrastats` command."""
