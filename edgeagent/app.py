@@ -29,6 +29,7 @@ log = logging.getLogger("edgeagent")
 # returns a list of Components (empty when the host has nothing for it to do).
 COMPONENT_FACTORIES: Dict[str, str] = {
     "device-plugin": "edgeagent.deviceplugin.component:build",
+    "metrics": "edgeagent.metrics.component:build",
 }
 
 DEMO_PACKAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo", "host")

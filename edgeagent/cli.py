@@ -31,6 +31,8 @@ COMMANDS: List[Tuple[str, str, str, str, str]] = [
      "stop and remove the systemd service"),
     ("doctor", "edgeagent.doctor.command", "add_arguments", "main",
      "check this node and say how to fix what is wrong"),
+    ("tegrastats", "edgeagent.tegrastats.command", "add_arguments", "main",
+     "parse a tegrastats log (or stdin) into one JSON object per line"),
 ]
 
 # argparse dest -> config key: these flags override the config file and environment.

@@ -15,7 +15,10 @@ from edgeagent.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/edgeagent/config.toml"
 COMPONENTS = ("device-plugin", "labels", "metrics")
-DEFAULT_METRICS_PORT = 9745
+# Prometheus' exporter port registry (its wiki, "Default port allocations") has had no free port
+# in 9100-9999 since 2023, 9745 included; new exporters get ports outside that range. 19745 is in
+# no allocation we could find and below Linux's ephemeral range (32768+). See README "Metrics".
+DEFAULT_METRICS_PORT = 19745
 
 
 class _Invalid(ValueError):
