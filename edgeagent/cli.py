@@ -25,6 +25,8 @@ COMMANDS: List[Tuple[str, str, str, str, str]] = [
     ("discover", "edgeagent.cli", "_discover_arguments", "cmd_discover",
      "print the hardware inventory"),
     ("run", "edgeagent.cli", "_run_arguments", "cmd_run", "run the agent"),
+    ("labels", "edgeagent.labels.command", "add_arguments", "main",
+     "print (or remove) the labels of this node"),
 ]
 
 # argparse dest -> config key: these flags override the config file and environment.
@@ -163,8 +165,15 @@ def _discover(cli: Cli, fdt: Optional[str] = None):
 
 
 def inventory_labels(inventory, config) -> Dict[str, str]:
-    """The labels this node should carry (empty until the labels component exists)."""
-    return {}
+    """The labels this node should carry; a label dropped as invalid is logged as a warning."""
+    import logging
+
+    from edgeagent.labels.compute import compute_labels
+
+    result = compute_labels(inventory, config)
+    for problem in result.problems:
+        logging.getLogger("edgeagent.labels").warning("%s", problem)
+    return result.labels
 
 
 def cmd_discover(cli: Cli) -> int:
