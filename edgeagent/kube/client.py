@@ -93,13 +93,17 @@ class KubeResponse:
 
     def server_date(self) -> Optional[float]:
         """The Date header as a Unix time (for clock-skew checks)."""
-        value = self.headers.get("Date")
-        if not value:
-            return None
-        try:
-            return email.utils.parsedate_to_datetime(value).timestamp()
-        except (TypeError, ValueError):
-            return None
+        return header_date(self.headers)
+
+
+def header_date(headers: Mapping[str, str]) -> Optional[float]:
+    value = headers.get("Date")
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
 
 
 def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
@@ -230,7 +234,7 @@ class KubeClient:
         message, reason = _status_message(status, parsed, text)
         raise KubeError("%s %s: %d %s" % (method, path, status, message), status=status,
                         reason=reason, retry_after=parse_retry_after(
-                            resp_headers.get("Retry-After")))
+                            resp_headers.get("Retry-After")), headers=resp_headers)
 
     # --- the few calls edgeagent makes ---------------------------------------------------
 

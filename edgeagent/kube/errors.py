@@ -3,7 +3,7 @@ the callers classify for retries (status, Kubernetes ``reason``, ``Retry-After``
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Mapping, Optional
 
 from edgeagent.errors import OperatorError
 
@@ -20,11 +20,13 @@ class KubeError(Exception):
     """A request that did not succeed. ``status`` is None for network and TLS failures."""
 
     def __init__(self, message: str, status: Optional[int] = None, reason: str = "",
-                 retry_after: Optional[float] = None) -> None:
+                 retry_after: Optional[float] = None,
+                 headers: Optional[Mapping[str, str]] = None) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
         self.retry_after = retry_after
+        self.headers = dict(headers or {})
 
     @property
     def retryable(self) -> bool:
