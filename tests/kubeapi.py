@@ -40,6 +40,9 @@ import trustme
 from aiohttp import web
 
 ADMIN_TOKEN = "edgeagent-test-admin-token"
+# Request storage keys (typed keys where aiohttp has them, to avoid its NotAppKeyWarning).
+_USER: Any = web.RequestKey("user", str) if hasattr(web, "RequestKey") else "user"
+_GROUPS: Any = web.RequestKey("groups", list) if hasattr(web, "RequestKey") else "groups"
 _NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 _DNS = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 # NodeRestriction: labels a kubelet may set inside the kubernetes.io/k8s.io namespaces.
@@ -175,6 +178,10 @@ class KubeApiServer:
         org = ",".join(groups) if groups else None
         return self.ca.issue_cert("client-%d.invalid" % self._issued, common_name=user,
                                   organization_name=org)
+
+    def revoke_cert_file(self, path: str) -> None:
+        """Reject the certificate in ``path`` from now on (401), as after a rotation."""
+        self.revoked_serials.add(ssl._ssl._test_decode_cert(path)["serialNumber"])
 
     def add_token(self, user: str, token: Optional[str] = None) -> str:
         token = token or "tok-" + uuid.uuid4().hex
@@ -315,7 +322,7 @@ class KubeApiServer:
             if ident is None:
                 status = 401
                 return _status(401, "Unauthorized", "Unauthorized")
-            request["user"], request["groups"] = ident, groups
+            request[_USER], request[_GROUPS] = ident, groups
             if ident == "system:anonymous" and request.path not in ("/version",):
                 status = 403
                 return _status(403, "Forbidden", 'forbidden: User "system:anonymous" cannot '
@@ -335,8 +342,8 @@ class KubeApiServer:
                 self.records.append(Record(request.method, request.path, status, user))
 
     def _allowed(self, request: web.Request, verb: str, node: str) -> (bool, str):
-        user = request["user"]
-        if user.startswith("system:node:") and "system:nodes" in request["groups"]:
+        user = request[_USER]
+        if user.startswith("system:node:") and "system:nodes" in request[_GROUPS]:
             if verb in ("get", "list", "watch"):
                 return True, ""
             if verb in ("patch", "update") and node == user[len("system:node:"):]:
@@ -427,7 +434,7 @@ class KubeApiServer:
             if problem:
                 return _status(422, "Invalid", 'Node "%s" is invalid: metadata.labels: %s'
                                % (name, problem))
-        user = request["user"]
+        user = request[_USER]
         if user.startswith("system:node:"):
             changed = {k for k in set(labels) | set(node["metadata"].get("labels") or {})
                        if labels.get(k) != (node["metadata"].get("labels") or {}).get(k)}
