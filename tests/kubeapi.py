@@ -248,6 +248,49 @@ class KubeApiServer:
             json.dump(doc, f, indent=2)
         return path
 
+    def write_kubelet_root(self, root: str, node: str = "jetson-1", flavor: str = "kubeadm",
+                           ca: str = "data", user: Optional[str] = None) -> str:
+        """Make ``root`` look like a host whose kubelet joined this cluster: kubeadm's
+        /etc/kubernetes/kubelet.conf + /var/lib/kubelet/pki/kubelet-client-current.pem, or k3s's
+        /var/lib/rancher/k3s/agent/kubelet.kubeconfig with its files (host paths inside, as on
+        a real node). Returns the kubeconfig's real path."""
+        user = user or "system:node:" + node
+        cert = self.issue_client_cert(user, ["system:nodes"] if user.startswith(
+            "system:node:") else [])
+        if flavor == "kubeadm":
+            kc_host = "/etc/kubernetes/kubelet.conf"
+            pem_host = "/var/lib/kubelet/pki/kubelet-client-current.pem"
+            files = {pem_host: cert.private_key_and_cert_chain_pem.bytes()}
+            u = {"client-certificate": pem_host, "client-key": pem_host}
+            ca_host = "/etc/kubernetes/pki/ca.crt"
+        else:
+            agent = "/var/lib/rancher/k3s/agent/"
+            kc_host = agent + "kubelet.kubeconfig"
+            files = {agent + "client-kubelet.crt": cert.cert_chain_pems[0].bytes(),
+                     agent + "client-kubelet.key": cert.private_key_pem.bytes()}
+            u = {"client-certificate": agent + "client-kubelet.crt",
+                 "client-key": agent + "client-kubelet.key"}
+            ca_host = agent + "server-ca.crt"
+        cluster: Dict[str, Any] = {"server": self.url}
+        if ca == "data":
+            cluster["certificate-authority-data"] = _b64(self.ca.cert_pem.bytes())
+        elif ca == "file":
+            files[ca_host] = self.ca.cert_pem.bytes()
+            cluster["certificate-authority"] = ca_host
+        elif ca == "insecure":
+            cluster["insecure-skip-tls-verify"] = True
+        doc = {"apiVersion": "v1", "kind": "Config", "current-context": "kubelet",
+               "clusters": [{"name": "c", "cluster": cluster}],
+               "contexts": [{"name": "kubelet", "context": {"cluster": "c", "user": user}}],
+               "users": [{"name": user, "user": u}]}
+        files[kc_host] = json.dumps(doc, indent=2).encode()
+        for host_path, data in files.items():
+            real = os.path.join(root, host_path.lstrip("/"))
+            os.makedirs(os.path.dirname(real), exist_ok=True)
+            with open(real, "wb") as f:
+                f.write(data)
+        return os.path.join(root, kc_host.lstrip("/"))
+
     # --- serving ----------------------------------------------------------------------------
 
     def _ssl_context(self) -> ssl.SSLContext:
@@ -503,6 +546,27 @@ class KubeApiServer:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.stop()
+
+
+class ThreadedKubeApi:
+    """The server on its own event loop in a thread, for tests of synchronous code (CLI
+    commands, doctor) that run their own ``asyncio.run``. ``api`` is the KubeApiServer; change
+    its state only between requests."""
+
+    def __init__(self, directory: str, nodes: Any = ("jetson-1",)) -> None:
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.api = KubeApiServer(directory, nodes=nodes)
+        asyncio.run_coroutine_threadsafe(self.api.start(), self.loop).result(30)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.api.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
 
 
 _REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
