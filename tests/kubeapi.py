@@ -134,6 +134,8 @@ class KubeApiServer:
         self.faults: List[Fault] = []
         self.records: List[Record] = []
         self.clock_offset = 0.0
+        self.max_rps = 0               # >0: answer 429 beyond this many requests per second
+        self._second = (0, 0)          # (current whole second, requests in it)
         self.resource_version = 100
         self._runner: Optional[web.AppRunner] = None
         self._issued = 0
@@ -360,6 +362,13 @@ class KubeApiServer:
                 if fault.retry_after is not None:
                     resp.headers["Retry-After"] = fault.retry_after
                 return resp
+            if self.max_rps and not request.path.startswith("/_test/") and \
+                    not self._admit():
+                # Like API Priority and Fairness when its queues are full.
+                status = 429
+                resp = _status(429, "TooManyRequests", "too many requests, please try again")
+                resp.headers["Retry-After"] = "1"
+                return resp
             ident, groups = self._identity(request)
             user = ident or "?"
             if ident is None:
@@ -383,6 +392,14 @@ class KubeApiServer:
         finally:
             if status != 0 or user != "?":
                 self.records.append(Record(request.method, request.path, status, user))
+
+    def _admit(self) -> bool:
+        now = int(time.monotonic())
+        second, count = self._second
+        if second != now:
+            second, count = now, 0
+        self._second = (second, count + 1)
+        return count < self.max_rps
 
     def _allowed(self, request: web.Request, verb: str, node: str) -> (bool, str):
         user = request[_USER]
