@@ -4,8 +4,8 @@ exists under the agent's name, and the identity may patch it (SelfSubjectAccessR
 
 One async check produces all six results in order, because each step needs the one before
 (no point asking about the Node when the server is unreachable). Every network step is bounded
-by ``ctx.timeout`` and the whole network phase by three of them, so a dead API server costs at
-most one timeout.
+by ``ctx.timeout`` and the whole network phase by NETWORK_BUDGET (inside the runner's bound of
+one check), so a dead API server costs at most one timeout.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from edgeagent.doctor.model import FAIL, PASS, SKIP, WARN, CheckResult
 
 CLOCK_WARN_SECONDS = 5.0
 CLOCK_FAIL_SECONDS = 60.0
+NETWORK_BUDGET = 2.5    # seconds for all requests together; the runner allows a check 3 s
 
 
 def _skip_rest(results: List[CheckResult], names: List[str], why: str) -> List[CheckResult]:
@@ -81,14 +82,18 @@ async def check_kube(ctx: Any) -> List[CheckResult]:
         results.append(CheckResult("kube.credentials", PASS, creds.describe()))
 
     timeout = float(ctx.timeout)
-    deadline = time.monotonic() + 3 * timeout
+    deadline = time.monotonic() + max(NETWORK_BUDGET, timeout)
+
+    def step_timeout() -> float:
+        return max(0.0, min(timeout, deadline - time.monotonic()))
+
     client = KubeClient(CredentialCache(lambda: creds), timeout=timeout)
     async with client:
         # 1. reachable + TLS + clock, from GET /version (any HTTP answer proves the first two).
         started = time.time()
         headers = {}
         try:
-            resp = await client.version()
+            resp = await client.version(timeout=step_timeout())
             headers = resp.headers
             reach = "API server %s answered (Kubernetes %s)" % (
                 creds.server, (resp.body or {}).get("gitVersion", "?") if isinstance(
@@ -123,10 +128,10 @@ async def check_kube(ctx: Any) -> List[CheckResult]:
         results.append(clock_result(header_date(headers), started + latency / 2, latency))
 
         # 2. the Node under the agent's name.
-        if time.monotonic() > deadline:
+        if step_timeout() < 0.1:
             return _skip_rest(results, ALL, "API server too slow")
         try:
-            await client.get_node(name)
+            await client.get_node(name, timeout=step_timeout())
             results.append(CheckResult("kube.node", PASS, "Node %s exists (name from %s)"
                                        % (name, name_source)))
         except KubeError as e:
@@ -142,10 +147,11 @@ async def check_kube(ctx: Any) -> List[CheckResult]:
             return _skip_rest(results, ALL, "Node not readable")
 
         # 3. may this identity patch its Node?
-        if time.monotonic() > deadline:
+        if step_timeout() < 0.1:
             return _skip_rest(results, ALL, "API server too slow")
         try:
-            allowed, reason = await client.can_i("patch", "nodes", name)
+            allowed, reason = await client.can_i("patch", "nodes", name,
+                                                 timeout=step_timeout())
         except KubeError as e:
             results.append(CheckResult("kube.patch", WARN, "could not ask the API server "
                                        "(SelfSubjectAccessReview): %s" % e,

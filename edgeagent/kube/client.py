@@ -171,19 +171,22 @@ class KubeClient:
             self.metrics.requests.labels(method=method, code=code).inc()
 
     async def request(self, method: str, path: str, body: Any = None,
-                      content_type: str = "application/json") -> KubeResponse:
-        """Send one request; 2xx -> KubeResponse, anything else raises KubeError."""
+                      content_type: str = "application/json",
+                      timeout: Optional[float] = None) -> KubeResponse:
+        """Send one request; 2xx -> KubeResponse, anything else raises KubeError. ``timeout``
+        (seconds) overrides the client's for this request."""
         self.credentials.get()
         try:
-            return await self._send(method, path, body, content_type)
+            return await self._send(method, path, body, content_type, timeout)
         except KubeError as e:
             if e.status != 401:
                 raise
             # Maybe a rotated certificate or token: read the files again and retry once.
             self.credentials.reload()
-            return await self._send(method, path, body, content_type)
+            return await self._send(method, path, body, content_type, timeout)
 
-    async def _send(self, method: str, path: str, body: Any, content_type: str) -> KubeResponse:
+    async def _send(self, method: str, path: str, body: Any, content_type: str,
+                    timeout: Optional[float] = None) -> KubeResponse:
         import aiohttp
 
         cache = self.credentials
@@ -198,6 +201,8 @@ class KubeClient:
         if cache.token:
             headers["Authorization"] = "Bearer " + cache.token
         kwargs: Dict[str, Any] = {"headers": headers, "data": data}
+        if timeout is not None:
+            kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)
         if cache.ssl is not None:
             kwargs["ssl"] = cache.ssl
             if creds.tls_server_name:
@@ -217,8 +222,8 @@ class KubeClient:
             raise KubeTLSError("TLS with %s failed: %s" % (creds.server, e)) from None
         except asyncio.TimeoutError:
             self._count(method, "error")
-            raise KubeNetworkError("%s %s: no answer within %gs" % (method, creds.server,
-                                                                    self.timeout)) from None
+            raise KubeNetworkError("%s %s: no answer within %gs" % (
+                method, creds.server, self.timeout if timeout is None else timeout)) from None
         except (aiohttp.ClientError, OSError) as e:
             self._count(method, "error")
             raise KubeNetworkError("%s %s: %s" % (method, creds.server,
@@ -238,11 +243,12 @@ class KubeClient:
 
     # --- the few calls edgeagent makes ---------------------------------------------------
 
-    async def version(self) -> KubeResponse:
-        return await self.request("GET", "/version")
+    async def version(self, timeout: Optional[float] = None) -> KubeResponse:
+        return await self.request("GET", "/version", timeout=timeout)
 
-    async def get_node(self, name: str) -> Dict[str, Any]:
-        resp = await self.request("GET", "/api/v1/nodes/" + quote(name, safe=""))
+    async def get_node(self, name: str, timeout: Optional[float] = None) -> Dict[str, Any]:
+        resp = await self.request("GET", "/api/v1/nodes/" + quote(name, safe=""),
+                                  timeout=timeout)
         return resp.body if isinstance(resp.body, dict) else {}
 
     async def patch_node(self, name: str, patch: Dict[str, Any]) -> Dict[str, Any]:
@@ -251,7 +257,7 @@ class KubeClient:
         return resp.body if isinstance(resp.body, dict) else {}
 
     async def can_i(self, verb: str, resource: str, name: str = "",
-                    subresource: str = "") -> Tuple[bool, str]:
+                    subresource: str = "", timeout: Optional[float] = None) -> Tuple[bool, str]:
         """SelfSubjectAccessReview: (allowed, reason) for this identity on a cluster resource."""
         attrs = {"verb": verb, "resource": resource, "group": ""}
         if name:
@@ -262,6 +268,6 @@ class KubeClient:
                   "spec": {"resourceAttributes": attrs}}
         resp = await self.request("POST",
                                   "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-                                  review)
+                                  review, timeout=timeout)
         status = resp.body.get("status", {}) if isinstance(resp.body, dict) else {}
         return bool(status.get("allowed")), str(status.get("reason") or "")
