@@ -33,7 +33,9 @@ from edgeagent.config import load_config  # noqa: E402
 from edgeagent.discovery.scan import discover  # noqa: E402
 from edgeagent.feed import InventoryFeed  # noqa: E402
 from edgeagent.hostpaths import HostRoot  # noqa: E402
-from edgeagent.kube.client import CredentialCache, KubeClient  # noqa: E402
+from prometheus_client import CollectorRegistry  # noqa: E402
+
+from edgeagent.kube.client import CredentialCache, KubeClient, KubeMetrics  # noqa: E402
 from edgeagent.kube.credentials import Credentials  # noqa: E402
 from edgeagent.labels.compute import compute_labels  # noqa: E402
 from edgeagent.labels.reconciler import DRIFT_JITTER, Reconciler  # noqa: E402
@@ -42,11 +44,11 @@ from tests.kubeapi import KubeApiServer  # noqa: E402
 DEFAULT_DRIFT = 600.0
 
 
-def make_agent(api, name, labels, drift, jitter, seed):
+def make_agent(api, name, labels, drift, jitter, seed, metrics=None):
     token = api.add_token("system:node:" + name)
     creds = Credentials(server=api.url, source="bench", ca_data=api.ca.cert_pem.bytes(),
                         token=token)
-    client = KubeClient(CredentialCache(lambda: creds), timeout=10.0)
+    client = KubeClient(CredentialCache(lambda: creds), timeout=10.0, metrics=metrics)
     inventory = object()
     rec = Reconciler(feed=InventoryFeed(inventory), compute=lambda inv: labels,
                      prefix="edgeagent.io/", node_name=lambda: name, client=client,
@@ -56,8 +58,8 @@ def make_agent(api, name, labels, drift, jitter, seed):
 
 
 
-async def run_agents(api, names, labels, drift, jitter, until, limit):
-    agents = [make_agent(api, n, labels, drift, jitter, i) for i, n in enumerate(names)]
+async def run_agents(api, names, labels, drift, jitter, until, limit, metrics=None):
+    agents = [make_agent(api, n, labels, drift, jitter, i, metrics) for i, n in enumerate(names)]
     tasks = [asyncio.ensure_future(rec.run()) for rec, _ in agents]
     start = time.monotonic()
     try:
@@ -100,8 +102,13 @@ async def stampede(labels, agents, jitter, max_rps):
         names = ["node-%04d" % i for i in range(agents)]
         async with KubeApiServer(folder, nodes=names) as api:
             api.max_rps = max_rps
+            registry = CollectorRegistry()
+            metrics = KubeMetrics.for_registry(registry)
             elapsed, _ = await run_agents(api, names, labels, 3600, jitter,
-                                          lambda: labelled(api, names), 900)
+                                          lambda: labelled(api, names), 900, metrics)
+            failed = sum(registry.get_sample_value("edgeagent_kube_requests_total",
+                                                   {"method": m, "code": "error"}) or 0
+                         for m in ("GET", "PATCH"))
             done = labelled(api, names)
             records = list(api.records)
     per_second = collections.Counter(int(r.time) for r in records)
@@ -110,6 +117,7 @@ async def stampede(labels, agents, jitter, max_rps):
             "patches": sum(r.method == "PATCH" and r.status == 200 for r in records),
             "throttled": sum(r.status == 429 for r in records),
             "wall": elapsed, "peak": max(per_second.values()) if per_second else 0,
+            "failed": int(failed),
             "done": done}
 
 
@@ -124,6 +132,10 @@ def main() -> None:
     parser.add_argument("--steady-drift", type=float, default=1.0)
     parser.add_argument("--steady-seconds", type=float, default=15.0)
     args = parser.parse_args()
+    # Thousands of agents each log their state changes: keep the table readable.
+    import logging
+
+    logging.basicConfig(level=logging.CRITICAL)
 
     from edgeagent.app import DEMO_PACKAGE_DIR
 
@@ -141,13 +153,14 @@ def main() -> None:
     print("\n%d agents starting at once%s" % (
         args.agents, " (server limit %d requests/s, then 429)" % args.max_rps
         if args.max_rps else ""))
-    print("| startup jitter | requests | GET | PATCH 200 | 429 | busiest second | "
-          "wall time to all labelled | all labelled |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| startup jitter | requests answered | GET | PATCH 200 | 429 | client timeouts/"
+          "resets | busiest second | wall time to all labelled | all labelled |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for jitter in (0.0, args.jitter):
         r = asyncio.run(stampede(labels, args.agents, jitter, args.max_rps))
-        print("| %g s | %d | %d | %d | %d | %d req/s | %.1f s | %s |" % (
-            jitter, r["requests"], r["gets"], r["patches"], r["throttled"], r["peak"],
+        print("| %g s | %d | %d | %d | %d | %d | %d req/s | %.1f s | %s |" % (
+            jitter, r["requests"], r["gets"], r["patches"], r["throttled"], r["failed"],
+            r["peak"],
             r["wall"], "yes" if r["done"] else "NO"))
 
 
