@@ -307,3 +307,19 @@ def test_explicit_bad_kubeconfig_fails_the_build(tmp_path):
 
     with pytest.raises(CredentialsError, match="no such file"):
         build(Ctx())
+
+
+def test_dry_run_without_credentials_still_shows_the_patch(nano, caplog):
+    async def scenario():
+        rec, _, client = make(None, nano, dry_run=True)
+        rec.node_name = _no_creds   # naming the node needs the credentials too
+
+        async def body():
+            await until(lambda: rec.reconciles >= 2, what="retries")
+        await running(rec, client, body)
+        assert rec.state == "no-credentials"
+
+    with caplog.at_level(logging.INFO, logger="edgeagent.labels.reconciler"):
+        arun(scenario())
+    dry = [r.getMessage() for r in caplog.records if "dry run" in r.getMessage()]
+    assert len(dry) == 1 and "against an empty Node" in dry[0]

@@ -235,7 +235,7 @@ class Reconciler:
                 self._count("error")
                 self._enter(state, e)
                 if self.dry_run and self._last_dry_patch is None:
-                    name = self._node_name or self.node_name()
+                    name = self._node_name or "(name unknown without credentials)"
                     self._log_dry(name, plan_labels({}, labels, self.prefix),
                                   "API server unavailable: against an empty Node")
                 delay = self._delay_after(e, kind)
