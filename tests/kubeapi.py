@@ -30,7 +30,6 @@ import json
 import os
 import re
 import ssl
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field

@@ -1,6 +1,5 @@
 """inventory + config -> labels (pure)."""
 
-import logging
 
 import pytest
 

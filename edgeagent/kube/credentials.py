@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from edgeagent.kube.errors import CredentialsError, NoCredentials
