@@ -127,3 +127,27 @@ def test_subprocess_server_with_kubectl_and_the_agent(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_agent_run_labels_its_node_and_stops_cleanly(server):
+    import signal
+    import time
+
+    api = server.api
+    env = dict(os.environ, PYTHONPATH=REPO, EDGEAGENT_LABELS_STARTUP_JITTER_SECONDS="0")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgeagent", "--root", DEMO_PACKAGE_DIR, "run", "--disable",
+         "device-plugin,metrics", "--kubeconfig", api.write_kubeconfig(), "--node-name",
+         "jetson-1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        end = time.monotonic() + 60
+        while ANN not in api.annotations("jetson-1") and time.monotonic() < end:
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.05)
+        assert api.labels("jetson-1")["edgeagent.io/nvdla.count"] == "2"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, out
+    assert "Node jetson-1 labels: set" in out
+    assert len(api.requests_by("PATCH")) == 1
