@@ -30,6 +30,7 @@ log = logging.getLogger("edgeagent")
 COMPONENT_FACTORIES: Dict[str, str] = {
     "device-plugin": "edgeagent.deviceplugin.component:build",
     "metrics": "edgeagent.metrics.component:build",
+    "labels": "edgeagent.labels.component:build",
 }
 
 DEMO_PACKAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo", "host")
