@@ -278,7 +278,7 @@ def test_dashboard_is_import_ready():
         assert v["type"] == "query" and v["datasource"]["uid"] == "${datasource}"
         assert v["includeAll"] and v["multi"] and v["allValue"] == ".*"
         assert grafana_label_values(v["definition"])[1] == name
-        assert v["query"]["query"] == v["definition"]
+        assert v["query"] == v["definition"]
 
 
 def test_every_panel_uses_the_datasource_variable_and_both_filters():

@@ -331,8 +331,9 @@ def build() -> Dict[str, Any]:
     def query_variable(name: str, label: str, query: str) -> Dict[str, Any]:
         return {"name": name, "label": label, "type": "query", "datasource": variable_ds,
                 "definition": query,
-                "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery",
-                          "qryType": 1},
+                # a plain label_values() string: every Grafana since 7 reads it (newer ones
+                # convert it to their query editor's form on load)
+                "query": query,
                 "refresh": 2, "sort": 1, "multi": True, "includeAll": True, "allValue": ".*",
                 "current": {}, "options": [], "hide": 0, "regex": ""}
 
