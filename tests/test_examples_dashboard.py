@@ -1,8 +1,9 @@
 """examples/grafana/edgeagent.json and the alert rules query only what the exporter serves.
 
 The agent runs for real: `python -m edgeagent run --demo` (every component, on the packaged demo
-Jetson) and, for the tegrastats metrics of other boards, the agent on a copy of the demo host
-whose tegrastats replays every real line in tests/fixtures/tegrastats (Nano to Thor). Their
+Jetson) and, for the tegrastats metrics of other boards and the API client's metrics, the agent
+on a copy of the demo host whose tegrastats replays every real line in tests/fixtures/tegrastats
+(Nano to Thor), labelling in dry-run against an API server address where nothing listens. Their
 /metrics are parsed with prometheus_client's parser; every metric and label name in the
 dashboard's queries and variables, and in the alert expressions, must be among them. A real
 Prometheus then scrapes the demo agent with examples/prometheus/prometheus.yml: the `node`
@@ -204,7 +205,7 @@ def fleet_served(tmp_path_factory):
     The demo replays one board's log; the dashboard also shows fields other boards have (IRAM
     on a Nano, per-GPC clocks on Orin). So the agent runs once more on a copy of the demo host
     whose /usr/bin/tegrastats replays all the fixture lines, and /metrics is scraped while they
-    pass by.
+    pass by. That run also has a (dry-run) API client, whose metrics the demo cannot have.
     """
     base = tmp_path_factory.mktemp("fleet")
     root = base / "root"
@@ -218,7 +219,18 @@ def fleet_served(tmp_path_factory):
     with open(os.path.join(FIXTURES, "tegrastats", "lines.jsonl")) as f:
         line_count = sum(1 for line in f if line.strip())
     interval_ms = 100
-    agent = Agent(["--root", str(root), "run", "--disable", "device-plugin,labels"],
+    # The labels component runs too, in dry-run, against an API server address where nothing
+    # listens: its API client then declares edgeagent_kube_requests_total, which the demo
+    # (no API client at all) cannot show.
+    kubeconfig = base / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "kit",
+        "clusters": [{"name": "kit", "cluster": {"server": "https://127.0.0.1:%d" % free_port(),
+                                                 "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "kit", "user": {"token": "not-a-real-token"}}],
+        "contexts": [{"name": "kit", "context": {"cluster": "kit", "user": "kit"}}]}))
+    agent = Agent(["--root", str(root), "run", "--disable", "device-plugin", "--dry-run",
+                   "--kubeconfig", str(kubeconfig), "--node-name", "kit-test"],
                   str(base / "agent.log"), env={"EDGEAGENT_TEGRASTATS_INTERVAL_MS": str(interval_ms)})
     try:
         served = served_series(agent.wait_for("jetson_ram_used_bytes"))
