@@ -99,9 +99,9 @@ def test_rules_unit_test_can_fail(tmp_path):
 
 
 @pytest.mark.parametrize("relabel_input, expected", [
-    ("jetson-01.lan:9745", "jetson-01.lan"),
-    ("192.0.2.17:9745", "192.0.2.17"),
-    ("[fd00::7]:9745", "[fd00::7]"),
+    ("jetson-01.lan:19745", "jetson-01.lan"),
+    ("192.0.2.17:19745", "192.0.2.17"),
+    ("[fd00::7]:19745", "[fd00::7]"),
     ("jetson-01.lan", "jetson-01.lan"),
 ])
 def test_node_relabel_regex(relabel_input, expected):

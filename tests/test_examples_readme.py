@@ -48,7 +48,7 @@ def test_the_target_list_command_makes_a_valid_file_sd(tmp_path):
                             universal_newlines=True, timeout=60,
                             env=dict(os.environ, KUBECONFIG=os.devnull))
     assert result.returncode == 0, result.stderr
-    assert '"10.0.0.5:9745"' in result.stdout and "node: nano-01" in result.stdout
+    assert '"10.0.0.5:19745"' in result.stdout and "node: nano-01" in result.stdout
     examples = os.path.join(REPO, "examples", "prometheus")
     shutil.copy(os.path.join(examples, "prometheus.yml"), str(tmp_path))
     shutil.copy(os.path.join(examples, "edgeagent-alerts.yml"), str(tmp_path))
@@ -59,7 +59,7 @@ def test_the_target_list_command_makes_a_valid_file_sd(tmp_path):
                            universal_newlines=True, timeout=60)
     assert check.returncode == 0, check.stdout
     # and a broken target list is refused, so the check above means something
-    (tmp_path / "targets" / "edgeagent.yml").write_text("- targets: 10.0.0.5:9745\n")
+    (tmp_path / "targets" / "edgeagent.yml").write_text("- targets: 10.0.0.5:19745\n")
     check = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus.yml")],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            universal_newlines=True, timeout=60)
