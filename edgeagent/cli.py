@@ -12,7 +12,7 @@ import os
 import platform
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from edgeagent import __version__
 from edgeagent.errors import OperatorError

@@ -2,7 +2,6 @@
 
 import asyncio
 import os
-import socket
 import sys
 
 import pytest
@@ -13,6 +12,7 @@ from edgeagent.doctor.checks_metrics import CHECKS, check_metrics_port, check_te
 from edgeagent.doctor.model import DoctorContext
 from edgeagent.hostpaths import HostRoot
 from edgeagent.tegrastats import replay
+from tests.tools import free_port
 
 LINE = ("RAM 2448/62840MB (lfb 2x4MB) SWAP 0/31420MB (cached 0MB) CPU [0%@2201,0%@2201] "
         "EMC_FREQ 0%@2133 GR3D_FREQ 0%@[305,305] cpu@42C VDD_GPU_SOC 4940mW/4940mW")
@@ -96,12 +96,6 @@ def test_fail_when_not_executable(tmp_path):
     assert result.status == "FAIL" and "not an executable" in result.detail
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_port_free(tmp_path):

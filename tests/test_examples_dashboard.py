@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ import pytest
 from tests.conftest import FIXTURES, REPO
 from tests.promql_names import (check_expression, expression_names, grafana_label_values,
                                 served_series, substitute_grafana_variables)
-from tests.tools import require_tool
+from tests.tools import free_port, require_tool
 
 DASHBOARD = os.path.join(REPO, "examples", "grafana", "edgeagent.json")
 GENERATOR = os.path.join(REPO, "examples", "grafana", "dashboard.py")
@@ -89,10 +88,6 @@ STOP_TIMEOUT = 10.0
 
 # --- helpers --------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get(url: str, timeout: float = 2.0) -> Optional[str]:

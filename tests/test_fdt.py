@@ -12,7 +12,7 @@ from edgeagent.discovery.devicetree import DeviceTree, DeviceTreeError, DtNode
 from edgeagent.discovery.fdt import MAX_BLOB_BYTES, MAX_DEPTH, MAX_NODES, build_fdt, parse_fdt
 from edgeagent.discovery.inventory import HostFacts, build_inventory
 from tests.conftest import all_dtbs, dtb_path
-from tests.fdtblob import END, NOP, StructWriter, chain_blob, header, with_header
+from tests.fdtblob import NOP, StructWriter, chain_blob, header, with_header
 
 BLOBS = {name: open(dtb_path(name), "rb").read() for name in all_dtbs()}
 

@@ -3,7 +3,6 @@ a host without tegrastats serves the agent's own metrics only, and shutdown leav
 
 import asyncio
 import os
-import socket
 import time
 
 from edgeagent.app import COMPONENT_FACTORIES, materialize_demo_host, run_agent
@@ -11,14 +10,9 @@ from edgeagent.config import DEFAULT_METRICS_PORT, load_config
 from edgeagent.discovery.scan import discover
 from edgeagent.hostpaths import HostRoot
 from edgeagent.metrics.component import install_demo_tegrastats
+from tests.tools import free_port
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def children():

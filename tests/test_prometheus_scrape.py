@@ -4,7 +4,6 @@ query API shows the target up and the Jetson series."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,17 +11,11 @@ import urllib.parse
 import urllib.request
 
 from tests.conftest import REPO
-from tests.tools import require_tool
+from tests.tools import free_port, require_tool
 
 DEADLINE_SECONDS = 45
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def query(port, promql):

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from tests.conftest import REPO
+from tests.tools import free_port
 
 # How long the agent may take to come up on a loaded 2-core machine (imports, every component
 # other issues add). Generous: it only bounds a broken start, it is not what is tested.
@@ -21,10 +22,6 @@ START_PATIENCE = 90.0
 STOP_LIMIT = 2.0     # the contract
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Agent:

@@ -19,3 +19,12 @@ def require_tool(name: str) -> str:
     if os.environ.get("EDGEAGENT_REQUIRE_TOOLS"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for servers the tests start)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
