@@ -122,35 +122,29 @@ def find_pyz(given: Optional[str], argv0: Optional[str] = None) -> str:
 
 
 def _write_atomic(path: str, data: bytes, mode: int) -> None:
+    _replace_atomic(path, mode, lambda f: f.write(data))
+
+
+def _copy_atomic(src: str, path: str, mode: int) -> None:
+    def copy(f) -> None:
+        with open(src, "rb") as s:
+            shutil.copyfileobj(s, f, 1 << 20)
+
+    _replace_atomic(path, mode, copy)
+
+
+def _replace_atomic(path: str, mode: int, fill) -> None:
+    """Write a temp file beside ``path`` with ``fill(f)``, fsync it, then rename it over."""
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".edgeagent-", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            fill(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
         # A running service keeps its open inode; the next start gets the new file.
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _copy_atomic(src: str, path: str, mode: int) -> None:
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".edgeagent-", dir=folder)
-    try:
-        with open(src, "rb") as s, os.fdopen(fd, "wb") as d:
-            shutil.copyfileobj(s, d, 1 << 20)
-            d.flush()
-            os.fsync(d.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:
