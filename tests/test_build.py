@@ -113,7 +113,9 @@ def test_pyz_discover_json(pyz, shiv_root, tmp_path):
     doc = json.loads(result.stdout)
     assert (doc["soc"], doc["jetpack"], doc["gpu"]["compute_capability"]) == (
         "tegra194", "5.1.2", "7.2")
-    assert doc["labels"] == {}
+    # the labels module ships in the pyz too
+    assert doc["labels"]["beta.devicetree.org/nvidia-gv11b"] == "1"
+    assert doc["labels"]["nvidia.com/gpu.compute.major"] == "7"
 
 
 def test_pyz_operator_error_is_one_line(pyz, shiv_root, tmp_path):
