@@ -7,6 +7,7 @@
 #   ./build.sh protos                            regenerate the betterproto code from protos/
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+caller=$PWD
 cd "$here"
 state="$here/.build"
 mkdir -p "$state" dist
@@ -35,8 +36,10 @@ venv() {
     say "virtualenv $name ($("$py" --version 2>&1))"
     rm -rf "$dir"
     "$py" -m venv "$dir"
-    "$dir/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
-    "$dir/bin/python" -m pip install -q --disable-pip-version-check -e ".[$extras]"
+    # pip's output goes to stderr: this function's stdout is the venv path its callers capture.
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip setuptools \
+      wheel >&2
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check -e ".[$extras]" >&2
     echo "$stamp" > "$dir/.stamp"
   fi
   echo "$dir"
@@ -63,7 +66,19 @@ test_tools() {
 }
 
 build_pyz() {
-  local platform=$1 pyver=$2 out=$3 py tag
+  local platform=$1 pyver=$2 out=$3 py tag pipargs=()
+  # The platform is checked before any slow step (a virtualenv, a download).
+  if [ "$platform" != native ]; then
+    case "$platform" in
+      # manylinux2014 = glibc 2.17: JetPack 4.6's Ubuntu 18.04 has glibc 2.27, so these wheels
+      # run on every JetPack from 4.6 to 7.
+      linux-aarch64) tag=(manylinux2014_aarch64 manylinux_2_17_aarch64 linux_aarch64) ;;
+      linux-x86_64) tag=(manylinux2014_x86_64 manylinux_2_17_x86_64 linux_x86_64) ;;
+      linux-armv7l) tag=(manylinux2014_armv7l manylinux_2_17_armv7l linux_armv7l) ;;
+      *) die "unknown platform $platform (linux-aarch64, linux-x86_64, linux-armv7l)" ;;
+    esac
+    for t in "${tag[@]}"; do pipargs+=(--platform "$t"); done
+  fi
   if [ -n "$pyver" ]; then
     py=$(python_for "$pyver") || die "no Python $pyver found (pyenv install $pyver, or put python$pyver on PATH)"
   else
@@ -75,27 +90,22 @@ build_pyz() {
   local v; v=$(venv "build-py$pyver" "$py" dev)
   local epoch; epoch=$(git log -1 --format=%ct 2>/dev/null || echo 315532800)
   export SOURCE_DATE_EPOCH=$epoch
-  local wheels="$state/wheels-$platform-$pyver"
-  rm -rf "$wheels" && mkdir -p "$wheels"
-  "$v/bin/python" -m pip wheel -q --no-deps --no-build-isolation -w "$wheels" . >/dev/null
-  local pipargs=()
   if [ "$platform" != native ]; then
-    case "$platform" in
-      # manylinux2014 = glibc 2.17: JetPack 4.6's Ubuntu 18.04 has glibc 2.27, so these wheels
-      # run on every JetPack from 4.6 to 7.
-      linux-aarch64) tag=(manylinux2014_aarch64 manylinux_2_17_aarch64 linux_aarch64) ;;
-      linux-x86_64) tag=(manylinux2014_x86_64 manylinux_2_17_x86_64 linux_x86_64) ;;
-      linux-armv7l) tag=(manylinux2014_armv7l manylinux_2_17_armv7l linux_armv7l) ;;
-      *) die "unknown platform $platform (linux-aarch64, linux-x86_64, linux-armv7l)" ;;
-    esac
-    for t in "${tag[@]}"; do pipargs+=(--platform "$t"); done
     # Binary wheels only: an sdist would compile its C extension for this machine, not the
     # target, and aiohttp's pure-Python fallback lacks fixes its C parser has.
     pipargs+=(--python-version "$pyver" --implementation cp --only-binary=:all:)
   fi
+  local wheels="$state/wheels-$platform-$pyver"
+  rm -rf "$wheels" && mkdir -p "$wheels"
+  # setuptools builds in-tree and packs whatever build/lib holds, stale files of an older
+  # checkout included: start from nothing.
+  rm -rf build edgeagent.egg-info
+  "$v/bin/python" -m pip wheel -q --no-deps --no-build-isolation -w "$wheels" . >/dev/null
+  rm -rf build
   say "building $out for $platform, Python $pyver"
   "$v/bin/shiv" --compressed --reproducible --no-modify -p '/usr/bin/env python3' \
-    -e edgeagent.cli:main -o "$out" "${pipargs[@]}" "$wheels"/edgeagent-*.whl >/dev/null
+    -e edgeagent.cli:main -o "$out" ${pipargs[@]+"${pipargs[@]}"} "$wheels"/edgeagent-*.whl \
+    >/dev/null
   say "$(du -h "$out" | cut -f1) $out"
 }
 
@@ -135,7 +145,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --platform) platform=${2:?--platform needs a value}; shift 2 ;;
     --python) pyver=${2:?--python needs X.Y}; shift 2 ;;
-    -o|--output) out=${2:?-o needs a file}; shift 2 ;;
+    -o|--output) out=${2:?-o needs a file}; shift 2
+      case "$out" in /*) ;; *) out="$caller/$out" ;; esac ;;
     -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see ./build.sh --help)" ;;
   esac

@@ -11,7 +11,7 @@ import shutil
 import signal
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional
 
 from edgeagent.config import Config
 from edgeagent.discovery.devicetree import DeviceTreeError
@@ -101,6 +101,32 @@ def build_components(ctx: AgentContext, disabled: List[str]) -> List[Component]:
         factory = getattr(importlib.import_module(module_name), func)
         components.extend(factory(ctx))
     return components
+
+
+def run_until_complete_bounded(main: Awaitable[int], grace: float = 0.3) -> int:
+    """``asyncio.run(main)`` without its unbounded clean-up: asyncio.run waits for every task
+    it cancels, so one task that ignores cancellation would hold SIGTERM's exit forever. Here
+    tasks still running when ``main`` returns get ``grace`` seconds, then are abandoned."""
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending, timeout=grace))
+                late = [t for t in pending if not t.done()]
+                if late:
+                    log.warning("%d task(s) still running at exit; not waiting for them",
+                                len(late))
+            loop.run_until_complete(asyncio.wait([loop.create_task(loop.shutdown_asyncgens())],
+                                                 timeout=grace))
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()  # shuts the default executor down without waiting for its threads
 
 
 async def run_agent(root: HostRoot, config: Config, inventory: Inventory, demo: bool = False,

@@ -25,6 +25,12 @@ COMMANDS: List[Tuple[str, str, str, str, str]] = [
     ("discover", "edgeagent.cli", "_discover_arguments", "cmd_discover",
      "print the hardware inventory"),
     ("run", "edgeagent.cli", "_run_arguments", "cmd_run", "run the agent"),
+    ("install", "edgeagent.install", "add_install_arguments", "cmd_install",
+     "install and start the systemd service (sudo ./edgeagent.pyz install)"),
+    ("uninstall", "edgeagent.install", "add_uninstall_arguments", "cmd_uninstall",
+     "stop and remove the systemd service"),
+    ("doctor", "edgeagent.doctor.command", "add_arguments", "main",
+     "check this node and say how to fix what is wrong"),
 ]
 
 # argparse dest -> config key: these flags override the config file and environment.
@@ -121,7 +127,8 @@ def _resolve_root(args: argparse.Namespace) -> Tuple[str, bool]:
     if not root:
         return "/", False
     if not os.path.isdir(root):
-        raise UsageError("--root %s: no such directory" % root)
+        where = "--root" if args.root else "environment EDGEAGENT_ROOT:"
+        raise UsageError("%s %s: no such directory" % (where, root))
     return root, True
 
 
@@ -218,11 +225,11 @@ def render_inventory(inv, labels: Dict[str, str]) -> str:
 
 
 def cmd_run(cli: Cli) -> int:
-    import asyncio
     import logging
     import shutil
 
-    from edgeagent.app import describe_inventory, materialize_demo_host, run_agent
+    from edgeagent.app import (describe_inventory, materialize_demo_host, run_agent,
+                               run_until_complete_bounded)
     from edgeagent.hostpaths import HostRoot
 
     log = logging.getLogger("edgeagent")
@@ -236,7 +243,8 @@ def cmd_run(cli: Cli) -> int:
     try:
         inventory = _discover(cli)
         log.info("inventory: %s", describe_inventory(inventory))
-        return asyncio.run(run_agent(cli.root, cli.config, inventory, demo=cli.args.demo))
+        return run_until_complete_bounded(run_agent(cli.root, cli.config, inventory,
+                                                    demo=cli.args.demo))
     finally:
         if demo_dir:
             shutil.rmtree(demo_dir, ignore_errors=True)

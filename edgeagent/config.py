@@ -145,6 +145,9 @@ def label_prefix_problem(prefix: str) -> Optional[str]:
         return "%r is not a DNS subdomain (lowercase letters, digits, '-' and '.')" % domain
     if domain.startswith("node-restriction.kubernetes.io"):
         return "node-restriction.kubernetes.io/ labels may only be set by administrators"
+    if domain in ("node.kubernetes.io", "kubelet.kubernetes.io"):
+        # NodeRestriction lets kubelets set these two, but they belong to Kubernetes itself.
+        return "%s/ labels are reserved for Kubernetes itself" % domain
     for restricted in _RESTRICTED_LABEL_DOMAINS:
         if domain == restricted or domain.endswith("." + restricted):
             return "the NodeRestriction admission plugin forbids nodes to set %s labels" % restricted
@@ -334,6 +337,8 @@ def _read_toml(path: str) -> Dict[str, Any]:
         raise ConfigError("config file %s: is a directory" % path) from None
     except PermissionError:
         raise ConfigError("config file %s: permission denied" % path) from None
+    except OSError as e:  # ELOOP, EIO, ENAMETOOLONG...: still an operator's problem, one line
+        raise ConfigError("config file %s: %s" % (path, e.strerror or e)) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError("config file %s: invalid TOML: %s" % (path, e)) from None
     except UnicodeDecodeError:

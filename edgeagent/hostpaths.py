@@ -24,7 +24,8 @@ class HostRoot:
             raise ValueError("host paths are absolute: %r" % host_path)
         if self.root == "/":
             return os.path.normpath(host_path)
-        return os.path.normpath(self.root + host_path)
+        # Normalised first, as the host would: "/.." is "/" there, so no path leaves the root.
+        return os.path.normpath(self.root + os.path.normpath(host_path))
 
     def host_path(self, real_path: str) -> str:
         """The inverse of :meth:`path`: how a real path under the root looks on the host."""
@@ -48,7 +49,12 @@ class HostRoot:
         """Host paths matching a host glob pattern, sorted."""
         import glob as _glob
 
-        return sorted(self.host_path(p) for p in _glob.glob(self.path(pattern)))
+        if not pattern.startswith("/"):
+            raise ValueError("host paths are absolute: %r" % pattern)
+        # The root is a literal folder: a "[" in its name must not act as a pattern.
+        real = _glob.escape(self.root) + os.path.normpath(pattern) if self.root != "/" else \
+            os.path.normpath(pattern)
+        return sorted(self.host_path(p) for p in _glob.glob(real))
 
     def __repr__(self) -> str:
         return "HostRoot(%r)" % self.root

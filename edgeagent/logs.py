@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+from typing import IO, Mapping, Optional
 
 # syslog priorities (sd-daemon(3)): "<N>" at the start of a line sets the journal priority, so
 # `journalctl -p warning` works for a service that logs to stdout/stderr.
@@ -21,6 +22,27 @@ def _priority(levelno: int) -> int:
     return 7
 
 
+def stream_is_journal(stream: Optional[IO[str]] = None,
+                      env: Optional[Mapping[str, str]] = None) -> bool:
+    """True when ``stream`` is connected to the journal.
+
+    systemd sets ``JOURNAL_STREAM=<device>:<inode>`` for a service whose output goes to the
+    journal; children inherit the variable even when their own stderr goes elsewhere (a shell
+    started from a service, a pipe), so the stream's own device and inode must match
+    (systemd.exec(5), "$JOURNAL_STREAM")."""
+    env = os.environ if env is None else env
+    value = env.get("JOURNAL_STREAM", "")
+    dev, sep, ino = value.partition(":")
+    if not sep or not dev.isdigit() or not ino.isdigit():
+        return False
+    stream = sys.stderr if stream is None else stream
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # no real file behind it (tests, closed)
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
 class JournalFormatter(logging.Formatter):
     """``<prio>logger: message`` without a timestamp: journald adds its own."""
 
@@ -29,7 +51,9 @@ class JournalFormatter(logging.Formatter):
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         prefix = "<%d>" % _priority(record.levelno)
-        return "\n".join(prefix + line for line in text.splitlines())
+        # journald reads a stream line by line: every line of a traceback needs the prefix, or
+        # it lands at the default priority (info) and `-p warning` shows only its first line.
+        return "\n".join(prefix + line for line in text.splitlines() or [""])
 
 
 class TextFormatter(logging.Formatter):
@@ -38,28 +62,45 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ts (epoch seconds), time (UTC, ISO 8601), level, logger, msg,
+    and exc when there is a traceback. With ``journal=True`` each line starts with the syslog
+    priority; journald strips it, so the MESSAGE field is still pure JSON."""
+
+    def __init__(self, journal: bool = False) -> None:
+        super().__init__()
+        self.journal = journal
+
     def format(self, record: logging.LogRecord) -> str:
+        millis = int(record.created * 1000)
         doc = {
-            "ts": round(record.created, 3),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + "Z",
+            "ts": millis / 1000.0,
+            "time": "%s.%03dZ" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(millis // 1000)),
+                                  millis % 1000),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
-        return json.dumps(doc, sort_keys=True)
+        line = json.dumps(doc, sort_keys=True)
+        return ("<%d>" % _priority(record.levelno) + line) if self.journal else line
 
 
-def setup_logging(level: str = "info", fmt: str = "text", stream=None) -> None:
-    """Configure the root logger once for the process."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+def make_formatter(fmt: str, journal: bool) -> logging.Formatter:
     if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    elif os.environ.get("JOURNAL_STREAM"):
-        handler.setFormatter(JournalFormatter())
-    else:
-        handler.setFormatter(TextFormatter())
+        return JsonFormatter(journal=journal)
+    if journal:
+        return JournalFormatter()
+    return TextFormatter()
+
+
+def setup_logging(level: str = "info", fmt: str = "text", stream: Optional[IO[str]] = None,
+                  env: Optional[Mapping[str, str]] = None) -> None:
+    """Configure the root logger once for the process: text with timestamps on a terminal,
+    ``<prio>`` lines without timestamps into the journal, or JSON lines (``fmt="json"``)."""
+    stream = sys.stderr if stream is None else stream
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(make_formatter(fmt, stream_is_journal(stream, env)))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -75,7 +75,10 @@ class Supervisor:
 
     def _changed(self) -> None:
         self.notifier.status(self._summary())
-        if not self._ready_sent and all(s.started or s.failures for s in self._status.values()):
+        # Settled: doing its job, failed at least once, or finished (nothing to do on this host);
+        # waiting for more would keep a finished component from ever letting READY=1 out.
+        if not self._ready_sent and all(s.started or s.failures or s.state == "stopped"
+                                        for s in self._status.values()):
             self._ready_sent = True
             self.notifier.ready(self._summary())
             log.info("ready: %s", self._summary())

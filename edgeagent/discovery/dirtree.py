@@ -38,21 +38,28 @@ def read_dir_tree(directory: str, source: str) -> DeviceTree:
                     with open(entry.path, "rb") as f:
                         value = f.read(MAX_PROPERTY_BYTES + 1)
                 except OSError as e:
-                    raise DeviceTreeError("%s: cannot read %s/%s: %s"
-                                          % (source, path, entry.name, e.strerror)) from None
+                    raise DeviceTreeError("%s: cannot read %s: %s"
+                                          % (source, child_path(path, entry.name), e.strerror)
+                                          ) from None
                 if len(value) > MAX_PROPERTY_BYTES:
-                    raise DeviceTreeError("%s: property %s/%s is over %d bytes"
-                                          % (source, path, entry.name, MAX_PROPERTY_BYTES))
+                    raise DeviceTreeError("%s: property %s is over %d bytes"
+                                          % (source, child_path(path, entry.name),
+                                             MAX_PROPERTY_BYTES))
                 props[entry.name] = value
-        # The kernel adds a "name" property to every node of the directory form; blobs (v17)
-        # carry none, so drop it to give both forms the same model.
-        if path != "/" and props.get("name") == name.split("@")[0].encode() + b"\0":
+        # The kernel adds a "name" property to every node of the directory form, the root's
+        # being empty (drivers/of/fdt.c, populate_properties); blobs (v17) carry none, so drop
+        # it to give both forms the same model.
+        if props.get("name") == name.split("@")[0].encode() + b"\0":
             del props["name"]
         return DtNode(name if path != "/" else "", path, props, tuple(children))
 
     if not os.path.isdir(directory):
         raise DeviceTreeError("%s: not a directory" % source)
-    return DeviceTree(read(os.path.realpath(directory), "", "/", 0), source)
+    root = read(os.path.realpath(directory), "", "/", 0)
+    if not root.props and not root.children:
+        # A mount point left empty (a masked /sys/firmware) is no tree; let the next form try.
+        raise DeviceTreeError("%s: empty directory" % source)
+    return DeviceTree(root, source)
 
 
 def write_dir_tree(tree: DeviceTree, directory: str) -> None:

@@ -43,7 +43,11 @@ def parse_fdt(blob: bytes, source: str = "<blob>") -> DeviceTree:
     if version < 17:
         # v16 has no size_dt_struct: the struct block runs to the strings block or the end.
         size_struct = (off_strings if off_strings > off_struct else totalsize) - off_struct
-    if not (0 < off_struct <= totalsize and off_struct + size_struct <= totalsize):
+    if off_struct < _HEADER.size or off_struct % 4:
+        # The spec aligns the struct block to 4 bytes; the token alignment below relies on it.
+        raise fail("struct block offset %d is inside the header or not 4-byte aligned"
+                   % off_struct)
+    if not (off_struct <= totalsize and off_struct + size_struct <= totalsize):
         raise fail("struct block [%d, +%d) outside the blob" % (off_struct, size_struct))
     if not (off_strings <= totalsize and off_strings + size_strings <= totalsize):
         raise fail("strings block [%d, +%d) outside the blob" % (off_strings, size_strings))
@@ -88,7 +92,9 @@ def _parse_struct(blob: bytes, pos: int, end: int, strings: bytes, fail) -> DtNo
             if not stack:
                 raise fail("unbalanced end of node at offset %d" % (pos - 4))
             name, path, props, children = stack.pop()
-            node = DtNode(name, path, props, tuple(children))
+            # Children by name, as the directory form lists them (kernfs has no source order), so
+            # that both forms give the same model and the same inventory.
+            node = DtNode(name, path, props, tuple(sorted(children, key=lambda n: n.name)))
             if stack:
                 stack[-1][3].append(node)
             else:

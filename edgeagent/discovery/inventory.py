@@ -133,6 +133,12 @@ _IGPU_BY_SOC = {soc: compat for compat, (_, _, soc) in NVIDIA_IGPUS.items()}
 # /sys/devices/soc0/soc_id on Tegra kernels is the chip id (tegra_get_chip_id()).
 TEGRA_CHIP_IDS = {"64": "tegra124", "33": "tegra210", "24": "tegra186", "25": "tegra194",
                   "35": "tegra234", "38": "tegra264"}
+# Kernels with the Arm SMCCC SoC-id driver (drivers/firmware/smccc/soc_id.c) may register it as
+# soc0 instead: family "jep106:036b" (NVIDIA's JEP106 code), soc_id "jep106:036b:0234" on Orin
+# (seen in Orin boot logs; Grace reports 0241). The id is the chip number, so Thor's is taken as
+# 0264. Only Jetson SoCs new enough for that driver are mapped; Grace is NVIDIA but no Jetson.
+NVIDIA_JEP106 = "jep106:036b"
+JEP106_TEGRA_IDS = {"0194": "tegra194", "0234": "tegra234", "0264": "tegra264"}
 
 # L4T release -> JetPack, from NVIDIA's JetPack archive. Unlisted releases give null, not a guess.
 JETPACK_BY_L4T = {
@@ -142,8 +148,9 @@ JETPACK_BY_L4T = {
     "32.7.4": "4.6.4", "32.7.5": "4.6.5", "32.7.6": "4.6.6",
     "34.1.0": "5.0 DP", "34.1.1": "5.0.1 DP", "35.1.0": "5.0.2", "35.2.1": "5.1", "35.3.1": "5.1.1",
     "35.4.1": "5.1.2", "35.5.0": "5.1.3", "35.6.0": "5.1.4", "35.6.1": "5.1.5",
+    "35.6.2": "5.1.5",  # a BSP-only security update inside JetPack 5.1.5 (jetpack-nixos pins it)
     "36.2.0": "6.0 DP", "36.3.0": "6.0", "36.4.0": "6.1", "36.4.3": "6.2", "36.4.4": "6.2.1",
-    "38.2.0": "7.0", "38.4.0": "7.1",
+    "38.2.0": "7.0", "38.2.1": "7.0", "38.4.0": "7.1",
 }
 
 # Devicetree node compatibles of accelerators, by kind (matched on the part after the comma).
@@ -202,6 +209,28 @@ def soc_from_compatible(compatible: Tuple[str, ...]) -> Optional[str]:
     return None
 
 
+def effective_status(tree: DeviceTree) -> Dict[str, str]:
+    """Node path -> status, where a node under a non-okay ancestor takes that ancestor's status:
+    the kernel never creates devices below an unavailable bus (of_platform_bus_create returns
+    early when of_device_is_available() is false), so such a node is no usable hardware."""
+    out: Dict[str, str] = {}
+    stack = [(tree.root, "okay")]
+    while stack:
+        node, inherited = stack.pop()
+        status = node.status if inherited == "okay" else inherited
+        out[node.path] = status
+        stack.extend((child, status) for child in node.children)
+    return out
+
+
+def soc_from_soc0(soc_id: str) -> Optional[str]:
+    """The Tegra SoC from /sys/devices/soc0/soc_id: a Tegra chip id or an SMCCC JEP106 id."""
+    value = soc_id.strip().lower()
+    if value.startswith(NVIDIA_JEP106 + ":"):
+        return JEP106_TEGRA_IDS.get(value[len(NVIDIA_JEP106) + 1:])
+    return TEGRA_CHIP_IDS.get(value)
+
+
 def _gpu_rank(node: DtNode) -> int:
     compat = set(node.compatible)
     if compat & set(NVIDIA_IGPUS):
@@ -220,7 +249,8 @@ def find_gpu_node(tree: DeviceTree) -> Optional[DtNode]:
     ]
     if not candidates:
         return None
-    return min(candidates, key=lambda n: (_gpu_rank(n), not n.enabled))
+    status = effective_status(tree)
+    return min(candidates, key=lambda n: (_gpu_rank(n), status[n.path] != "okay"))
 
 
 def _gpu_dev_nodes(dev_nodes: Tuple[str, ...]) -> Tuple[str, ...]:
@@ -246,7 +276,8 @@ def build_gpu(tree: Optional[DeviceTree], soc: Optional[str], is_tegra: bool,
     if node is not None:
         info = next((NVIDIA_IGPUS[c] for c in node.compatible if c in NVIDIA_IGPUS), None)
         return Gpu(
-            path=node.path, compatible=node.compatible, status=node.status,
+            path=node.path, compatible=node.compatible,
+            status=effective_status(tree)[node.path] if tree is not None else node.status,
             vendor="nvidia" if info else _vendor(node.compatible),
             family=info[0] if info else None, compute_capability=info[1] if info else None,
             device_nodes=gpu_devs if info else (),
@@ -275,8 +306,9 @@ def find_accelerators(tree: Optional[DeviceTree], dev_nodes: Tuple[str, ...],
     seen_devices = set()
     if tree is not None:
         per_kind: Dict[str, int] = {}
+        status = effective_status(tree)
         for node in tree.walk():
-            if not node.compatible or not node.enabled:
+            if not node.compatible or status[node.path] != "okay":
                 continue
             for kind, pattern in _ACCEL_PATTERNS:
                 if any(pattern.match(c) for c in node.compatible):
@@ -309,7 +341,7 @@ def build_inventory(facts: HostFacts) -> Inventory:
         model = facts.soc0_machine.strip() or None
     soc = soc_from_compatible(compatible)
     if soc is None and facts.soc0_soc_id:
-        soc = TEGRA_CHIP_IDS.get(facts.soc0_soc_id.strip())
+        soc = soc_from_soc0(facts.soc0_soc_id)
     l4t = parse_l4t_release(facts.nv_tegra_release)
     is_tegra = bool(
         (soc and soc.startswith("tegra"))

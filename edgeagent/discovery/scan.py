@@ -39,6 +39,10 @@ def read_devicetree(root: HostRoot) -> Tuple[Optional[DeviceTree], Optional[str]
     errors: List[str] = []
     for host_path in TREE_DIRS:
         real = root.path(host_path)
+        if os.path.islink(real) and os.readlink(real).startswith("/"):
+            # /proc/device-tree is an absolute link to /sys/firmware/devicetree/base: under
+            # --root it must lead into the root, not to this machine's own tree.
+            real = root.path(os.path.normpath(os.readlink(real)))
         if os.path.isdir(real):
             try:
                 return read_dir_tree(real, host_path), None

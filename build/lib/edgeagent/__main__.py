@@ -1,4 +1,0 @@
-from edgeagent.cli import main
-
-if __name__ == "__main__":
-    main()

@@ -1,1 +1,0 @@
-"""Hardware discovery: devicetree and host facts in, an immutable Inventory out."""

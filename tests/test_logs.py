@@ -1,0 +1,84 @@
+"""Logging: journald priorities without timestamps only when stderr really is the journal."""
+
+import io
+import json
+import logging
+import os
+import time
+
+import pytest
+
+from edgeagent.logs import (JournalFormatter, JsonFormatter, TextFormatter, setup_logging,
+                            stream_is_journal)
+
+
+def record(level=logging.WARNING, msg="disk %s", args=("full",), exc=None):
+    return logging.LogRecord("edgeagent.x", level, __file__, 1, msg, args, exc)
+
+
+def journal_env(f):
+    st = os.fstat(f.fileno())
+    return {"JOURNAL_STREAM": "%d:%d" % (st.st_dev, st.st_ino)}
+
+
+def test_stream_is_journal_matches_device_and_inode(tmp_path):
+    with open(str(tmp_path / "a"), "w") as a, open(str(tmp_path / "b"), "w") as b:
+        assert stream_is_journal(a, journal_env(a))
+        # inherited from a service, but this stream goes elsewhere (a pipe, a terminal)
+        assert not stream_is_journal(b, journal_env(a))
+        assert not stream_is_journal(a, {})
+        assert not stream_is_journal(a, {"JOURNAL_STREAM": "garbage"})
+    assert not stream_is_journal(io.StringIO(), {"JOURNAL_STREAM": "1:2"})
+
+
+@pytest.mark.parametrize("level,prio", [(logging.DEBUG, 7), (logging.INFO, 6),
+                                        (logging.WARNING, 4), (logging.ERROR, 3),
+                                        (logging.CRITICAL, 2), (25, 6), (35, 4)])
+def test_journal_priorities(level, prio):
+    assert JournalFormatter().format(record(level)) == "<%d>edgeagent.x: disk full" % prio
+
+
+def test_journal_prefixes_every_traceback_line():
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        text = JournalFormatter().format(record(logging.ERROR, exc=sys.exc_info()))
+    lines = text.splitlines()
+    assert len(lines) > 2 and all(line.startswith("<3>") for line in lines)
+    assert lines[-1] == "<3>ValueError: boom"
+
+
+def test_text_has_timestamps_and_json_is_one_object_a_line():
+    assert TextFormatter().format(record())[:4].isdigit()
+    line = JsonFormatter().format(record(msg="two\nlines", args=()))
+    assert "\n" not in line
+    doc = json.loads(line)
+    assert doc["level"] == "warning" and doc["msg"] == "two\nlines" and doc["logger"] == "edgeagent.x"
+    assert doc["time"].endswith("Z") and isinstance(doc["ts"], float)
+    # both say the same instant
+    import calendar
+    stamp = calendar.timegm(time.strptime(doc["time"][:19], "%Y-%m-%dT%H:%M:%S"))
+    assert "%d.%s" % (stamp, doc["time"][20:23]) == "%.3f" % doc["ts"]
+    assert JsonFormatter(journal=True).format(record()).startswith("<4>{")
+
+
+def test_setup_logging_picks_the_format(tmp_path):
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    try:
+        with open(str(tmp_path / "j"), "w") as f:
+            setup_logging("warning", "text", f, journal_env(f))
+            assert isinstance(root.handlers[0].formatter, JournalFormatter)
+            logging.getLogger("edgeagent.t").info("hidden")
+            logging.getLogger("edgeagent.t").warning("shown")
+            setup_logging("info", "json", f, journal_env(f))
+            assert isinstance(root.handlers[0].formatter, JsonFormatter)
+            setup_logging("info", "text", f, {})
+            assert isinstance(root.handlers[0].formatter, TextFormatter)
+            assert len(root.handlers) == 1
+        assert (tmp_path / "j").read_text() == "<4>edgeagent.t: shown\n"
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
