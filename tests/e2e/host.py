@@ -22,6 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(os.path.dirname(HERE), "fixtures")
 PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
 TEGRASTATS = "/usr/bin/tegrastats"
+CSV_DIR = "/etc/nvidia-container-runtime/host-files-for-container.d"
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Board:
     gpu_nodes: Tuple[str, ...]    # host paths of the GPU's device nodes
     other_nodes: Tuple[str, ...]  # more device nodes (NVDLA...)
     tegrastats_models: Tuple[str, ...]  # fixture-line "model" prefixes to replay
+    l4t_csv: str = ""             # nvidia-container-runtime's host-files-for-container.d/l4t.csv
 
 
 # nvgpu's nodes on JetPack 4/5 (see edgeagent/discovery/inventory.py _gpu_dev_nodes).
@@ -52,6 +54,14 @@ BOARDS: Dict[str, Board] = {
         gpu_nodes=_NVGPU,
         other_nodes=("/dev/nvhost-ctrl", "/dev/nvhost-vic", "/dev/nvhost-nvdec"),
         tegrastats_models=("Jetson Nano",),
+        # An excerpt of JetPack 4.6's l4t.csv (the nvidia-container-csv-* packages), in its
+        # "kind, /path" format; the files it names exist in the fixture as empty files.
+        l4t_csv="dev, /dev/nvhost-ctrl\ndev, /dev/nvhost-ctrl-gpu\ndev, /dev/nvhost-prof-gpu\n"
+                "dev, /dev/nvmap\ndev, /dev/nvhost-gpu\ndev, /dev/nvhost-as-gpu\n"
+                "dev, /dev/nvhost-vic\n"
+                "lib, /usr/lib/aarch64-linux-gnu/tegra/libcuda.so.1.1\n"
+                "lib, /usr/lib/aarch64-linux-gnu/tegra/libnvrm_gpu.so\n"
+                "sym, /usr/lib/aarch64-linux-gnu/tegra/libcuda.so\n",
     ),
     # Jetson AGX Xavier Developer Kit on JetPack 5.1.2 (L4T R35.4.1), two NVDLA engines.
     "agx-xavier": Board(
@@ -119,6 +129,12 @@ class FixtureHost:
             self.write("/sys/devices/soc0/" + name, value + "\n")
         for node in b.gpu_nodes + b.other_nodes:
             self.write(node, "", 0o660)
+        if b.l4t_csv:
+            self.write(CSV_DIR + "/l4t.csv", b.l4t_csv)
+            for line in b.l4t_csv.splitlines():
+                kind, _, target = (p.strip() for p in line.partition(","))
+                if kind != "dev" and not os.path.exists(self.path(target)):
+                    self.write(target, "")
         os.makedirs(self.path(PLUGIN_DIR), exist_ok=True)
         os.makedirs(self.ctl, exist_ok=True)
         with open(os.path.join(self.ctl, "lines.json"), "w") as f:
@@ -148,30 +164,40 @@ class FixtureHost:
         except FileNotFoundError:
             return 0
 
-    def tegrastats_pid(self) -> Optional[int]:
-        """The running replay's pid, or None when it is not running."""
-        try:
-            with open(os.path.join(self.ctl, "pid")) as f:
-                pid = int(f.read().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        try:  # a zombie (exited, not yet reaped by the agent) is not running either
-            with open("/proc/%d/stat" % pid) as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return None
-        except FileNotFoundError:
-            return None
-        return pid
+    def tegrastats_pids(self, parent: Optional[int] = None) -> List[int]:
+        """Live (not zombie) processes running this host's tegrastats, children of ``parent``
+        when given (``doctor`` runs the tool too: only the agent's own child counts)."""
+        script = self.path(TEGRASTATS)
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                with open("/proc/%s/cmdline" % entry, "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if fields[0] == "Z" or script.encode() not in argv[:2]:
+                continue
+            if parent is None or int(fields[1]) == parent:
+                found.append(int(entry))
+        return sorted(found)
 
-    def kill_tegrastats(self, sig: int = signal.SIGKILL, timeout: float = 10.0) -> int:
+    def tegrastats_pid(self, parent: Optional[int] = None) -> Optional[int]:
+        """The running replay's pid (the child of ``parent``), or None when none runs."""
+        pids = self.tegrastats_pids(parent)
+        if len(pids) > 1:
+            raise AssertionError("%d tegrastats running: %s" % (len(pids), pids))
+        return pids[0] if pids else None
+
+    def kill_tegrastats(self, parent: Optional[int] = None, sig: int = signal.SIGKILL,
+                        timeout: float = 10.0) -> int:
         """Kill the running replay (waiting for one to run first); return its pid."""
         deadline = time.monotonic() + timeout
         while True:
-            pid = self.tegrastats_pid()
+            pid = self.tegrastats_pid(parent)
             if pid is not None:
                 os.kill(pid, sig)
                 return pid

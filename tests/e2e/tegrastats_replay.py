@@ -5,7 +5,6 @@ It prints real tegrastats lines (recorded on real boards, tests/fixtures/tegrast
 through files in ``<root>/run/e2e-tegrastats/``:
 
 - ``lines.json``  the lines to replay, in order, cycling;
-- ``pid``         written at start: the test kills this process to make the agent restart it;
 - ``starts``      one line appended per start, so a test can count restarts from outside;
 - ``garbage``     when present, the next line printed is its content (then the file is removed),
                   so a test can make the tool print garbage exactly once.
@@ -42,8 +41,6 @@ def main() -> int:
         return 0
     with open(os.path.join(ctl, "lines.json")) as f:
         lines = json.load(f)
-    with open(os.path.join(ctl, "pid"), "w") as f:
-        f.write("%d\n" % os.getpid())
     with open(os.path.join(ctl, "starts"), "a") as f:
         f.write("%d\n" % os.getpid())
     interval = interval_seconds(sys.argv[1:])
