@@ -3,21 +3,29 @@ and the agent never starts serving."""
 
 import json
 import os
+import re
 
 import pytest
 
 from tests.e2e.agent import TRACEBACK, run_pyz
+
+LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING) +\S+: ")
 
 
 def assert_one_line_error(result, *needles):
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     assert TRACEBACK not in result.stderr + result.stdout, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, "want one line, got:\n%s" % result.stderr
-    assert lines[0].startswith("edgeagent: error: "), lines[0]
+    errors = [line for line in lines if line.startswith("edgeagent: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], "want one error line, got:\n%s" % (
+        result.stderr)
+    # Anything before it is the agent's ordinary log of what it did so far (`run` logs the
+    # inventory before its components check their settings), one record per line.
+    for line in lines[:-1]:
+        assert LOG_RECORD.match(line), "not a log record: %r" % line
     for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
+        assert needle in errors[0], (needle, errors[0])
+    return errors[0]
 
 
 def write_config(host, text):
