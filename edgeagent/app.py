@@ -28,6 +28,9 @@ log = logging.getLogger("edgeagent")
 # disables a component never pays for its imports. Each factory takes an AgentContext and
 # returns a list of Components (empty when the host has nothing for it to do).
 COMPONENT_FACTORIES: Dict[str, str] = {
+    "device-plugin": "edgeagent.deviceplugin.component:build",
+    "metrics": "edgeagent.metrics.component:build",
+    "labels": "edgeagent.labels.component:build",
 }
 
 DEMO_PACKAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo", "host")

@@ -31,6 +31,10 @@ COMMANDS: List[Tuple[str, str, str, str, str]] = [
      "stop and remove the systemd service"),
     ("doctor", "edgeagent.doctor.command", "add_arguments", "main",
      "check this node and say how to fix what is wrong"),
+    ("tegrastats", "edgeagent.tegrastats.command", "add_arguments", "main",
+     "parse a tegrastats log (or stdin) into one JSON object per line"),
+    ("labels", "edgeagent.labels.command", "add_arguments", "main",
+     "print (or remove) the labels of this node"),
 ]
 
 # argparse dest -> config key: these flags override the config file and environment.
@@ -170,8 +174,15 @@ def _discover(cli: Cli, fdt: Optional[str] = None):
 
 
 def inventory_labels(inventory, config) -> Dict[str, str]:
-    """The labels this node should carry (empty until the labels component exists)."""
-    return {}
+    """The labels this node should carry; a label dropped as invalid is logged as a warning."""
+    import logging
+
+    from edgeagent.labels.compute import compute_labels
+
+    result = compute_labels(inventory, config)
+    for problem in result.problems:
+        logging.getLogger("edgeagent.labels").warning("%s", problem)
+    return result.labels
 
 
 def cmd_discover(cli: Cli) -> int:

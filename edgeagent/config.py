@@ -15,7 +15,10 @@ from edgeagent.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/edgeagent/config.toml"
 COMPONENTS = ("device-plugin", "labels", "metrics")
-DEFAULT_METRICS_PORT = 9745
+# Prometheus' exporter port registry (its wiki, "Default port allocations") has had no free port
+# in 9100-9999 since 2023, 9745 included; new exporters get ports outside that range. 19745 is in
+# no allocation we could find and below Linux's ephemeral range (32768+). See README "Metrics".
+DEFAULT_METRICS_PORT = 19745
 
 
 class _Invalid(ValueError):
@@ -141,7 +144,7 @@ def label_prefix_problem(prefix: str) -> Optional[str]:
     if not prefix.endswith("/"):
         return "must end with '/', like 'edgeagent.io/'"
     domain = prefix[:-1]
-    if len(domain) > 253 or not _DNS_SUBDOMAIN.match(domain):
+    if len(domain) > 253 or not _DNS_SUBDOMAIN.fullmatch(domain):
         return "%r is not a DNS subdomain (lowercase letters, digits, '-' and '.')" % domain
     if domain.startswith("node-restriction.kubernetes.io"):
         return "node-restriction.kubernetes.io/ labels may only be set by administrators"
@@ -264,6 +267,8 @@ SCHEMA: Tuple[Option, ...] = (
            "devicetree node paths whose compatibles also become labels"),
     Option("labels.drift_check_seconds", _float(10, 86400), 600.0,
            "how often the Node is re-read to repair drift"),
+    Option("labels.startup_jitter_seconds", _float(0, 3600), 20.0,
+           "random delay before the first label patch, so a fleet does not start at once"),
     Option("metrics.address", _address, ("0.0.0.0", DEFAULT_METRICS_PORT),
            "HOST:PORT of /metrics and /healthz"),
     Option("tegrastats.path", _abs_path, "/usr/bin/tegrastats", "tegrastats binary (host path)"),

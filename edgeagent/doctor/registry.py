@@ -2,4 +2,7 @@
 
 CHECK_MODULES = [
     "edgeagent.doctor.checks_host",
+    "edgeagent.doctor.checks_plugin",
+    "edgeagent.doctor.checks_kube",
+    "edgeagent.doctor.checks_metrics",
 ]

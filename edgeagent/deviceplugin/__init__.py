@@ -1,0 +1,1 @@
+"""Kubelet device plugin: advertises the GPU and other accelerators as extended resources."""

@@ -1,0 +1,154 @@
+"""The device-plugin component: a health loop that decides what to advertise, and one
+ResourcePlugin (socket + registration) per resource."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Tuple
+
+from edgeagent.deviceplugin import allocate as alloc
+from edgeagent.deviceplugin.hostscan import scan
+from edgeagent.deviceplugin.model import (GPU_RESOURCE, SHARED_GPU_RESOURCE, Options, Resource,
+                                          build_resources, describe_units, health_changes,
+                                          scan_plan)
+from edgeagent.deviceplugin.runtimefacts import RuntimeFacts, RuntimeFactsCache
+from edgeagent.supervisor import Component
+
+if TYPE_CHECKING:  # the server and plugin modules import grpclib: only once the loop runs
+    from edgeagent.deviceplugin.plugin import ResourcePlugin
+    from edgeagent.deviceplugin.server import ResourceState
+
+log = logging.getLogger(__name__)
+
+
+class DevicePluginComponent(Component):
+    """Re-checks device health every ``device_plugin.health_interval_seconds``; serves and
+    registers every resource found; pushes changes to the kubelet's ListAndWatch streams."""
+
+    name = "device-plugin"
+
+    def __init__(self, ctx, poll_interval: float = 0.5) -> None:
+        self.root = ctx.root
+        self.feed = ctx.inventory
+        self.options = Options.from_config(ctx.config)
+        self.directory = ctx.root.path(ctx.config["device_plugin.directory"])
+        self.interval = float(ctx.config["device_plugin.health_interval_seconds"])
+        self.configured_strategy = ctx.config["device_plugin.device_list_strategy"]
+        self.poll_interval = poll_interval
+        self.runtime = RuntimeFactsCache(ctx.root)
+        self.states: Dict[str, "ResourceState"] = {}
+        self.plugins: Dict[str, Tuple["ResourcePlugin", asyncio.Task]] = {}
+        self.strategy: Optional[alloc.Strategy] = None
+        self._problems: Tuple[str, ...] = ()
+        for rc in self.options.resources:
+            if rc.name in (GPU_RESOURCE, SHARED_GPU_RESOURCE):
+                log.warning("[[device_plugin.resources]] %s is ignored: the GPU's resource name "
+                            "is not configurable", rc.name)
+        from edgeagent.deviceplugin.metrics import DevicePluginCollector
+
+        ctx.registry.register(DevicePluginCollector(lambda: dict(self.states)))
+
+    # --- the blocking part, in a worker thread ----------------------------------------------
+
+    def check(self, inventory, previous: Mapping[str, Resource]) -> Tuple[Dict[str, Resource],
+                                                                          RuntimeFacts]:
+        facts = scan(self.root, scan_plan(inventory, self.options, previous))
+        resources = build_resources(inventory, facts, self.options, previous)
+        if any(r.gpu for r in resources.values()):
+            self.runtime.refresh()
+        return resources, self.runtime.current
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def _note_runtime(self, facts: RuntimeFacts) -> None:
+        strategy = alloc.choose_strategy(self.configured_strategy, facts)
+        if strategy != self.strategy:
+            self.strategy = strategy
+            log.info("GPU containers get the %s strategy: %s", strategy.name, strategy.why)
+            if strategy.name == "cdi" and facts.gpu_spec() is None:
+                log.warning("device_list_strategy is cdi but no CDI spec for nvidia.com/gpu "
+                            "exists: GPU pods will fail until one does (nvidia-ctk cdi generate "
+                            "--mode=csv --output=/etc/cdi/nvidia.yaml)")
+            if strategy.name == "envvar" and facts.nvidia_runtime() is None:
+                log.warning("device_list_strategy is envvar but no NVIDIA runtime is configured "
+                            "in Docker, containerd, k3s or CRI-O: GPU pods will not see the GPU")
+        if facts.problems != self._problems:
+            self._problems = facts.problems
+            for p in facts.problems:
+                log.warning("container runtime facts: %s", p)
+
+    def _apply(self, resources: Mapping[str, Resource], facts: RuntimeFacts) -> None:
+        from edgeagent.deviceplugin.plugin import ResourcePlugin
+        from edgeagent.deviceplugin.server import ResourceState
+
+        if any(r.gpu for r in resources.values()):
+            self._note_runtime(facts)
+        for name, resource in resources.items():
+            strategy = self.strategy if resource.gpu else None
+            state = self.states.get(name)
+            before = state.resource if state is not None else None
+            if state is None:
+                state = ResourceState(resource, strategy, facts)
+                self.states[name] = state
+                log.info("%s: advertising %s", name, describe_units(resource))
+            else:
+                state.update(resource, strategy, facts)
+                for healthy, line in health_changes(before, resource):
+                    log.log(logging.INFO if healthy else logging.WARNING, "%s", line)
+            if name not in self.plugins:
+                plugin = ResourcePlugin(state, self.directory, poll_interval=self.poll_interval)
+                self.plugins[name] = (plugin, asyncio.ensure_future(plugin.run()))
+
+    def _prewarm(self) -> None:
+        for state in list(self.states.values()):
+            state.prewarm()
+
+    def _check_tasks(self) -> None:
+        for name, (_, task) in list(self.plugins.items()):
+            if task.done():
+                del self.plugins[name]
+                exc = task.exception() if not task.cancelled() else None
+                raise RuntimeError("the %s plugin stopped: %s" % (name, exc or "cancelled"))
+
+    async def run(self, started: Callable[[], None]) -> None:
+        loop = asyncio.get_event_loop()
+        sent = False
+        try:
+            while True:
+                previous = {n: s.resource for n, s in self.states.items()}
+                resources, facts = await loop.run_in_executor(
+                    None, self.check, self.feed.current, previous)
+                self._apply(resources, facts)
+                self._check_tasks()
+                await loop.run_in_executor(None, self._prewarm)
+                if not sent:
+                    waits = [asyncio.ensure_future(p.ready.wait())
+                             for p, _ in self.plugins.values()]
+                    if waits:
+                        await asyncio.wait(waits, timeout=self.interval)
+                        for w in waits:
+                            w.cancel()
+                    if all(p.ready.is_set() for p, _ in self.plugins.values()):
+                        sent = True
+                        if not self.plugins:
+                            log.info("no devices to advertise (no usable NVIDIA GPU, NVDLA or "
+                                     "Edge TPU, and no [[device_plugin.resources]] found)")
+                        started()
+                        continue
+                await asyncio.sleep(self.interval)
+        finally:
+            await self._stop_plugins()
+
+    async def _stop_plugins(self) -> None:
+        tasks = [t for _, t in self.plugins.values()]
+        self.plugins.clear()
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.2)
+
+
+def build(ctx) -> List[Component]:
+    """The device-plugin component (one, whatever the hardware: resources may appear later)."""
+    return [DevicePluginComponent(ctx)]

@@ -1,0 +1,85 @@
+"""Unix socket helpers: bind with mode 0600, identify a socket file, and reach sockets whose
+path is longer than sun_path allows (a deep ``--root``)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import stat
+from typing import Iterator, NamedTuple, Optional
+
+# sun_path is 108 bytes on Linux, including the terminating NUL.
+MAX_SUN_PATH = 107
+
+
+class FileIdentity(NamedTuple):
+    inode: int
+    ctime_ns: int
+    is_socket: bool
+
+
+def identity(path: str) -> Optional[FileIdentity]:
+    """Who a file is: a re-created file differs in inode or ctime (an inode number may be reused
+    at once, its ctime not). None when the path does not exist."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return FileIdentity(st.st_ino, st.st_ctime_ns, stat.S_ISSOCK(st.st_mode))
+
+
+@contextlib.contextmanager
+def reachable(path: str) -> Iterator[str]:
+    """A path for bind()/connect() that names ``path``: itself when short enough, else
+    ``/proc/self/fd/N/<name>`` through a descriptor of its directory (Linux resolves it like the
+    real path). Use the yielded path only inside the ``with`` block."""
+    if len(path.encode()) <= MAX_SUN_PATH:
+        yield path
+        return
+    directory, name = os.path.split(path)
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_PATH", 0)
+    fd = os.open(directory, flags)
+    try:
+        short = "/proc/self/fd/%d/%s" % (fd, name)
+        if len(short.encode()) > MAX_SUN_PATH:
+            raise OSError("socket name too long: %s" % path)
+        yield short
+    finally:
+        os.close(fd)
+
+
+def bind_unix(path: str) -> socket.socket:
+    """A listening-ready unix stream socket bound at ``path`` (a stale file there is removed),
+    mode 0600: only root (the kubelet) may connect."""
+    with contextlib.suppress(FileNotFoundError):
+        st = os.lstat(path)
+        if stat.S_ISSOCK(st.st_mode):
+            os.unlink(path)
+        else:
+            raise OSError("%s exists and is not a socket" % path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with reachable(path) as p:
+            sock.bind(p)
+        # The kubelet's directory is root-only (0750 or stricter), so the moment between bind
+        # and chmod exposes nothing.
+        os.chmod(path, 0o600)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def remove_if_same(path: str, ident: Optional[FileIdentity]) -> bool:
+    """Unlink ``path`` when it is still the file ``ident`` names (never someone else's)."""
+    if ident is None:
+        return False
+    now = identity(path)
+    if now is None or (now.inode, now.ctime_ns) != (ident.inode, ident.ctime_ns):
+        return False
+    try:
+        os.unlink(path)
+    except OSError:
+        return False
+    return True

@@ -1,0 +1,273 @@
+"""A small Kubernetes API client on plain aiohttp: GET/PATCH a Node, SelfSubjectAccessReview.
+
+One ``aiohttp.ClientSession`` per client, created on first use inside the running loop; every
+request is bounded by ``timeout``. Credentials are re-read when any of their files changes
+(the kubelet rotates ``kubelet-client-current.pem``; projected tokens are refreshed) and after a
+401, which is then retried once with the fresh credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from urllib.parse import quote
+
+from edgeagent import __version__
+from edgeagent.kube.credentials import Credentials, file_fingerprint
+from edgeagent.kube.errors import KubeError, KubeNetworkError, KubeTLSError
+
+log = logging.getLogger(__name__)
+
+MERGE_PATCH = "application/merge-patch+json"
+USER_AGENT = "edgeagent/%s" % __version__
+MAX_BODY = 4 << 20
+
+
+class KubeMetrics:
+    """``edgeagent_kube_requests_total{method,code}`` in a registry (one per registry)."""
+
+    def __init__(self, registry: Any) -> None:
+        from prometheus_client import Counter
+
+        self.requests = Counter("edgeagent_kube_requests", "Kubernetes API requests by method "
+                                "and HTTP status code ('error': no response)",
+                                ["method", "code"], registry=registry)
+
+    @classmethod
+    def for_registry(cls, registry: Any) -> Optional["KubeMetrics"]:
+        """The registry's one instance (a metric can be registered only once per registry)."""
+        if registry is None:
+            return None
+        found = getattr(registry, "_edgeagent_kube_metrics", None)
+        if found is None:
+            found = cls(registry)
+            registry._edgeagent_kube_metrics = found
+        return found
+
+
+class CredentialCache:
+    """Credentials plus their TLS context, loaded again when their files change or on demand."""
+
+    def __init__(self, loader: Callable[[], Credentials]) -> None:
+        self._loader = loader
+        self.creds: Optional[Credentials] = None
+        self.ssl: Any = None
+        self.token: Optional[str] = None
+        self._fingerprint: Any = None
+        self.loads = 0
+
+    def get(self) -> Credentials:
+        """Current credentials; re-read when a file they came from changed."""
+        if self.creds is not None and file_fingerprint(self.creds.files) == self._fingerprint:
+            return self.creds
+        return self.reload()
+
+    def reload(self) -> Credentials:
+        from edgeagent.kube.tls import make_ssl_context
+
+        creds = self._loader()
+        fingerprint = file_fingerprint(creds.files)
+        ctx, token = make_ssl_context(creds)
+        first = self.creds is None
+        if creds.insecure and (first or not self.creds.insecure):
+            log.warning("INSECURE: %s sets insecure-skip-tls-verify: the API server's identity "
+                        "is NOT verified and anyone on the network path can impersonate it",
+                        creds.source)
+        if not first and fingerprint != self._fingerprint:
+            log.info("credentials changed on disk; re-read %s", creds.source)
+        self.creds, self.ssl, self.token, self._fingerprint = creds, ctx, token, fingerprint
+        self.loads += 1
+        return creds
+
+
+@dataclass
+class KubeResponse:
+    status: int
+    body: Any
+    headers: Mapping[str, str]
+
+    def server_date(self) -> Optional[float]:
+        """The Date header as a Unix time (for clock-skew checks)."""
+        return header_date(self.headers)
+
+
+def header_date(headers: Mapping[str, str]) -> Optional[float]:
+    value = headers.get("Date")
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when absent."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def _status_message(status: int, body: Any, text: str) -> Tuple[str, str]:
+    if isinstance(body, dict) and body.get("kind") == "Status":
+        return str(body.get("message") or body.get("reason") or status), str(body.get("reason")
+                                                                              or "")
+    snippet = " ".join(text.split())[:200]
+    return (snippet or "HTTP %d" % status), ""
+
+
+class KubeClient:
+    """Requests against one API server, for one identity."""
+
+    def __init__(self, credentials: CredentialCache, timeout: float = 10.0,
+                 metrics: Optional[KubeMetrics] = None) -> None:
+        self.credentials = credentials
+        self.timeout = timeout
+        self.metrics = metrics
+        self._session: Any = None
+        self.requests = 0
+
+    async def _get_session(self) -> Any:
+        import aiohttp
+
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+                connector=aiohttp.TCPConnector(limit=4, enable_cleanup_closed=True),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            # Bounded: closing must never hold up shutdown.
+            try:
+                await asyncio.wait_for(self._session.close(), timeout=2.0)
+            except asyncio.TimeoutError:
+                pass
+        self._session = None
+
+    async def __aenter__(self) -> "KubeClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def _count(self, method: str, code: str) -> None:
+        self.requests += 1
+        if self.metrics is not None:
+            self.metrics.requests.labels(method=method, code=code).inc()
+
+    async def request(self, method: str, path: str, body: Any = None,
+                      content_type: str = "application/json",
+                      timeout: Optional[float] = None) -> KubeResponse:
+        """Send one request; 2xx -> KubeResponse, anything else raises KubeError. ``timeout``
+        (seconds) overrides the client's for this request."""
+        self.credentials.get()
+        try:
+            return await self._send(method, path, body, content_type, timeout)
+        except KubeError as e:
+            if e.status != 401:
+                raise
+            # Maybe a rotated certificate or token: read the files again and retry once.
+            self.credentials.reload()
+            return await self._send(method, path, body, content_type, timeout)
+
+    async def _send(self, method: str, path: str, body: Any, content_type: str,
+                    timeout: Optional[float] = None) -> KubeResponse:
+        import aiohttp
+
+        cache = self.credentials
+        creds = cache.creds
+        assert creds is not None
+        session = await self._get_session()
+        headers = {}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
+            headers["Content-Type"] = content_type
+        if cache.token:
+            headers["Authorization"] = "Bearer " + cache.token
+        kwargs: Dict[str, Any] = {"headers": headers, "data": data}
+        if timeout is not None:
+            kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)
+        if cache.ssl is not None:
+            kwargs["ssl"] = cache.ssl
+            if creds.tls_server_name:
+                kwargs["server_hostname"] = creds.tls_server_name
+        url = creds.server + path
+        try:
+            async with session.request(method, url, **kwargs) as resp:
+                raw = await resp.content.read(MAX_BODY)
+                status = resp.status
+                resp_headers = dict(resp.headers)
+        except aiohttp.ClientConnectorCertificateError as e:
+            self._count(method, "error")
+            raise KubeTLSError("TLS verification of %s failed: %s" % (
+                creds.server, getattr(e, "certificate_error", e))) from None
+        except aiohttp.ClientSSLError as e:
+            self._count(method, "error")
+            raise KubeTLSError("TLS with %s failed: %s" % (creds.server, e)) from None
+        except asyncio.TimeoutError:
+            self._count(method, "error")
+            raise KubeNetworkError("%s %s: no answer within %gs" % (
+                method, creds.server, self.timeout if timeout is None else timeout)) from None
+        except (aiohttp.ClientError, OSError) as e:
+            self._count(method, "error")
+            raise KubeNetworkError("%s %s: %s" % (method, creds.server,
+                                                  str(e) or type(e).__name__)) from None
+        self._count(method, str(status))
+        text = raw.decode("utf-8", "replace")
+        try:
+            parsed = json.loads(text) if text else None
+        except ValueError:
+            parsed = None
+        if 200 <= status < 300:
+            return KubeResponse(status, parsed, resp_headers)
+        message, reason = _status_message(status, parsed, text)
+        raise KubeError("%s %s: %d %s" % (method, path, status, message), status=status,
+                        reason=reason, retry_after=parse_retry_after(
+                            resp_headers.get("Retry-After")), headers=resp_headers)
+
+    # --- the few calls edgeagent makes ---------------------------------------------------
+
+    async def version(self, timeout: Optional[float] = None) -> KubeResponse:
+        return await self.request("GET", "/version", timeout=timeout)
+
+    async def get_node(self, name: str, timeout: Optional[float] = None) -> Dict[str, Any]:
+        resp = await self.request("GET", "/api/v1/nodes/" + quote(name, safe=""),
+                                  timeout=timeout)
+        return resp.body if isinstance(resp.body, dict) else {}
+
+    async def patch_node(self, name: str, patch: Dict[str, Any]) -> Dict[str, Any]:
+        resp = await self.request("PATCH", "/api/v1/nodes/" + quote(name, safe=""), patch,
+                                  MERGE_PATCH)
+        return resp.body if isinstance(resp.body, dict) else {}
+
+    async def can_i(self, verb: str, resource: str, name: str = "",
+                    subresource: str = "", timeout: Optional[float] = None) -> Tuple[bool, str]:
+        """SelfSubjectAccessReview: (allowed, reason) for this identity on a cluster resource."""
+        attrs = {"verb": verb, "resource": resource, "group": ""}
+        if name:
+            attrs["name"] = name
+        if subresource:
+            attrs["subresource"] = subresource
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                  "spec": {"resourceAttributes": attrs}}
+        resp = await self.request("POST",
+                                  "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                                  review, timeout=timeout)
+        status = resp.body.get("status", {}) if isinstance(resp.body, dict) else {}
+        return bool(status.get("allowed")), str(status.get("reason") or "")

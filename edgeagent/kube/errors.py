@@ -1,0 +1,42 @@
+"""Errors of the Kubernetes API client: credentials the operator must fix, and request failures
+the callers classify for retries (status, Kubernetes ``reason``, ``Retry-After``)."""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+from edgeagent.errors import OperatorError
+
+
+class CredentialsError(OperatorError):
+    """A kubeconfig or in-cluster setup that cannot be used (one line: what and where)."""
+
+
+class NoCredentials(CredentialsError):
+    """None of the credential sources exists."""
+
+
+class KubeError(Exception):
+    """A request that did not succeed. ``status`` is None for network and TLS failures."""
+
+    def __init__(self, message: str, status: Optional[int] = None, reason: str = "",
+                 retry_after: Optional[float] = None,
+                 headers: Optional[Mapping[str, str]] = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.retry_after = retry_after
+        self.headers = dict(headers or {})
+
+    @property
+    def retryable(self) -> bool:
+        """429, 5xx and network errors: worth retrying with backoff."""
+        return self.status is None or self.status == 429 or self.status >= 500
+
+
+class KubeNetworkError(KubeError):
+    """Connection refused/reset/dropped, DNS, or timeout."""
+
+
+class KubeTLSError(KubeNetworkError):
+    """The server's certificate did not verify (wrong CA, name, or expired)."""

@@ -1,0 +1,1 @@
+"""The metrics component: Prometheus collectors and the /metrics, /healthz HTTP server."""

@@ -1,0 +1,1 @@
+"""tegrastats: the pure line parser, the subprocess runner, the `edgeagent tegrastats` command."""

@@ -1,0 +1,636 @@
+"""A local HTTPS server that behaves like the Kubernetes API for Nodes, for tests and benchmarks.
+
+It enforces what the agent relies on: TLS with a CA of its own (trustme), client-certificate and
+bearer-token authentication, node authorization like the Node authorizer plus NodeRestriction (a
+node identity may patch only its own Node, and no kubernetes.io/k8s.io labels), JSON merge patch
+semantics (null deletes), ``metadata.resourceVersion`` preconditions (409), label syntax (422),
+SelfSubjectAccessReview, and a Date header (optionally skewed). Faults on demand: any status
+(401/403/429/500...) with Retry-After, and dropped connections.
+
+In-process::
+
+    async with KubeApiServer(tmpdir, nodes=["jetson-1"]) as api:
+        path = api.write_kubeconfig("system:node:jetson-1")
+
+As a subprocess (end-to-end tests; faults through the admin-only /_test/ endpoints)::
+
+    python -m tests.kubeapi --dir DIR [--port N] [--node NAME ...]
+
+prints ``READY <url>`` once serving, and writes DIR/ca.crt, DIR/kubeconfig-<node> (client
+certificate of system:node:<node>) and DIR/kubeconfig-admin (bearer token).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import email.utils
+import json
+import os
+import re
+import ssl
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import trustme
+from aiohttp import web
+
+ADMIN_TOKEN = "edgeagent-test-admin-token"
+# Request storage keys (typed keys where aiohttp has them, to avoid its NotAppKeyWarning).
+_USER: Any = web.RequestKey("user", str) if hasattr(web, "RequestKey") else "user"
+_GROUPS: Any = web.RequestKey("groups", list) if hasattr(web, "RequestKey") else "groups"
+_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_DNS = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+# NodeRestriction: labels a kubelet may set inside the kubernetes.io/k8s.io namespaces.
+_NODE_ALLOWED = ("kubelet.kubernetes.io/", "node.kubernetes.io/")
+_NODE_ALLOWED_KEYS = {
+    "kubernetes.io/hostname", "kubernetes.io/arch", "kubernetes.io/os",
+    "beta.kubernetes.io/arch", "beta.kubernetes.io/os", "beta.kubernetes.io/instance-type",
+    "node.kubernetes.io/instance-type", "failure-domain.beta.kubernetes.io/region",
+    "failure-domain.beta.kubernetes.io/zone", "topology.kubernetes.io/region",
+    "topology.kubernetes.io/zone",
+}
+
+
+@dataclass
+class Fault:
+    status: int = 500
+    count: int = 1
+    method: Optional[str] = None
+    path: Optional[str] = None           # substring of the request path
+    retry_after: Optional[str] = None
+    drop: bool = False                   # close the connection without an answer
+    delay: float = 0.0                   # seconds before answering (or dropping)
+
+    def matches(self, request: web.Request) -> bool:
+        if self.count <= 0:
+            return False
+        if self.method and request.method != self.method:
+            return False
+        return not self.path or self.path in request.path
+
+
+@dataclass
+class Record:
+    method: str
+    path: str
+    status: int
+    user: str
+    time: float = field(default_factory=time.monotonic)
+
+
+def _status(code: int, reason: str, message: str, **details: Any) -> web.Response:
+    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code}
+    if details:
+        body["details"] = details
+    return web.json_response(body, status=code)
+
+
+def label_problem(key: str, value: Any) -> Optional[str]:
+    prefix, sep, name = key.rpartition("/")
+    if sep and (not prefix or len(prefix) > 253 or not _DNS.fullmatch(prefix)):
+        return "invalid label key prefix %r" % key
+    if not name or len(name) > 63 or not _NAME.fullmatch(name):
+        return "invalid label key %r" % key
+    if not isinstance(value, str) or (value and (len(value) > 63 or not _NAME.fullmatch(value))):
+        return "invalid label value %r" % (value,)
+    return None
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            result.pop(k, None)
+        else:
+            result[k] = merge_patch(result.get(k), v)
+    return result
+
+
+class KubeApiServer:
+    """The fake API server. ``nodes`` are created at start; more with :meth:`add_node`."""
+
+    def __init__(self, directory: str, nodes: Any = ("jetson-1",), host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        self.directory = directory
+        os.makedirs(directory, exist_ok=True)
+        self.host = host
+        self.port = port
+        self.ca = trustme.CA()
+        self.server_cert = self.ca.issue_cert("127.0.0.1", "localhost", "::1")
+        self.ca_path = os.path.join(directory, "ca.crt")
+        self.ca.cert_pem.write_to_path(self.ca_path)
+        self.nodes: Dict[str, Dict[str, Any]] = {}
+        self.tokens: Dict[str, str] = {ADMIN_TOKEN: "admin"}
+        self.grants: Dict[str, set] = {"admin": {"*"}}   # non-node users: allowed verbs
+        self.revoked_serials: set = set()
+        self.faults: List[Fault] = []
+        self.records: List[Record] = []
+        self.clock_offset = 0.0
+        self.max_rps = 0               # >0: answer 429 beyond this many requests per second
+        self._second = (0, 0)          # (current whole second, requests in it)
+        self.resource_version = 100
+        self._runner: Optional[web.AppRunner] = None
+        self._issued = 0
+        for name in nodes:
+            self.add_node(name)
+
+    # --- set-up ---------------------------------------------------------------------------
+
+    def add_node(self, name: str, labels: Optional[Dict[str, str]] = None,
+                 annotations: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+        self.resource_version += 1
+        node = {
+            "kind": "Node", "apiVersion": "v1",
+            "metadata": {
+                "name": name, "uid": str(uuid.uuid4()),
+                "resourceVersion": str(self.resource_version),
+                "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "labels": dict({"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                                "kubernetes.io/arch": "arm64"}, **(labels or {})),
+                "annotations": dict(annotations or {}),
+            },
+            "spec": {}, "status": {"conditions": []},
+        }
+        self.nodes[name] = node
+        return node
+
+    def labels(self, name: str) -> Dict[str, str]:
+        return dict(self.nodes[name]["metadata"].get("labels") or {})
+
+    def annotations(self, name: str) -> Dict[str, str]:
+        return dict(self.nodes[name]["metadata"].get("annotations") or {})
+
+    def edit_node(self, name: str, patch: Dict[str, Any]) -> None:
+        """Change a Node as another client would (bumps resourceVersion)."""
+        meta = merge_patch(self.nodes[name], patch)
+        self.resource_version += 1
+        meta["metadata"]["resourceVersion"] = str(self.resource_version)
+        self.nodes[name] = meta
+
+    def issue_client_cert(self, user: str, groups: Any = ()) -> Any:
+        self._issued += 1
+        org = ",".join(groups) if groups else None
+        return self.ca.issue_cert("client-%d.invalid" % self._issued, common_name=user,
+                                  organization_name=org)
+
+    def revoke_cert_file(self, path: str) -> None:
+        """Reject the certificate in ``path`` from now on (401), as after a rotation."""
+        self.revoked_serials.add(ssl._ssl._test_decode_cert(path)["serialNumber"])
+
+    def add_token(self, user: str, token: Optional[str] = None) -> str:
+        token = token or "tok-" + uuid.uuid4().hex
+        self.tokens[token] = user
+        return token
+
+    def inject(self, status: int = 500, count: int = 1, method: Optional[str] = None,
+               path: Optional[str] = None, retry_after: Optional[Any] = None,
+               drop: bool = False, delay: float = 0.0) -> Fault:
+        fault = Fault(status, count, method, path,
+                      None if retry_after is None else str(retry_after), drop, delay)
+        self.faults.append(fault)
+        return fault
+
+    def requests_by(self, method: Optional[str] = None, path: Optional[str] = None) -> List[Record]:
+        return [r for r in self.records if (method is None or r.method == method)
+                and (path is None or path in r.path)]
+
+    @property
+    def url(self) -> str:
+        host = "[%s]" % self.host if ":" in self.host else self.host
+        return "https://%s:%d" % (host, self.port)
+
+    def write_kubeconfig(self, user: str = "system:node:jetson-1", auth: str = "cert",
+                         ca: str = "file", path: Optional[str] = None,
+                         groups: Any = None, server: Optional[str] = None) -> str:
+        """A kubeconfig for ``user``. auth: cert (files), cert-data, token, token-file, none;
+        ca: file, data, insecure, none. Returns its path."""
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", user)
+        path = path or os.path.join(self.directory, "kubeconfig-%s-%s" % (safe, auth))
+        base = os.path.splitext(path)[0]
+        cluster: Dict[str, Any] = {"server": server or self.url}
+        if ca == "file":
+            cluster["certificate-authority"] = self.ca_path
+        elif ca == "data":
+            cluster["certificate-authority-data"] = _b64(self.ca.cert_pem.bytes())
+        elif ca == "insecure":
+            cluster["insecure-skip-tls-verify"] = True
+        u: Dict[str, Any] = {}
+        if auth in ("cert", "cert-data"):
+            if groups is None:
+                groups = ["system:nodes"] if user.startswith("system:node:") else []
+            cert = self.issue_client_cert(user, groups)
+            if auth == "cert":
+                cert_path, key_path = base + ".crt", base + ".key"
+                cert.cert_chain_pems[0].write_to_path(cert_path)
+                cert.private_key_pem.write_to_path(key_path)
+                u = {"client-certificate": cert_path, "client-key": key_path}
+            else:
+                u = {"client-certificate-data": _b64(cert.cert_chain_pems[0].bytes()),
+                     "client-key-data": _b64(cert.private_key_pem.bytes())}
+        elif auth == "token":
+            u = {"token": self.add_token(user)}
+        elif auth == "token-file":
+            token_path = base + ".token"
+            with open(token_path, "w") as f:
+                f.write(self.add_token(user) + "\n")
+            u = {"tokenFile": token_path}
+        doc = {"apiVersion": "v1", "kind": "Config", "current-context": "test",
+               "clusters": [{"name": "test", "cluster": cluster}],
+               "contexts": [{"name": "test", "context": {"cluster": "test", "user": "u"}}],
+               "users": [{"name": "u", "user": u}], "preferences": {}}
+        with open(path, "w") as f:
+            json.dump(doc, f, indent=2)
+        return path
+
+    def write_kubelet_root(self, root: str, node: str = "jetson-1", flavor: str = "kubeadm",
+                           ca: str = "data", user: Optional[str] = None) -> str:
+        """Make ``root`` look like a host whose kubelet joined this cluster: kubeadm's
+        /etc/kubernetes/kubelet.conf + /var/lib/kubelet/pki/kubelet-client-current.pem, or k3s's
+        /var/lib/rancher/k3s/agent/kubelet.kubeconfig with its files (host paths inside, as on
+        a real node). Returns the kubeconfig's real path."""
+        user = user or "system:node:" + node
+        cert = self.issue_client_cert(user, ["system:nodes"] if user.startswith(
+            "system:node:") else [])
+        if flavor == "kubeadm":
+            kc_host = "/etc/kubernetes/kubelet.conf"
+            pem_host = "/var/lib/kubelet/pki/kubelet-client-current.pem"
+            files = {pem_host: cert.private_key_and_cert_chain_pem.bytes()}
+            u = {"client-certificate": pem_host, "client-key": pem_host}
+            ca_host = "/etc/kubernetes/pki/ca.crt"
+        else:
+            agent = "/var/lib/rancher/k3s/agent/"
+            kc_host = agent + "kubelet.kubeconfig"
+            files = {agent + "client-kubelet.crt": cert.cert_chain_pems[0].bytes(),
+                     agent + "client-kubelet.key": cert.private_key_pem.bytes()}
+            u = {"client-certificate": agent + "client-kubelet.crt",
+                 "client-key": agent + "client-kubelet.key"}
+            ca_host = agent + "server-ca.crt"
+        cluster: Dict[str, Any] = {"server": self.url}
+        if ca == "data":
+            cluster["certificate-authority-data"] = _b64(self.ca.cert_pem.bytes())
+        elif ca == "file":
+            files[ca_host] = self.ca.cert_pem.bytes()
+            cluster["certificate-authority"] = ca_host
+        elif ca == "insecure":
+            cluster["insecure-skip-tls-verify"] = True
+        doc = {"apiVersion": "v1", "kind": "Config", "current-context": "kubelet",
+               "clusters": [{"name": "c", "cluster": cluster}],
+               "contexts": [{"name": "kubelet", "context": {"cluster": "c", "user": user}}],
+               "users": [{"name": user, "user": u}]}
+        files[kc_host] = json.dumps(doc, indent=2).encode()
+        for host_path, data in files.items():
+            real = os.path.join(root, host_path.lstrip("/"))
+            os.makedirs(os.path.dirname(real), exist_ok=True)
+            with open(real, "wb") as f:
+                f.write(data)
+        return os.path.join(root, kc_host.lstrip("/"))
+
+    # --- serving ----------------------------------------------------------------------------
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.server_cert.configure_cert(ctx)
+        self.ca.configure_trust(ctx)
+        ctx.verify_mode = ssl.CERT_OPTIONAL   # certificate or token: both are accepted
+        return ctx
+
+    def _app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware], client_max_size=1 << 20)
+        app.router.add_get("/version", self._version)
+        app.router.add_get("/api", self._api_versions)
+        app.router.add_get("/apis", self._api_groups)
+        app.router.add_get("/api/v1", self._api_resources)
+        app.router.add_get("/api/v1/nodes", self._list_nodes)
+        app.router.add_get("/api/v1/nodes/{name}", self._get_node)
+        app.router.add_patch("/api/v1/nodes/{name}", self._patch_node)
+        app.router.add_post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                            self._ssar)
+        app.router.add_post("/_test/faults", self._test_faults)
+        app.router.add_get("/_test/requests", self._test_requests)
+        app.router.add_post("/_test/nodes", self._test_nodes)
+        app.router.add_get("/_test/nodes/{name}", self._test_get_node)
+        app.on_response_prepare.append(self._date_header)
+        return app
+
+    async def _date_header(self, request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Date"] = email.utils.formatdate(time.time() + self.clock_offset,
+                                                          usegmt=True)
+
+    def _identity(self, request: web.Request) -> (Optional[str], List[str]):
+        """(user, groups); user None for a bad token (401), 'system:anonymous' for none."""
+        transport = request.transport
+        cert = transport.get_extra_info("peercert") if transport is not None else None
+        if cert:
+            serial = cert.get("serialNumber")
+            if serial in self.revoked_serials:
+                return None, []
+            subject = dict(x[0] for x in cert.get("subject", ()))
+            groups = [g for g in subject.get("organizationName", "").split(",") if g]
+            return subject.get("commonName", ""), groups
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            user = self.tokens.get(header[7:].strip())
+            return user, (["system:nodes"] if user and user.startswith("system:node:") else [])
+        return "system:anonymous", []
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        user = "?"
+        status = 0
+        try:
+            fault = next((f for f in self.faults if f.matches(request)), None)
+            if fault is not None and not request.path.startswith("/_test/"):
+                fault.count -= 1
+                if fault.delay:
+                    await asyncio.sleep(fault.delay)
+                if fault.drop:
+                    status = -1
+                    if request.transport is not None:
+                        request.transport.abort()
+                    return web.Response(status=500)
+                status = fault.status
+                resp = _status(fault.status, _REASONS.get(fault.status, "InternalError"),
+                               "injected failure %d" % fault.status)
+                if fault.retry_after is not None:
+                    resp.headers["Retry-After"] = fault.retry_after
+                return resp
+            if self.max_rps and not request.path.startswith("/_test/") and \
+                    not self._admit():
+                # Like API Priority and Fairness when its queues are full.
+                status = 429
+                resp = _status(429, "TooManyRequests", "too many requests, please try again")
+                resp.headers["Retry-After"] = "1"
+                return resp
+            ident, groups = self._identity(request)
+            user = ident or "?"
+            if ident is None:
+                status = 401
+                return _status(401, "Unauthorized", "Unauthorized")
+            request[_USER], request[_GROUPS] = ident, groups
+            if ident == "system:anonymous" and request.path not in ("/version",):
+                status = 403
+                return _status(403, "Forbidden", 'forbidden: User "system:anonymous" cannot '
+                               'access path "%s"' % request.path)
+            if request.path.startswith("/_test/") and ident != "admin":
+                status = 403
+                return _status(403, "Forbidden", "test control is for the admin user")
+            try:
+                resp = await handler(request)
+            except web.HTTPException as e:
+                status = e.status
+                raise
+            status = resp.status
+            return resp
+        finally:
+            if status != 0 or user != "?":
+                self.records.append(Record(request.method, request.path, status, user))
+
+    def _admit(self) -> bool:
+        now = int(time.monotonic())
+        second, count = self._second
+        if second != now:
+            second, count = now, 0
+        self._second = (second, count + 1)
+        return count < self.max_rps
+
+    def _allowed(self, request: web.Request, verb: str, node: str) -> (bool, str):
+        user = request[_USER]
+        if user.startswith("system:node:") and "system:nodes" in request[_GROUPS]:
+            if verb in ("get", "list", "watch"):
+                return True, ""
+            if verb in ("patch", "update") and node == user[len("system:node:"):]:
+                return True, ""
+            return False, 'node "%s" is not allowed to modify node "%s"' % (
+                user[len("system:node:"):], node)
+        verbs = self.grants.get(user, set())
+        if "*" in verbs or verb in verbs:
+            return True, ""
+        return False, 'User "%s" cannot %s resource "nodes" in API group "" at the cluster ' \
+                      'scope' % (user, verb)
+
+    def _node_or_404(self, name: str) -> Any:
+        node = self.nodes.get(name)
+        if node is None:
+            return _status(404, "NotFound", 'nodes "%s" not found' % name, name=name,
+                           kind="nodes")
+        return node
+
+    async def _version(self, request: web.Request) -> web.Response:
+        return web.json_response({"major": "1", "minor": "32", "gitVersion": "v1.32.0-test",
+                                  "platform": "linux/amd64"})
+
+    async def _api_versions(self, request: web.Request) -> web.Response:
+        return web.json_response({"kind": "APIVersions", "versions": ["v1"],
+                                  "serverAddressByClientCIDRs": [
+                                      {"clientCIDR": "0.0.0.0/0",
+                                       "serverAddress": "%s:%d" % (self.host, self.port)}]})
+
+    async def _api_groups(self, request: web.Request) -> web.Response:
+        return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+
+    async def _api_resources(self, request: web.Request) -> web.Response:
+        return web.json_response({
+            "kind": "APIResourceList", "groupVersion": "v1",
+            "resources": [{"name": "nodes", "singularName": "node", "namespaced": False,
+                           "kind": "Node", "shortNames": ["no"],
+                           "verbs": ["get", "list", "patch", "update", "watch"]}]})
+
+    async def _list_nodes(self, request: web.Request) -> web.Response:
+        ok, why = self._allowed(request, "list", "")
+        if not ok:
+            return _status(403, "Forbidden", "nodes is forbidden: " + why)
+        return web.json_response({"kind": "NodeList", "apiVersion": "v1",
+                                  "metadata": {"resourceVersion": str(self.resource_version)},
+                                  "items": [self.nodes[n] for n in sorted(self.nodes)]})
+
+    async def _get_node(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        ok, why = self._allowed(request, "get", name)
+        if not ok:
+            return _status(403, "Forbidden", 'nodes "%s" is forbidden: %s' % (name, why))
+        node = self._node_or_404(name)
+        if isinstance(node, web.Response):
+            return node
+        return web.json_response(node)
+
+    async def _patch_node(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
+        if ctype not in ("application/merge-patch+json",
+                         "application/strategic-merge-patch+json"):
+            return _status(415, "UnsupportedMediaType",
+                           "the body of the request was in an unknown format - accepted media "
+                           "types include: application/merge-patch+json")
+        ok, why = self._allowed(request, "patch", name)
+        if not ok:
+            return _status(403, "Forbidden", 'nodes "%s" is forbidden: %s' % (name, why))
+        node = self._node_or_404(name)
+        if isinstance(node, web.Response):
+            return node
+        try:
+            patch = json.loads(await request.text())
+        except ValueError as e:
+            return _status(400, "BadRequest", "error decoding patch: %s" % e)
+        if not isinstance(patch, dict):
+            return _status(400, "BadRequest", "patch must be a JSON object")
+        meta_patch = patch.get("metadata") if isinstance(patch.get("metadata"), dict) else {}
+        want_rv = meta_patch.get("resourceVersion")
+        if want_rv is not None and want_rv != node["metadata"]["resourceVersion"]:
+            return _status(409, "Conflict", 'Operation cannot be fulfilled on nodes "%s": the '
+                           'object has been modified; please apply your changes to the latest '
+                           'version and try again' % name, name=name, kind="nodes")
+        result = merge_patch(node, patch)
+        labels = result.get("metadata", {}).get("labels") or {}
+        for key, value in labels.items():
+            problem = label_problem(key, value)
+            if problem:
+                return _status(422, "Invalid", 'Node "%s" is invalid: metadata.labels: %s'
+                               % (name, problem))
+        user = request[_USER]
+        if user.startswith("system:node:"):
+            changed = {k for k in set(labels) | set(node["metadata"].get("labels") or {})
+                       if labels.get(k) != (node["metadata"].get("labels") or {}).get(k)}
+            for key in sorted(changed):
+                domain = key.rpartition("/")[0]
+                restricted = (domain.endswith("kubernetes.io") or domain.endswith("k8s.io"))
+                if restricted and key not in _NODE_ALLOWED_KEYS and not key.startswith(
+                        _NODE_ALLOWED):
+                    return _status(403, "Forbidden", 'is forbidden: node "%s" is not allowed '
+                                   'to modify labels: %s' % (user[12:], key))
+        self.resource_version += 1
+        result["metadata"]["resourceVersion"] = str(self.resource_version)
+        result["metadata"]["name"] = name
+        self.nodes[name] = result
+        return web.json_response(result)
+
+    async def _ssar(self, request: web.Request) -> web.Response:
+        if request.content_type != "application/json":
+            return _status(415, "UnsupportedMediaType", "this test server speaks JSON only")
+        try:
+            review = json.loads(await request.text())
+            attrs = review["spec"]["resourceAttributes"]
+        except (ValueError, KeyError, TypeError):
+            return _status(400, "BadRequest", "spec.resourceAttributes is required")
+        allowed = False
+        reason = ""
+        if attrs.get("resource") == "nodes" and attrs.get("group", "") == "":
+            allowed, reason = self._allowed(request, attrs.get("verb", ""), attrs.get("name", ""))
+        review["status"] = {"allowed": allowed, "reason": reason}
+        return web.json_response(review, status=201)
+
+    async def _test_faults(self, request: web.Request) -> web.Response:
+        spec = await request.json()
+        self.inject(**spec)
+        return web.json_response({"faults": len(self.faults)})
+
+    async def _test_requests(self, request: web.Request) -> web.Response:
+        return web.json_response([vars(r) for r in self.records])
+
+    async def _test_nodes(self, request: web.Request) -> web.Response:
+        spec = await request.json()
+        return web.json_response(self.add_node(spec["name"], spec.get("labels"),
+                                               spec.get("annotations")))
+
+    async def _test_get_node(self, request: web.Request) -> web.Response:
+        node = self._node_or_404(request.match_info["name"])
+        return node if isinstance(node, web.Response) else web.json_response(node)
+
+    async def start(self) -> "KubeApiServer":
+        self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl_context(),
+                           backlog=2048)
+        await site.start()
+        if not self.port:
+            self.port = site._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await asyncio.wait_for(self._runner.cleanup(), timeout=5)
+            self._runner = None
+
+    async def __aenter__(self) -> "KubeApiServer":
+        return await self.start()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+
+class ThreadedKubeApi:
+    """The server on its own event loop in a thread, for tests of synchronous code (CLI
+    commands, doctor) that run their own ``asyncio.run``. ``api`` is the KubeApiServer; change
+    its state only between requests."""
+
+    def __init__(self, directory: str, nodes: Any = ("jetson-1",)) -> None:
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.api = KubeApiServer(directory, nodes=nodes)
+        asyncio.run_coroutine_threadsafe(self.api.start(), self.loop).result(30)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.api.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+            409: "Conflict", 429: "TooManyRequests", 500: "InternalError",
+            503: "ServiceUnavailable"}
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode("ascii")
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    server = KubeApiServer(args.dir, nodes=args.node or ["jetson-1"], host=args.host,
+                           port=args.port)
+    await server.start()
+    for name in server.nodes:
+        server.write_kubeconfig("system:node:%s" % name,
+                                path=os.path.join(args.dir, "kubeconfig-%s" % name))
+    admin = os.path.join(args.dir, "kubeconfig-admin")
+    doc = {"apiVersion": "v1", "kind": "Config", "current-context": "admin",
+           "clusters": [{"name": "test", "cluster": {"server": server.url,
+                                                     "certificate-authority": server.ca_path}}],
+           "contexts": [{"name": "admin", "context": {"cluster": "test", "user": "admin"}}],
+           "users": [{"name": "admin", "user": {"token": ADMIN_TOKEN}}]}
+    with open(admin, "w") as f:
+        json.dump(doc, f, indent=2)
+    print("READY %s" % server.url, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_event_loop()
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.kubeapi", description=__doc__.split(
+        "\n")[0])
+    parser.add_argument("--dir", required=True, help="where to write ca.crt and kubeconfigs")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--node", action="append", help="a Node to create (repeatable)")
+    asyncio.run(_serve(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,400 @@
+"""The device plugin against a kubelet made with grpcio: real unix sockets, real HTTP/2, the
+kubelet's call-back during Register, restarts, health flips, every Allocate strategy."""
+
+import logging
+import os
+import shutil
+import stat
+
+import grpc
+import pytest
+
+from edgeagent.deviceplugin.proto import v1beta1 as api
+from tests.dpharness import AgentThread, make_root, write
+from tests.fakekubelet import FakeKubelet, PluginClient, Watch, wait_until
+
+GPU = "nvidia.com/gpu"
+DLA = "nvidia.com/dla"
+
+CDI_YAML = """---
+cdiVersion: 0.5.0
+containerEdits:
+  deviceNodes:
+  - path: /dev/nvmap
+devices:
+- containerEdits:
+    deviceNodes:
+    - path: /dev/nvhost-gpu
+  name: "0"
+- containerEdits:
+    deviceNodes:
+    - path: /dev/nvhost-gpu
+  name: all
+kind: nvidia.com/gpu
+"""
+
+L4T_CSV = """dev, /dev/nvhost-ctrl-gpu
+dev, /dev/nvhost-gpu
+dev, /dev/nvmap
+dev, /dev/not-on-this-board
+lib, /usr/lib/aarch64-linux-gnu/tegra/libcuda.so.1.1
+sym, /usr/lib/aarch64-linux-gnu/tegra/libcuda.so
+dir, /usr/lib/aarch64-linux-gnu/tegra
+lib, /usr/lib/not-installed.so
+"""
+
+
+@pytest.fixture
+def root():
+    path = make_root()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def cleanup():
+    things = []
+    yield things
+    for thing in reversed(things):
+        try:
+            thing.stop()
+        except Exception:
+            pass
+
+
+def run(root, cleanup, kubelet=True, **overrides):
+    k = None
+    if kubelet:
+        k = FakeKubelet(os.path.join(root, "var/lib/kubelet/device-plugins")).start()
+        cleanup.append(k)
+    agent = AgentThread(root, overrides)
+    cleanup.append(agent)
+    agent.start()
+    return agent, k
+
+
+def _by_name(requests):
+    return {r.resource_name: r for r in requests}
+
+
+def test_registers_after_serving_and_answers_the_callback(root, cleanup):
+    agent, kubelet = run(root, cleanup)
+    reqs = _by_name(kubelet.wait_registrations(2))
+    assert set(reqs) == {GPU, DLA}                     # the demo Xavier: iGPU and two NVDLAs
+    gpu = reqs[GPU]
+    assert gpu.version == "v1beta1"
+    assert gpu.endpoint == os.path.basename(agent.socket(GPU))
+    assert "/" not in gpu.endpoint
+    assert gpu.options.get_preferred_allocation_available is True
+    assert gpu.options.pre_start_required is False
+    # the kubelet called back during Register, so the socket served before Register
+    assert kubelet.callback_options[GPU].get_preferred_allocation_available is True
+    mode = os.stat(agent.socket(GPU)).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+    first = kubelet.watch(GPU).wait_for(lambda d: len(d) == 1)
+    assert first == [("0", "Healthy")]
+    dla = kubelet.watch(DLA).wait_for(lambda d: len(d) == 2)
+    assert dla == [("nvdla0", "Healthy"), ("nvdla1", "Healthy")]
+    wait_until(lambda: 'edgeagent_device_plugin_registered{resource="nvidia.com/gpu"} 1.0'
+               in agent.metrics(), what="registered metric")
+    text = agent.metrics()
+    assert 'edgeagent_device_plugin_registrations_total{resource="nvidia.com/gpu"} 1.0' in text
+    assert ('edgeagent_device_plugin_devices{health="Healthy",resource="nvidia.com/dla"} 2.0'
+            in text)
+
+
+def test_serves_without_a_kubelet_and_registers_when_it_appears(root, cleanup, caplog):
+    caplog.set_level(logging.INFO, logger="edgeagent.deviceplugin")
+    agent, _ = run(root, cleanup, kubelet=False)
+    assert os.path.exists(agent.socket(GPU))           # started() only once sockets serve
+    client = PluginClient(agent.socket(GPU))
+    try:
+        opts = client.options(api.Empty(), timeout=5)
+        assert opts.get_preferred_allocation_available
+    finally:
+        client.close()
+    waiting = [r for r in caplog.records if "waiting for the kubelet" in r.getMessage()]
+    assert len(waiting) == 2                           # once per resource, no spam
+    assert "kubelet.sock" in waiting[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    kubelet = FakeKubelet(agent.directory).start()
+    cleanup.append(kubelet)
+    assert {r.resource_name for r in kubelet.wait_registrations(2)} == {GPU, DLA}
+
+
+def test_list_and_watch_follows_health_both_ways_on_every_stream(root, cleanup):
+    agent, kubelet = run(root, cleanup)
+    kubelet.wait_registrations(2)
+    streams = [kubelet.watch(GPU)]
+    extra = PluginClient(agent.socket(GPU))
+    try:
+        streams.append(Watch(extra))
+        streams.append(Watch(extra))
+        for s in streams:
+            s.wait_for(lambda d: d == [("0", "Healthy")])
+        node = os.path.join(root, "dev/nvhost-gpu")
+        os.rename(node, node + ".away")
+        for s in streams:
+            s.wait_for(lambda d: d == [("0", "Unhealthy")])
+        wait_until(lambda: 'health="Unhealthy",resource="nvidia.com/gpu"} 1.0' in agent.metrics(),
+                   what="unhealthy metric")
+        os.rename(node + ".away", node)
+        for s in streams:
+            s.wait_for(lambda d: d == [("0", "Healthy")])
+        for s in streams[1:]:
+            s.cancel()
+    finally:
+        extra.close()
+
+
+def test_gpu_health_follows_the_live_devicetree_status(cleanup):
+    from edgeagent.discovery.inventory import Gpu, Inventory
+
+    root = make_root(demo=False)
+    try:
+        for n in ("nvhost-gpu", "nvhost-ctrl-gpu", "nvmap"):
+            write(root, "/dev/" + n)
+        write(root, "/proc/device-tree/compatible", "nvidia,p3737-0000\0nvidia,tegra234\0")
+        status = write(root, "/proc/device-tree/gpu@17000000/status", "okay\0")
+        gpu = Gpu("/gpu@17000000", ("nvidia,ga10b",), "okay", "nvidia", "ampere", "8.7",
+                  ("/dev/nvhost-ctrl-gpu", "/dev/nvhost-gpu", "/dev/nvmap"))
+        inv = Inventory(None, (), "tegra234", True, None, None, None, gpu, (), "/proc/device-tree")
+        kubelet = FakeKubelet(os.path.join(root, "var/lib/kubelet/device-plugins")).start()
+        cleanup.append(kubelet)
+        agent = AgentThread(root, {"device_plugin.builtin_profiles": False}, inventory=inv)
+        cleanup.append(agent)
+        agent.start()
+        watch = kubelet.watch(GPU)
+        watch.wait_for(lambda d: d == [("0", "Healthy")])
+        with open(status, "w") as f:
+            f.write("disabled\0")
+        watch.wait_for(lambda d: d == [("0", "Unhealthy")])
+        with open(status, "w") as f:
+            f.write("okay\0")
+        watch.wait_for(lambda d: d == [("0", "Healthy")])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _runtime_files(root, cdi=False, docker=False, csv=False):
+    if cdi:
+        write(root, "/etc/cdi/nvidia.yaml", CDI_YAML)
+    if docker:
+        write(root, "/etc/docker/daemon.json", '{"runtimes": {"nvidia": {"path": '
+              '"nvidia-container-runtime", "runtimeArgs": []}}, "default-runtime": "nvidia"}')
+    if csv:
+        write(root, "/etc/nvidia-container-runtime/host-files-for-container.d/l4t.csv", L4T_CSV)
+        write(root, "/usr/lib/aarch64-linux-gnu/tegra/libcuda.so.1.1", "elf")
+        os.symlink("libcuda.so.1.1", os.path.join(root, "usr/lib/aarch64-linux-gnu/tegra/libcuda.so"))
+
+
+@pytest.mark.parametrize("strategy, files, expect", [
+    ("auto", dict(cdi=True, docker=True, csv=True), "cdi"),
+    ("auto", dict(docker=True, csv=True), "envvar"),
+    ("auto", dict(csv=True), "device-specs"),
+    ("cdi", dict(cdi=True), "cdi"),
+    ("envvar", dict(csv=True), "envvar"),
+    ("device-specs", dict(cdi=True, docker=True, csv=True), "device-specs"),
+])
+def test_allocate_strategies(root, cleanup, strategy, files, expect):
+    _runtime_files(root, **files)
+    agent, kubelet = run(root, cleanup, **{"device_plugin.device_list_strategy": strategy,
+                                           "device_plugin.builtin_profiles": False})
+    kubelet.wait_registrations(1)
+    client = kubelet.clients[GPU]
+    resp = client.allocate(["0"])
+    c = resp.container_responses[0]
+    if expect == "cdi":
+        assert [d.name for d in c.cdi_devices] == ["nvidia.com/gpu=0"]
+        assert c.annotations == {"cdi.k8s.io/edgeagent_nvidia.com_gpu": "nvidia.com/gpu=0"}
+        assert c.envs == {"NVIDIA_VISIBLE_DEVICES": "void"}
+        assert not c.devices and not c.mounts
+    elif expect == "envvar":
+        assert c.envs == {"NVIDIA_VISIBLE_DEVICES": "all"}
+        assert not c.devices and not c.mounts and not c.cdi_devices
+    else:
+        assert c.envs == {"NVIDIA_VISIBLE_DEVICES": "void"}
+        hosts = [d.host_path for d in c.devices]
+        # the CSV's dev lines that exist here, then the GPU's own nodes; no missing node
+        assert hosts[:3] == ["/dev/nvhost-ctrl-gpu", "/dev/nvhost-gpu", "/dev/nvmap"]
+        assert "/dev/not-on-this-board" not in hosts
+        assert "/dev/nvhost-as-gpu" in hosts
+        assert all(d.container_path == d.host_path and d.permissions == "rw" for d in c.devices)
+        mounts = [(m.host_path, m.container_path, m.read_only) for m in c.mounts]
+        assert mounts == [
+            ("/usr/lib/aarch64-linux-gnu/tegra/libcuda.so.1.1",) * 2 + (True,),
+            ("/usr/lib/aarch64-linux-gnu/tegra/libcuda.so",) * 2 + (True,),
+            ("/usr/lib/aarch64-linux-gnu/tegra",) * 2 + (True,),
+        ]
+    assert 'edgeagent_device_plugin_allocations_total{resource="nvidia.com/gpu",result="ok"} 1.0' \
+        in agent.metrics()
+
+
+def test_strategy_follows_files_appearing_later(root, cleanup):
+    agent, kubelet = run(root, cleanup, **{"device_plugin.builtin_profiles": False})
+    kubelet.wait_registrations(1)
+    client = kubelet.clients[GPU]
+    assert client.allocate(["0"]).container_responses[0].envs["NVIDIA_VISIBLE_DEVICES"] == "void"
+    _runtime_files(root, cdi=True)
+    wait_until(lambda: [d.name for d in client.allocate(["0"]).container_responses[0].cdi_devices]
+               == ["nvidia.com/gpu=0"], timeout=10, interval=0.05, what="cdi strategy")
+
+
+def test_forced_cdi_without_a_spec_fails_with_the_fix(root, cleanup):
+    agent, kubelet = run(root, cleanup, **{"device_plugin.device_list_strategy": "cdi",
+                                           "device_plugin.builtin_profiles": False})
+    kubelet.wait_registrations(1)
+    with pytest.raises(grpc.RpcError) as e:
+        kubelet.clients[GPU].allocate(["0"])
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "nvidia-ctk cdi generate" in e.value.details()
+    assert ('edgeagent_device_plugin_allocations_total{resource="nvidia.com/gpu",result="error"} '
+            '1.0') in agent.metrics()
+
+
+def test_time_slicing_replicas_preferred_allocation_and_limits(root, cleanup):
+    agent, kubelet = run(root, cleanup, **{
+        "sharing.replicas": 4, "sharing.rename_by_default": True,
+        "sharing.fail_requests_greater_than_one": True, "device_plugin.builtin_profiles": False,
+        "device_plugin.device_list_strategy": "envvar"})
+    (req,) = kubelet.wait_registrations(1)
+    assert req.resource_name == "nvidia.com/gpu.shared"
+    devices = kubelet.watch("nvidia.com/gpu.shared").wait_for(lambda d: len(d) == 4)
+    assert [i for i, _ in devices] == ["0::1", "0::2", "0::3", "0::4"]
+    client = kubelet.clients["nvidia.com/gpu.shared"]
+    assert client.preferred(["0::4", "0::2", "0::3"], [], 1) == ["0::2"]
+    assert client.preferred(["0::4", "0::2", "0::3"], ["0::4"], 1) == ["0::4"]
+    resp = client.allocate(["0::3"], ["0::1"])          # two containers, one replica each
+    assert [c.envs["NVIDIA_VISIBLE_DEVICES"] for c in resp.container_responses] == ["all", "all"]
+    with pytest.raises(grpc.RpcError) as e:
+        client.allocate(["0::1", "0::2"])
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 1" in e.value.details() and "sharing.replicas" in e.value.details()
+
+
+@pytest.mark.parametrize("containers, code, words", [
+    ([["7"]], "INVALID_ARGUMENT", "unknown device '7'"),
+    ([[]], "INVALID_ARGUMENT", "empty device list"),
+    ([["0", "0"]], "INVALID_ARGUMENT", "requested twice"),
+    ([], "INVALID_ARGUMENT", "without container requests"),
+])
+def test_bad_allocate_requests(root, cleanup, containers, code, words):
+    agent, kubelet = run(root, cleanup, **{"device_plugin.builtin_profiles": False})
+    kubelet.wait_registrations(1)
+    with pytest.raises(grpc.RpcError) as e:
+        kubelet.clients[GPU].allocate(*containers)
+    assert e.value.code() == getattr(grpc.StatusCode, code)
+    assert words in e.value.details()
+    # the plugin still serves after refusing
+    assert kubelet.clients[GPU].allocate(["0"]).container_responses
+
+
+def test_unhealthy_device_is_refused_and_prestart_is_a_noop(root, cleanup):
+    agent, kubelet = run(root, cleanup, **{"device_plugin.builtin_profiles": False})
+    kubelet.wait_registrations(1)
+    client = kubelet.clients[GPU]
+    assert bytes(client.prestart_rpc(api.PreStartContainerRequest(devices_ids=["0"]),
+                                     timeout=5)) == b""
+    os.unlink(os.path.join(root, "dev/nvhost-gpu"))
+    kubelet.watch(GPU).wait_for(lambda d: d == [("0", "Unhealthy")])
+    with pytest.raises(grpc.RpcError) as e:
+        client.allocate(["0"])
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "/dev/nvhost-gpu is missing" in e.value.details()
+
+
+def test_kubelet_restarts_repeatedly(root, cleanup):
+    agent, kubelet = run(root, cleanup, **{"device_plugin.builtin_profiles": False})
+
+    def registered(n):
+        # the kubelet records a Register before answering it: wait for our side too
+        reqs = kubelet.wait_registrations(n)
+        wait_until(lambda: 'edgeagent_device_plugin_registrations_total{resource="nvidia.com/gpu"}'
+                   ' %d.0' % n in agent.metrics(), what="%d registrations counted" % n)
+        return reqs
+
+    registered(1)
+    for n in range(2, 7):
+        kubelet.restart(wipe=True)                     # sockets wiped, new kubelet.sock
+        reqs = registered(n)
+        assert reqs[-1].resource_name == GPU
+        assert os.path.exists(agent.socket(GPU))       # re-created
+        kubelet.watch(GPU).wait_for(lambda d: d == [("0", "Healthy")])
+        assert kubelet.clients[GPU].allocate(["0"]).container_responses
+    kubelet.restart(wipe=False)                        # only kubelet.sock re-created
+    registered(7)
+    os.unlink(agent.socket(GPU))                       # only our socket removed
+    registered(8)
+    wait_until(lambda: os.path.exists(agent.socket(GPU)), what="socket re-created")
+    assert kubelet.clients[GPU].allocate(["0"]).container_responses
+
+
+def test_registration_failures_back_off_and_log_once(root, cleanup, caplog):
+    caplog.set_level(logging.INFO, logger="edgeagent.deviceplugin")
+    kubelet = FakeKubelet(os.path.join(root, "var/lib/kubelet/device-plugins"))
+    kubelet.reject = "resource name nvidia.com/gpu is already registered"
+    kubelet.start()
+    cleanup.append(kubelet)
+    agent = AgentThread(root, {"device_plugin.builtin_profiles": False})
+    cleanup.append(agent)
+    agent.start()
+    wait_until(lambda: kubelet.attempts >= 3, timeout=10, what="three failed attempts")
+    failures = [r for r in caplog.records if "registration failed" in r.getMessage()]
+    assert len(failures) == 1 and "already registered" in failures[0].getMessage()
+    assert 'edgeagent_device_plugin_registered{resource="nvidia.com/gpu"} 0.0' in agent.metrics()
+    kubelet.reject = None
+    kubelet.wait_registrations(1, timeout=15)
+    wait_until(lambda: any("registered with the kubelet" in r.getMessage()
+                           for r in caplog.records), what="registered log")
+
+
+def test_shutdown_removes_sockets_and_ends_streams(root, cleanup):
+    agent, kubelet = run(root, cleanup)
+    kubelet.wait_registrations(2)
+    watch = kubelet.watch(GPU)
+    watch.wait_for(lambda d: len(d) == 1)
+    sockets = [agent.socket(GPU), agent.socket(DLA)]
+    assert all(os.path.exists(s) for s in sockets)
+    agent.stop()
+    assert not any(os.path.exists(s) for s in sockets)
+    assert os.path.exists(kubelet.socket)              # never touches the kubelet's socket
+    assert watch.ended.wait(5)
+
+
+def test_hot_plugged_devices_and_new_resources(root, cleanup):
+    agent, kubelet = run(root, cleanup, **{"device_plugin.resources": [
+        {"name": "example.com/serial", "paths": ["/dev/ttyEA*"], "pods_per_device": 2}]})
+    kubelet.wait_registrations(3)
+    serial = kubelet.watch("example.com/serial")
+    assert serial.wait_for(lambda d: True) == []        # registered with no devices yet
+    write(root, "/dev/ttyEA0")
+    serial.wait_for(lambda d: d == [("ttyEA0::1", "Healthy"), ("ttyEA0::2", "Healthy")])
+    os.unlink(os.path.join(root, "dev/ttyEA0"))
+    serial.wait_for(lambda d: d == [("ttyEA0::1", "Unhealthy"), ("ttyEA0::2", "Unhealthy")])
+    write(root, "/dev/ttyEA0")
+    serial.wait_for(lambda d: d == [("ttyEA0::1", "Healthy"), ("ttyEA0::2", "Healthy")])
+    resp = kubelet.clients["example.com/serial"].allocate(["ttyEA0::2"])
+    (dev,) = resp.container_responses[0].devices
+    assert (dev.host_path, dev.container_path, dev.permissions) == ("/dev/ttyEA0",) * 2 + ("rw",)
+    write(root, "/dev/apex_0")                          # a Coral Edge TPU shows up
+    kubelet.wait_registrations(4)
+    tpu = kubelet.watch("google.com/edgetpu").wait_for(lambda d: len(d) == 1)
+    assert tpu == [("apex_0", "Healthy")]
+    dla = kubelet.clients[DLA].allocate(["nvdla1"]).container_responses[0]
+    assert [d.host_path for d in dla.devices] == [
+        "/dev/nvhost-ctrl-nvdla1", "/dev/nvhost-nvdla1", "/dev/nvmap"]
+
+
+def test_waits_for_the_kubelets_directory(root, cleanup, caplog):
+    caplog.set_level(logging.INFO, logger="edgeagent.deviceplugin")
+    directory = os.path.join(root, "var/lib/kubelet/device-plugins")
+    os.rmdir(directory)
+    agent, _ = run(root, cleanup, kubelet=False, **{"device_plugin.builtin_profiles": False})
+    assert agent.started.is_set()                       # READY is not held back
+    os.makedirs(directory)
+    wait_until(lambda: os.path.exists(agent.socket(GPU)), what="socket once the dir exists")
+    kubelet = FakeKubelet(directory).start()
+    cleanup.append(kubelet)
+    kubelet.wait_registrations(1)
+    msgs = [r.getMessage() for r in caplog.records]
+    assert sum("device-plugin directory" in m for m in msgs) == 1

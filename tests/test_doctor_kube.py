@@ -1,0 +1,166 @@
+"""Doctor's Kubernetes checks on fixture roots (a kubelet that joined the test API server)."""
+
+import asyncio
+import socket
+import time
+
+import pytest
+
+from edgeagent.config import load_config
+from edgeagent.doctor.checks_kube import CHECKS, clock_result
+from edgeagent.doctor.model import FAIL, PASS, SKIP, WARN, DoctorContext
+from edgeagent.doctor.registry import CHECK_MODULES
+from edgeagent.hostpaths import HostRoot
+from tests.kubeapi import ThreadedKubeApi
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = ThreadedKubeApi(str(tmp_path / "api"), nodes=["jetson-1"])
+    yield s
+    s.close()
+
+
+def doctor(root, timeout=1.5, **config):
+    ctx = DoctorContext(root=HostRoot(str(root)), config=load_config(env={}).replace(**config),
+                        timeout=timeout)
+    results = []
+    for check in CHECKS:
+        out = asyncio.run(check(ctx))
+        results.extend(out if isinstance(out, list) else [out])
+    return {r.check: r for r in results}
+
+
+def statuses(results):
+    return {k: r.status for k, r in results.items()}
+
+
+def test_registered():
+    assert "edgeagent.doctor.checks_kube" in CHECK_MODULES
+
+
+@pytest.mark.parametrize("flavor,ca", [("kubeadm", "data"), ("k3s", "file")])
+def test_healthy_kubelet_node_passes_everything(server, tmp_path, flavor, ca):
+    root = tmp_path / "root"
+    server.api.write_kubelet_root(str(root), "jetson-1", flavor=flavor, ca=ca)
+    results = doctor(root)
+    assert statuses(results) == {"kube.credentials": PASS, "kube.reachable": PASS,
+                                 "kube.tls": PASS, "kube.clock": PASS, "kube.node": PASS,
+                                 "kube.patch": PASS}
+    assert "client certificate" in results["kube.node"].detail
+
+
+def test_no_credentials_fails_with_a_fix(tmp_path):
+    (tmp_path / "root").mkdir()
+    results = doctor(tmp_path / "root")
+    assert results["kube.credentials"].status == FAIL and results["kube.credentials"].fix
+    assert {r.status for k, r in results.items() if k != "kube.credentials"} == {SKIP}
+
+
+def test_broken_kubeconfig_fails(server, tmp_path):
+    root = tmp_path / "root"
+    server.api.write_kubelet_root(str(root))
+    (root / "var/lib/kubelet/pki/kubelet-client-current.pem").unlink()
+    results = doctor(root)
+    assert results["kube.credentials"].status == FAIL
+    assert "kubelet-client-current.pem: no such file" in results["kube.credentials"].detail
+
+
+def test_node_missing_under_this_name(server, tmp_path):
+    root = tmp_path / "root"
+    server.api.write_kubelet_root(str(root), "jetson-9")
+    results = doctor(root)
+    assert results["kube.reachable"].status == PASS
+    assert results["kube.node"].status == FAIL and "--node-name" in results["kube.node"].fix
+    assert results["kube.patch"].status == SKIP
+
+
+def test_identity_without_patch_permission(server, tmp_path):
+    root = tmp_path / "root"
+    server.api.grants["viewer"] = {"get"}
+    server.api.write_kubelet_root(str(root), user="viewer")
+    results = doctor(root, node_name="jetson-1")
+    assert results["kube.node"].status == PASS
+    assert results["kube.patch"].status == FAIL
+
+
+def test_insecure_and_clock_skew_warn_or_fail(server, tmp_path):
+    root = tmp_path / "root"
+    server.api.write_kubelet_root(str(root), ca="insecure")
+    server.api.clock_offset = 30
+    results = doctor(root)
+    assert results["kube.credentials"].status == WARN
+    assert results["kube.tls"].status == WARN
+    assert results["kube.clock"].status == WARN and "behind" in results["kube.clock"].detail
+    server.api.clock_offset = -600
+    assert doctor(root)["kube.clock"].status == FAIL
+
+
+def test_wrong_ca_fails_tls(server, tmp_path):
+    import trustme
+
+    root = tmp_path / "root"
+    server.api.write_kubelet_root(str(root), ca="file")
+    trustme.CA().cert_pem.write_to_path(str(root / "etc/kubernetes/pki/ca.crt"))
+    results = doctor(root)
+    assert statuses(results)["kube.tls"] == FAIL
+    assert results["kube.reachable"].status == PASS
+    assert results["kube.node"].status == SKIP
+
+
+def test_dead_api_server_is_reported_quickly(server, tmp_path):
+    root = tmp_path / "root"
+    server.api.write_kubelet_root(str(root))
+    server.close()
+    server.close = lambda: None
+    start = time.monotonic()
+    results = doctor(root)
+    assert time.monotonic() - start < 5
+    assert results["kube.reachable"].status == FAIL
+    assert results["kube.node"].status == SKIP
+
+
+def test_silent_api_server_is_bounded_by_the_timeout(server, tmp_path):
+    # Accepts TCP connections (the kernel's backlog) but never speaks TLS.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        root = tmp_path / "root"
+        server.api.port, real_port = silent.getsockname()[1], server.api.port
+        server.api.write_kubelet_root(str(root))
+        server.api.port = real_port
+        start = time.monotonic()
+        results = doctor(root, timeout=1.0)
+        assert time.monotonic() - start < 5
+        assert results["kube.reachable"].status == FAIL
+        assert "no answer within" in results["kube.reachable"].detail
+    finally:
+        silent.close()
+
+
+def test_labels_disabled_skips(tmp_path):
+    results = doctor(tmp_path, disable=["labels"])
+    assert {r.status for r in results.values()} == {SKIP}
+
+
+def test_clock_result_thresholds():
+    assert clock_result(None, 0).status == SKIP
+    assert clock_result(1000.0, 1003.0, 0.1).status == PASS
+    assert clock_result(1000.0, 1010.0, 0.1).status == WARN
+    assert clock_result(1000.0, 900.0, 0.1).status == FAIL
+
+
+def test_slow_api_server_stays_within_the_network_budget(server, tmp_path):
+    from edgeagent.doctor.checks_kube import NETWORK_BUDGET
+
+    root = tmp_path / "root"
+    server.api.write_kubelet_root(str(root))
+    server.api.inject(delay=1.2, count=10)   # each answer just under ctx.timeout
+    start = time.monotonic()
+    results = doctor(root)
+    assert time.monotonic() - start < NETWORK_BUDGET + 2.0   # < 5 s, with slack for a busy CI
+    assert results["kube.reachable"].status == PASS
+    # Three 1.2 s answers do not fit the budget: the last step is cut short, not waited for.
+    assert results["kube.patch"].status in (SKIP, WARN)
+    assert len(results) == 6

@@ -1,0 +1,153 @@
+"""`edgeagent labels` against the test API server (threaded, since the command runs its own
+event loop), and the test server as a subprocess with kubectl as a real client."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from edgeagent.app import DEMO_PACKAGE_DIR
+from edgeagent.cli import build_parser, load_cli, main
+from edgeagent.labels.command import remove_owned_labels
+from tests.conftest import REPO
+from tests.kubeapi import ThreadedKubeApi
+from tests.tools import require_tool
+
+ANN = "edgeagent.io/owned-labels"
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = ThreadedKubeApi(str(tmp_path / "api"), nodes=["jetson-1", "jetson-2"])
+    yield s
+    s.close()
+
+
+def run_cli(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+def base(server):
+    return ["--root", DEMO_PACKAGE_DIR, "labels", "--kubeconfig",
+            server.api.write_kubeconfig(), "--node-name", "jetson-1"]
+
+
+def test_prints_labels_and_the_patch_without_writing(server, capsys):
+    code, out, err = run_cli(base(server) + ["--json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["node"] == "jetson-1" and doc["applied"] is False
+    assert doc["labels"]["edgeagent.io/nvdla.count"] == "2"
+    assert doc["patch"]["metadata"]["labels"] == doc["labels"]
+    assert doc["patch"]["metadata"]["resourceVersion"]
+    assert not server.api.requests_by("PATCH")
+    code, out, _ = run_cli(base(server), capsys)
+    assert code == 0
+    assert "  nvidia.com/gpu.product=Xavier" in out and "Would patch Node jetson-1" in out
+
+
+def test_apply_then_nothing_to_do_then_remove(server, capsys):
+    api = server.api
+    api.edit_node("jetson-1", {"metadata": {"labels": {"team.io/keep": "yes"}}})
+    code, out, _ = run_cli(base(server) + ["--apply"], capsys)
+    assert code == 0 and "Patched Node jetson-1" in out
+    assert api.labels("jetson-1")["nvidia.com/gpu.family"] == "volta"
+    code, out, _ = run_cli(base(server), capsys)
+    assert "already carries them: no patch needed" in out
+    code, out, _ = run_cli(base(server) + ["--remove"], capsys)
+    assert code == 0 and "removed 22 labels" in out
+    labels = api.labels("jetson-1")
+    assert not [k for k in labels if k.startswith(("nvidia.com/", "edgeagent.io/",
+                                                   "beta.devicetree.org/"))]
+    assert labels["team.io/keep"] == "yes" and labels["kubernetes.io/hostname"] == "jetson-1"
+    assert ANN not in api.annotations("jetson-1")
+    code, out, _ = run_cli(base(server) + ["--remove"], capsys)
+    assert code == 0 and "no labels owned by edgeagent" in out
+
+
+def test_forbidden_node_is_one_line_exit_1(server, capsys):
+    argv = base(server)
+    argv[argv.index("jetson-1")] = "jetson-2"
+    code, out, err = run_cli(argv + ["--apply"], capsys)
+    assert code == 1
+    assert err.count("\n") == 1 and "403" in err and "--node-name" in err
+    code, _, err = run_cli(argv + ["--remove"], capsys)
+    assert code == 0   # nothing owned on jetson-2: nothing to remove, nothing sent
+    server.api.edit_node("jetson-2", {"metadata": {"labels": {"a.io/b": "1"},
+                                                   "annotations": {ANN: "a.io/b"}}})
+    code, _, err = run_cli(argv + ["--remove"], capsys)
+    assert code == 1 and "403" in err
+
+
+def test_remove_owned_labels_for_uninstall(server, tmp_path, capsys):
+    args = build_parser().parse_args(base(server))
+    assert remove_owned_labels(load_cli(args)) == 0
+    args = build_parser().parse_args(["labels", "--kubeconfig", str(tmp_path / "missing")])
+    assert remove_owned_labels(load_cli(args)) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_unreachable_api_server_is_exit_1(server, capsys):
+    argv = base(server)
+    server.close()
+    code, out, err = run_cli(argv, capsys)
+    assert code == 1 and "Labels this node should carry" in out and err.count("\n") == 1
+    server.close = lambda: None
+
+
+def test_subprocess_server_with_kubectl_and_the_agent(tmp_path):
+    kubectl = require_tool("kubectl")
+    folder = str(tmp_path / "srv")
+    proc = subprocess.Popen([sys.executable, "-m", "tests.kubeapi", "--dir", folder,
+                             "--node", "jetson-1"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("READY https://127.0.0.1:"), proc.stderr.read()
+        env = dict(os.environ, PYTHONPATH=REPO)
+        subprocess.run([sys.executable, "-m", "edgeagent", "--root", DEMO_PACKAGE_DIR, "labels",
+                        "--apply", "--kubeconfig", os.path.join(folder, "kubeconfig-jetson-1")],
+                       check=True, env=env, stdout=subprocess.DEVNULL, timeout=60)
+        out = subprocess.run([kubectl, "--kubeconfig", os.path.join(folder, "kubeconfig-admin"),
+                              "get", "node", "jetson-1", "-o", "json"], check=True,
+                             capture_output=True, text=True, timeout=60).stdout
+        node = json.loads(out)
+        assert node["metadata"]["labels"]["nvidia.com/gpu.product"] == "Xavier"
+        assert "edgeagent.io/board" in node["metadata"]["annotations"][ANN]
+        # kubectl as the node identity: NodeRestriction forbids kubernetes.io labels.
+        res = subprocess.run([kubectl, "--kubeconfig", os.path.join(folder, "kubeconfig-jetson-1"),
+                              "label", "node", "jetson-1", "kubernetes.io/role=x"],
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode != 0 and "Forbidden" in res.stderr
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_agent_run_labels_its_node_and_stops_cleanly(server):
+    import signal
+    import time
+
+    api = server.api
+    env = dict(os.environ, PYTHONPATH=REPO, EDGEAGENT_LABELS_STARTUP_JITTER_SECONDS="0")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgeagent", "--root", DEMO_PACKAGE_DIR, "run", "--disable",
+         "device-plugin,metrics", "--kubeconfig", api.write_kubeconfig(), "--node-name",
+         "jetson-1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        end = time.monotonic() + 60
+        while ANN not in api.annotations("jetson-1") and time.monotonic() < end:
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.05)
+        assert api.labels("jetson-1")["edgeagent.io/nvdla.count"] == "2"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, out
+    assert "Node jetson-1 labels: set" in out
+    assert len(api.requests_by("PATCH")) == 1
