@@ -67,6 +67,10 @@ test_tools() {
 
 build_pyz() {
   local platform=$1 pyver=$2 out=$3 py tag pipargs=()
+  # A build for a named Python runs under that Python: JetPack 4's python3 is 3.6, so a 3.8
+  # build must not start with it (`sudo ./edgeagent.pyz install` would die before our code).
+  local shebang='/usr/bin/env python3'
+  [ -n "$pyver" ] && shebang="/usr/bin/env python$pyver"
   # The platform is checked before any slow step (a virtualenv, a download).
   if [ "$platform" != native ]; then
     case "$platform" in
@@ -107,7 +111,7 @@ build_pyz() {
   # compiles all ~500 modules from source wherever .pyc files cannot be written (read-only
   # cache, PYTHONDONTWRITEBYTECODE): 1.8 s instead of 0.6 s to READY=1 and +10 MiB peak RSS
   # (bench/bench_agent.py on x86-64).
-  "$v/bin/shiv" --compressed --reproducible --no-modify --compile-pyc -p '/usr/bin/env python3' \
+  "$v/bin/shiv" --compressed --reproducible --no-modify --compile-pyc -p "$shebang" \
     -e edgeagent.cli:main -o "$out" ${pipargs[@]+"${pipargs[@]}"} "$wheels"/edgeagent-*.whl \
     >/dev/null
   say "$(du -h "$out" | cut -f1) $out"

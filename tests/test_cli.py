@@ -112,7 +112,11 @@ def test_discover_json_on_a_fake_xavier(tmp_path, form):
     assert kinds == ["nvdec", "nvdec", "nvdla", "nvdla", "nvenc", "nvenc", "nvjpg", "vic"]
     assert {"path": "/dev/nvhost-nvdla0", "kind": "nvdla"}.items() <= doc["accelerators"][
         [a["kind"] for a in doc["accelerators"]].index("nvdla")].items()
-    assert doc["labels"] == {}
+    labels = doc["labels"]
+    assert labels["beta.devicetree.org/nvidia-tegra194"] == "1"
+    assert labels["beta.devicetree.org/nvidia-gv11b"] == "1"
+    assert labels["nvidia.com/gpu.family"] == "volta"
+    assert labels["edgeagent.io/jetpack"] == "5.1.2"
 
 
 def test_discover_text(tmp_path):

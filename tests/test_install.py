@@ -4,7 +4,6 @@ import os
 import stat
 import subprocess
 import sys
-import types
 
 import pytest
 
@@ -308,12 +307,9 @@ def test_uninstall_command_calls_the_labels_helper(board, tmp_path, capsys, monk
         seen.append((cli.config["node_name"], os.path.exists(p(board, PYZ_PATH))))
         return 0
 
-    pkg = types.ModuleType("edgeagent.labels")
-    mod = types.ModuleType("edgeagent.labels.command")
-    mod.remove_owned_labels = remove_owned_labels
-    pkg.command = mod
-    monkeypatch.setitem(sys.modules, "edgeagent.labels", pkg)
-    monkeypatch.setitem(sys.modules, "edgeagent.labels.command", mod)
+    # The real labels command talks to an API server (tested in test_labels_command); here
+    # only the call from uninstall, and its timing (before the pyz is removed), matters.
+    monkeypatch.setattr("edgeagent.labels.command.remove_owned_labels", remove_owned_labels)
     code, out, err = run_cli(["--root", str(board), "uninstall", "--remove-labels",
                               "--node-name", "jetson-7"], capsys)
     assert (code, err) == (0, "")
