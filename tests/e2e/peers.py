@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import time
 import urllib.parse
 from typing import Any, Callable, Dict, List, Optional
 

@@ -75,7 +75,7 @@ def test_truncated_dtb(host, shiv_root, size):
     host.truncate_dtb(size)
     for command in (["run"], ["discover", "--json"]):
         result = run_pyz(["--root", host.root] + command, shiv_root=shiv_root)
-        line = assert_one_line_error(result, "devicetree")
+        assert_one_line_error(result, "devicetree")
         assert result.stdout == "", result.stdout
 
 
