@@ -79,6 +79,9 @@ class DevicePluginComponent(Component):
                 log.warning("container runtime facts: %s", p)
 
     def _apply(self, resources: Mapping[str, Resource], facts: RuntimeFacts) -> None:
+        from edgeagent.deviceplugin.lightimports import prepare_betterproto
+
+        prepare_betterproto()   # before plugin/server import betterproto: 2 MiB less resident
         from edgeagent.deviceplugin.plugin import ResourcePlugin
         from edgeagent.deviceplugin.server import ResourceState
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 from typing import Optional
 
 from edgeagent.backoff import Backoff
 from edgeagent.deviceplugin import sockets
+from edgeagent.deviceplugin.sockets import socket_name
 from edgeagent.deviceplugin.server import (DevicePluginService, PluginServer, ResourceState,
                                            stop_server)
 
@@ -24,12 +24,6 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "v1beta1"
 KUBELET_SOCKET = "kubelet.sock"
-
-
-def socket_name(resource_name: str) -> str:
-    """``nvidia.com/gpu`` -> ``edgeagent-nvidia.com-gpu.sock`` (a file name in the kubelet's
-    directory, unique per resource)."""
-    return "edgeagent-%s.sock" % re.sub(r"[^A-Za-z0-9_.-]", "-", resource_name)
 
 
 class ResourcePlugin:

@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import stat
 from typing import Iterator, NamedTuple, Optional
 
 # sun_path is 108 bytes on Linux, including the terminating NUL.
 MAX_SUN_PATH = 107
+
+
+def socket_name(resource_name: str) -> str:
+    """``nvidia.com/gpu`` -> ``edgeagent-nvidia.com-gpu.sock`` (a file name in the kubelet's
+    directory, unique per resource). Here, not in plugin.py, so that doctor can name the
+    sockets without importing grpclib and betterproto."""
+    return "edgeagent-%s.sock" % re.sub(r"[^A-Za-z0-9_.-]", "-", resource_name)
 
 
 class FileIdentity(NamedTuple):

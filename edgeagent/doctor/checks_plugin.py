@@ -113,7 +113,7 @@ def _checkpoint_resources(ctx: DoctorContext) -> Optional[set]:
 def check_plugin_registered(ctx: DoctorContext) -> CheckResult:
     from edgeagent.deviceplugin.hostscan import scan
     from edgeagent.deviceplugin.model import Options, build_resources, scan_plan
-    from edgeagent.deviceplugin.plugin import socket_name
+    from edgeagent.deviceplugin.sockets import socket_name
 
     inv = _inventory(ctx)
     if inv is None:
