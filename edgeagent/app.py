@@ -106,6 +106,11 @@ def build_components(ctx: AgentContext, disabled: List[str]) -> List[Component]:
     return components
 
 
+def _task_label(task: "asyncio.Task[object]") -> str:
+    coro = task.get_coro()
+    return getattr(coro, "__qualname__", None) or repr(coro)
+
+
 def run_until_complete_bounded(main: Awaitable[int], grace: float = 0.3) -> int:
     """``asyncio.run(main)`` without its unbounded clean-up: asyncio.run waits for every task
     it cancels, so one task that ignores cancellation would hold SIGTERM's exit forever. Here
@@ -123,8 +128,13 @@ def run_until_complete_bounded(main: Awaitable[int], grace: float = 0.3) -> int:
                 loop.run_until_complete(asyncio.wait(pending, timeout=grace))
                 late = [t for t in pending if not t.done()]
                 if late:
-                    log.warning("%d task(s) still running at exit; not waiting for them",
-                                len(late))
+                    log.warning("%d task(s) still running at exit; not waiting for them: %s",
+                                len(late), ", ".join(sorted(_task_label(t) for t in late)))
+                    for task in late:
+                        # Said once above; without this each one would be reported again as
+                        # "Task was destroyed but it is pending!" whenever it is collected.
+                        # Task has the attribute on every supported Python (3.8-3.13).
+                        task._log_destroy_pending = False  # type: ignore[attr-defined]
             loop.run_until_complete(asyncio.wait([loop.create_task(loop.shutdown_asyncgens())],
                                                  timeout=grace))
         finally:

@@ -94,13 +94,30 @@ def make_formatter(fmt: str, journal: bool) -> logging.Formatter:
     return TextFormatter()
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not when the handler was
+    made: whoever swaps ``sys.stderr`` (an embedding program, a test harness capturing output)
+    and closes the old one must not leave logging writing into a closed file."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property  # type: ignore[override]
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: IO[str]) -> None:  # StreamHandler.setStream; the target is fixed
+        pass
+
+
 def setup_logging(level: str = "info", fmt: str = "text", stream: Optional[IO[str]] = None,
                   env: Optional[Mapping[str, str]] = None) -> None:
     """Configure the root logger once for the process: text with timestamps on a terminal,
     ``<prio>`` lines without timestamps into the journal, or JSON lines (``fmt="json"``)."""
-    stream = sys.stderr if stream is None else stream
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(make_formatter(fmt, stream_is_journal(stream, env)))
+    handler = StderrHandler() if stream is None else logging.StreamHandler(stream)
+    journal = stream_is_journal(sys.stderr if stream is None else stream, env)
+    handler.setFormatter(make_formatter(fmt, journal))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

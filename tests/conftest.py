@@ -1,4 +1,6 @@
+import gc
 import json
+import logging
 import os
 import sys
 
@@ -29,3 +31,38 @@ def tegrastats_fixture_lines():
 @pytest.fixture
 def fixtures_dir():
     return FIXTURES
+
+
+# --- abandoned asyncio tasks ---------------------------------------------------------------------
+# A task left pending when its loop closes is reported ("Task was destroyed but it is pending!")
+# whenever the garbage collector gets to it, which is during some later, unrelated test, where
+# it lands in that test's captured stderr. Collect those reports for the whole session and fail
+# the run at its end, naming the task, so a leak is a deterministic failure, not a flaky one.
+
+class _AbandonedTasks(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.reports = []
+
+    def emit(self, record):
+        message = record.getMessage()
+        if "Task was destroyed but it is pending" in message:
+            self.reports.append(message.replace("\n", " "))
+
+
+_ABANDONED = _AbandonedTasks()
+
+
+def pytest_configure(config):
+    logging.getLogger("asyncio").addHandler(_ABANDONED)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    gc.collect()
+    if _ABANDONED.reports and session.exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    for report in _ABANDONED.reports:
+        terminalreporter.write_line("abandoned asyncio task: " + report[:400], red=True)

@@ -82,3 +82,23 @@ def test_setup_logging_picks_the_format(tmp_path):
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+def test_default_handler_follows_a_swapped_stderr(monkeypatch):
+    # A caller that swaps sys.stderr and closes the old one (pytest's capture does exactly
+    # that between tests) must not leave logging writing into a closed file.
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    first, second = io.StringIO(), io.StringIO()
+    try:
+        monkeypatch.setattr("sys.stderr", first)
+        setup_logging("info", "text", env={})
+        logging.getLogger("edgeagent.t").warning("one")
+        first.close()
+        monkeypatch.setattr("sys.stderr", second)
+        logging.getLogger("edgeagent.t").warning("two")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    out = second.getvalue()
+    assert "edgeagent.t: two" in out and "Logging error" not in out

@@ -1,6 +1,8 @@
 """The supervisor and the systemd notify protocol, with a real AF_UNIX datagram socket."""
 
 import asyncio
+import gc
+import logging
 import os
 import shutil
 import socket
@@ -295,7 +297,7 @@ def test_bounded_shutdown_with_a_component_that_ignores_cancellation():
     assert run_async(main()) == 0
 
 
-def test_process_level_cleanup_is_bounded_too():
+def test_process_level_cleanup_is_bounded_too(caplog):
     # asyncio.run() would wait for this task forever; run_until_complete_bounded does not.
     state = {}
 
@@ -312,9 +314,17 @@ def test_process_level_cleanup_is_bounded_too():
         return 7
 
     started = time.monotonic()
-    assert run_until_complete_bounded(main(), grace=0.1) == 7
+    with caplog.at_level(logging.WARNING):
+        assert run_until_complete_bounded(main(), grace=0.1) == 7
     assert time.monotonic() - started < PATIENCE
     assert state["cancelled"] >= 1 and not state["task"].done()
+    said = [r.getMessage() for r in caplog.records]
+    assert any("1 task(s) still running at exit" in m and "stuck" in m for m in said), said
+    # Said once: collecting the abandoned task must not report it again.
+    caplog.clear()
+    del state["task"]
+    gc.collect()
+    assert not [r for r in caplog.records if "destroyed" in r.getMessage()]
 
 
 def test_run_until_complete_bounded_returns_the_value_and_closes_the_loop():
