@@ -28,7 +28,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,8 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
 TICKS = os.sysconf("SC_CLK_TCK")
+
+from tests.tools import free_port, wait_until  # noqa: E402
 
 BUDGET_RSS_MIB = 48.0
 BUDGET_CPU_S_PER_MIN = 0.3
@@ -56,12 +57,6 @@ address = "127.0.0.1:%d"
 [labels]
 startup_jitter_seconds = 0
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def proc_status(pid: int, key: str) -> float:
@@ -91,17 +86,6 @@ def scrape(url: str) -> float:
     with urllib.request.urlopen(url, timeout=5) as r:
         r.read()
     return (time.perf_counter() - t0) * 1000.0
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit("bench: timed out waiting for %s" % what)
-        time.sleep(interval)
 
 
 class Node:
@@ -355,4 +339,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except AssertionError as e:  # a wait that timed out: one line, not a traceback
+        sys.exit("bench: %s" % e)

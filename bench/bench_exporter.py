@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ sys.path.insert(0, REPO)
 
 from edgeagent.tegrastats import parser  # noqa: E402
 from edgeagent.tegrastats.replay import default_log  # noqa: E402
+from tests.tools import free_port  # noqa: E402
 
 PARSE_BUDGET_US = 30.0
 SCRAPE_P99_BUDGET_MS = 10.0
@@ -86,14 +86,6 @@ def bench_parse():
         "cold_us": best_of(cold, 100) / len(lines) * 1e6,
         "stream_us": best_of(replay, 100) / len(stream) * 1e6,
     }
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def bench_scrape(scrapes):

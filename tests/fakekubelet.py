@@ -215,12 +215,3 @@ class FakeKubelet:
                     raise AssertionError("no ListAndWatch stream for %s" % resource)
                 self._cond.wait(remaining)
             return self.watches[resource]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01,
-               what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for %s" % what)
-        time.sleep(interval)

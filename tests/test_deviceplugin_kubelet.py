@@ -11,7 +11,8 @@ import pytest
 
 from edgeagent.deviceplugin.proto import v1beta1 as api
 from tests.dpharness import AgentThread, make_root, write
-from tests.fakekubelet import FakeKubelet, PluginClient, Watch, wait_until
+from tests.fakekubelet import FakeKubelet, PluginClient, Watch
+from tests.tools import wait_until
 
 GPU = "nvidia.com/gpu"
 DLA = "nvidia.com/dla"

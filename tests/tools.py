@@ -1,17 +1,20 @@
-"""Real peer tools (promtool, prometheus, systemd-analyze, kubectl) for tests.
+"""Helpers the tests and the benchmarks share: real peer tools, free ports, polling.
 
-Missing tools skip their tests on a developer machine, but fail them in CI
-(EDGEAGENT_REQUIRE_TOOLS=1, set by ./build.sh test when CI=true): a peer test must not
-silently stop running.
+Missing peer tools (promtool, prometheus, systemd-analyze, kubectl) skip their tests on a
+developer machine, but fail them in CI (EDGEAGENT_REQUIRE_TOOLS=1, set by ./build.sh test when
+CI=true): a peer test must not silently stop running.
 """
 
 import os
 import shutil
-
-import pytest
+import socket
+import time
+from typing import Callable
 
 
 def require_tool(name: str) -> str:
+    import pytest  # here, so that the benchmarks can use this module without pytest
+
     path = shutil.which(name)
     if path:
         return path
@@ -23,8 +26,20 @@ def require_tool(name: str) -> str:
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (for servers the tests start)."""
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition",
+               interval: float = 0.05) -> object:
+    """Poll ``predicate`` until it returns something true, and return that; after ``timeout``
+    seconds fail naming ``what``. Nothing in the tests sleeps a fixed time instead."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))
+        time.sleep(interval)

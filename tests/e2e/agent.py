@@ -16,9 +16,11 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
+
+from tests.tools import wait_until
 
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -45,25 +47,6 @@ def pyz_python() -> str:
     if not exe:
         pytest.fail("no python3 on PATH to run the pyz with")
     return exe
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str,
-               interval: float = 0.05) -> object:
-    """Poll ``predicate`` until it returns something true; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))
-        time.sleep(interval)
 
 
 def run_pyz(args: Sequence[str], env: Optional[Dict[str, str]] = None, timeout: float = 60.0,

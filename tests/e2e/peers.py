@@ -20,7 +20,8 @@ import threading
 import urllib.parse
 from typing import Any, Callable, Dict, List, Optional
 
-from tests.e2e.agent import free_port, http_get, wait_until
+from tests.e2e.agent import http_get
+from tests.tools import free_port, wait_until
 
 
 class ApiServerThread:

@@ -21,10 +21,9 @@ import urllib.request
 import grpc
 import pytest
 
-from tests.e2e.agent import (AgentProcess, free_port, http_get, pyz_path, run_pyz,
-                             wait_until)
+from tests.e2e.agent import AgentProcess, http_get, pyz_path, run_pyz
 from tests.e2e.host import PLUGIN_DIR, FixtureHost
-from tests.tools import require_tool
+from tests.tools import free_port, require_tool, wait_until
 
 NODE = "jetson-1"
 GPU = "nvidia.com/gpu"
