@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from edgeagent.errors import ConfigError
+from edgeagent.errors import ConfigError, file_problem
+from edgeagent.labels.sanitize import is_dns_subdomain
 
 DEFAULT_CONFIG_PATH = "/etc/edgeagent/config.toml"
 COMPONENTS = ("device-plugin", "labels", "metrics")
@@ -133,7 +134,6 @@ def _opt_path(v: Any) -> Optional[str]:
     return _str(v)
 
 
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 # NodeRestriction (kubernetes/plugin/pkg/admission/noderestriction): a kubelet identity may not
 # set labels under these namespaces, except a short allow-list we do not need.
 _RESTRICTED_LABEL_DOMAINS = ("kubernetes.io", "k8s.io")
@@ -144,7 +144,7 @@ def label_prefix_problem(prefix: str) -> Optional[str]:
     if not prefix.endswith("/"):
         return "must end with '/', like 'edgeagent.io/'"
     domain = prefix[:-1]
-    if len(domain) > 253 or not _DNS_SUBDOMAIN.fullmatch(domain):
+    if not is_dns_subdomain(domain):
         return "%r is not a DNS subdomain (lowercase letters, digits, '-' and '.')" % domain
     if domain.startswith("node-restriction.kubernetes.io"):
         return "node-restriction.kubernetes.io/ labels may only be set by administrators"
@@ -336,14 +336,9 @@ def _read_toml(path: str) -> Dict[str, Any]:
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError("config file %s: not found" % path) from None
-    except IsADirectoryError:
-        raise ConfigError("config file %s: is a directory" % path) from None
-    except PermissionError:
-        raise ConfigError("config file %s: permission denied" % path) from None
-    except OSError as e:  # ELOOP, EIO, ENAMETOOLONG...: still an operator's problem, one line
-        raise ConfigError("config file %s: %s" % (path, e.strerror or e)) from None
+    except OSError as e:  # ELOOP, EIO, ENAMETOOLONG too: still an operator's problem, one line
+        problem = file_problem(e, missing="not found")
+        raise ConfigError("config file %s: %s" % (path, problem)) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError("config file %s: invalid TOML: %s" % (path, e)) from None
     except UnicodeDecodeError:

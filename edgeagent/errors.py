@@ -14,3 +14,18 @@ class OperatorError(Exception):
 
 class ConfigError(OperatorError):
     pass
+
+
+def file_problem(error: OSError, missing: str = "no such file", permission_hint: str = "") -> str:
+    """Why a file could not be read, in the few words an operator's error line ends with.
+
+    Every reader of operator files says the same things; ``missing`` and ``permission_hint``
+    are there for the readers whose messages already use other words ("not found", "run as
+    root?")."""
+    if isinstance(error, FileNotFoundError):
+        return missing
+    if isinstance(error, IsADirectoryError):
+        return "is a directory"
+    if isinstance(error, PermissionError):
+        return "permission denied" + permission_hint
+    return error.strerror or str(error)

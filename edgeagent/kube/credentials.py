@@ -21,12 +21,14 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from edgeagent.errors import file_problem
 from edgeagent.kube.errors import CredentialsError, NoCredentials
 
 K3S_KUBELET_KUBECONFIG = "/var/lib/rancher/k3s/agent/kubelet.kubeconfig"
 KUBEADM_KUBELET_KUBECONFIG = "/etc/kubernetes/kubelet.conf"
 KUBELET_KUBECONFIGS = (K3S_KUBELET_KUBECONFIG, KUBEADM_KUBELET_KUBECONFIG)
 SERVICEACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+_RUN_AS_ROOT = " (run as root?)"  # the kubelet's credentials are readable by root only
 
 
 @dataclass(frozen=True)
@@ -77,15 +79,9 @@ def _read(path: str, what: str, where: str) -> bytes:
     try:
         with open(path, "rb") as f:
             return f.read(1 << 20)
-    except FileNotFoundError:
-        raise CredentialsError("%s: %s %s: no such file" % (where, what, path)) from None
-    except IsADirectoryError:
-        raise CredentialsError("%s: %s %s: is a directory" % (where, what, path)) from None
-    except PermissionError:
-        raise CredentialsError("%s: %s %s: permission denied (run as root?)"
-                               % (where, what, path)) from None
     except OSError as e:
-        raise CredentialsError("%s: %s %s: %s" % (where, what, path, e.strerror or e)) from None
+        problem = file_problem(e, permission_hint=_RUN_AS_ROOT)
+        raise CredentialsError("%s: %s %s: %s" % (where, what, path, problem)) from None
 
 
 def _named(entries: Any, name: str, kind: str, where: str) -> Mapping[str, Any]:
@@ -199,9 +195,8 @@ def load_kubeconfig(path: str, where: Optional[str] = None, root: Any = None,
         with open(path, "rb") as f:
             raw = f.read(1 << 20)
     except OSError as e:
-        text = {FileNotFoundError: "no such file", PermissionError: "permission denied (run as "
-                "root?)", IsADirectoryError: "is a directory"}.get(type(e), e.strerror or str(e))
-        raise CredentialsError("%s: %s" % (where, text)) from None
+        problem = file_problem(e, permission_hint=_RUN_AS_ROOT)
+        raise CredentialsError("%s: %s" % (where, problem)) from None
     try:
         doc = loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

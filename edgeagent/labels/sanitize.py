@@ -44,16 +44,26 @@ _EDGE = re.compile(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+\Z")
 VENDOR_ALIASES = {"xlnx": "xilinx"}
 
 
+def is_dns_subdomain(s: str) -> bool:
+    """A label key's prefix, and any Kubernetes DNS subdomain (RFC 1123, lower case)."""
+    return len(s) <= MAX_PREFIX and _DNS_SUBDOMAIN.fullmatch(s) is not None
+
+
+def _syntax_problem(what: str, s: str) -> Optional[str]:
+    """A label name and a non-empty label value obey the same rule (63 characters at most)."""
+    if len(s) > MAX_NAME:
+        return "%s %r is longer than %d characters" % (what, s, MAX_NAME)
+    if not _NAME.fullmatch(s):
+        return ("%s %r must be letters, digits, '-', '_' or '.', beginning and ending with a "
+                "letter or digit" % (what, s))
+    return None
+
+
 def name_problem(name: str) -> Optional[str]:
     """Why ``name`` is not a valid label name (the part after the prefix), or None."""
     if not name:
         return "name is empty"
-    if len(name) > MAX_NAME:
-        return "name %r is longer than %d characters" % (name, MAX_NAME)
-    if not _NAME.fullmatch(name):
-        return ("name %r must be letters, digits, '-', '_' or '.', beginning and ending with a "
-                "letter or digit" % name)
-    return None
+    return _syntax_problem("name", name)
 
 
 def key_problem(key: str) -> Optional[str]:
@@ -64,7 +74,7 @@ def key_problem(key: str) -> Optional[str]:
     if sep:
         if not prefix:
             return "key %r has an empty prefix" % key
-        if len(prefix) > MAX_PREFIX or not _DNS_SUBDOMAIN.fullmatch(prefix):
+        if not is_dns_subdomain(prefix):
             return "key %r: prefix %r is not a lowercase DNS subdomain" % (key, prefix)
     problem = name_problem(name)
     return "key %r: %s" % (key, problem) if problem else None
@@ -76,12 +86,7 @@ def value_problem(value: str) -> Optional[str]:
         return "value %r is not a string" % (value,)
     if value == "":
         return None
-    if len(value) > MAX_NAME:
-        return "value %r is longer than %d characters" % (value, MAX_NAME)
-    if not _NAME.fullmatch(value):
-        return ("value %r must be letters, digits, '-', '_' or '.', beginning and ending with a "
-                "letter or digit" % value)
-    return None
+    return _syntax_problem("value", value)
 
 
 def is_valid_key(key: str) -> bool:

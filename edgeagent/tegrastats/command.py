@@ -18,18 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _open(path: str) -> BinaryIO:
-    from edgeagent.errors import OperatorError
+    from edgeagent.errors import OperatorError, file_problem
 
     try:
         return open(path, "rb")
-    except FileNotFoundError:
-        raise OperatorError("tegrastats log %s: no such file" % path) from None
-    except IsADirectoryError:
-        raise OperatorError("tegrastats log %s: is a directory" % path) from None
-    except PermissionError:
-        raise OperatorError("tegrastats log %s: permission denied" % path) from None
     except OSError as e:
-        raise OperatorError("tegrastats log %s: %s" % (path, e.strerror or e)) from None
+        raise OperatorError("tegrastats log %s: %s" % (path, file_problem(e))) from None
 
 
 def main(cli: Any) -> int:
