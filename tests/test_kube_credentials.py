@@ -134,9 +134,14 @@ i: -
     assert loads("") is None
 
 
+def test_yaml_an_empty_value_does_not_take_a_later_entry_further_left():
+    # A lone "-" further left starts the next entry of an outer sequence, as in YAML proper.
+    assert loads("items:\n- a:\n-\n  c: 2\n") == {"items": [{"a": None}, {"c": 2}]}
+
+
 @pytest.mark.parametrize("text", [
     "a: &x 1\nb: *x\n", "a: 1\n---\nb: 2\n", "a:\n\t- x\n", "a: [1,\n  2]\n",
-    "a: 1\na: 2\n", "a: 'open\n", "just text\n", "a: 1\n   b: 2\n",
+    "a: 1\na: 2\n", "a: 'open\n", "just text\n", "a: 1\n   b: 2\n", "x:\n  y:\n-\n",
 ])
 def test_yaml_outside_the_subset_is_refused(text):
     with pytest.raises(YamlError):

@@ -179,6 +179,21 @@ class _Lines:
     def peek(self) -> Optional[Tuple[int, int, str]]:
         return self.items[self.pos] if self.pos < len(self.items) else None
 
+    def next_at(self, indent: int) -> Optional[Tuple[int, int, str]]:
+        """The next line of a block whose lines sit at ``indent``, or None where the block ends
+        (a line further left, or the end of the text)."""
+        item = self.peek()
+        if item is None or item[1] < indent:
+            return None
+        if item[1] > indent:
+            raise YamlError("line %d: unexpected indentation" % item[0])
+        return item
+
+
+def _is_entry(content: str) -> bool:
+    """A sequence entry: ``- value`` or a lone ``-``."""
+    return content == "-" or content.startswith("- ")
+
 
 def _block_scalar(lines: _Lines, header: str, parent_indent: int, line: int) -> str:
     style = header[0]
@@ -212,7 +227,7 @@ def _block_scalar(lines: _Lines, header: str, parent_indent: int, line: int) -> 
     if style == "|":
         value = "\n".join(body)
     else:
-        value = " ".join(b for b in body)
+        value = " ".join(body)
     return value if chomp == "-" else value + "\n"
 
 
@@ -227,8 +242,7 @@ def _value(lines: _Lines, rest: str, indent: int, line: int) -> Any:
     if nxt is None:
         return None
     _, child_indent, content = nxt
-    if child_indent > indent or (child_indent == indent and content.startswith("- ")
-                                 or content == "-"):
+    if child_indent > indent or (child_indent == indent and _is_entry(content)):
         return _block(lines, child_indent)
     return None
 
@@ -236,7 +250,7 @@ def _value(lines: _Lines, rest: str, indent: int, line: int) -> Any:
 def _block(lines: _Lines, indent: int) -> Any:
     first = lines.peek()
     assert first is not None
-    if first[2] == "-" or first[2].startswith("- "):
+    if _is_entry(first[2]):
         return _sequence(lines, indent)
     return _mapping(lines, indent)
 
@@ -244,13 +258,11 @@ def _block(lines: _Lines, indent: int) -> Any:
 def _sequence(lines: _Lines, indent: int) -> List[Any]:
     out: List[Any] = []
     while True:
-        item = lines.peek()
-        if item is None or item[1] < indent:
+        item = lines.next_at(indent)
+        if item is None:
             return out
         n, ind, content = item
-        if ind > indent:
-            raise YamlError("line %d: unexpected indentation" % n)
-        if not (content == "-" or content.startswith("- ")):
+        if not _is_entry(content):
             return out
         rest = content[1:].lstrip(" ")
         lines.pos += 1
@@ -271,13 +283,11 @@ def _sequence(lines: _Lines, indent: int) -> List[Any]:
 def _mapping(lines: _Lines, indent: int) -> dict:
     out: dict = {}
     while True:
-        item = lines.peek()
-        if item is None or item[1] < indent:
+        item = lines.next_at(indent)
+        if item is None:
             return out
         n, ind, content = item
-        if ind > indent:
-            raise YamlError("line %d: unexpected indentation" % n)
-        if content == "-" or content.startswith("- "):
+        if _is_entry(content):
             return out
         m = _KEY.match(content)
         if not m:
