@@ -422,6 +422,14 @@ class KubeApiServer:
                            kind="nodes")
         return node
 
+    def _authorized_node(self, request: web.Request, verb: str, name: str) -> Any:
+        """The Node, or the error response: authorization first (a forbidden client must not
+        learn whether the Node exists), then 404."""
+        ok, why = self._allowed(request, verb, name)
+        if not ok:
+            return _status(403, "Forbidden", 'nodes "%s" is forbidden: %s' % (name, why))
+        return self._node_or_404(name)
+
     async def _version(self, request: web.Request) -> web.Response:
         return web.json_response({"major": "1", "minor": "32", "gitVersion": "v1.32.0-test",
                                   "platform": "linux/amd64"})
@@ -451,14 +459,8 @@ class KubeApiServer:
                                   "items": [self.nodes[n] for n in sorted(self.nodes)]})
 
     async def _get_node(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        ok, why = self._allowed(request, "get", name)
-        if not ok:
-            return _status(403, "Forbidden", 'nodes "%s" is forbidden: %s' % (name, why))
-        node = self._node_or_404(name)
-        if isinstance(node, web.Response):
-            return node
-        return web.json_response(node)
+        node = self._authorized_node(request, "get", request.match_info["name"])
+        return node if isinstance(node, web.Response) else web.json_response(node)
 
     async def _patch_node(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -468,10 +470,7 @@ class KubeApiServer:
             return _status(415, "UnsupportedMediaType",
                            "the body of the request was in an unknown format - accepted media "
                            "types include: application/merge-patch+json")
-        ok, why = self._allowed(request, "patch", name)
-        if not ok:
-            return _status(403, "Forbidden", 'nodes "%s" is forbidden: %s' % (name, why))
-        node = self._node_or_404(name)
+        node = self._authorized_node(request, "patch", name)
         if isinstance(node, web.Response):
             return node
         try:

@@ -125,16 +125,3 @@ def plan_removal(node: Mapping[str, Any], prefix: str) -> Plan:
     removed = [k for k in node_owned(node, prefix) if k in current]
     patch = _build(node, {k: None for k in removed}, owned_annotation_key(prefix), None)
     return Plan(patch=patch, removed=tuple(removed))
-
-
-def apply_merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 applied to plain JSON values (used to show a patch's result, and by tests)."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = apply_merge_patch(result.get(key), value)
-    return result
