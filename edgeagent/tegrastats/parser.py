@@ -231,8 +231,14 @@ def _used_total(s: str) -> Optional[Tuple[int, int]]:
 
 
 def _paren_size(s: str) -> Optional[int]:
-    """``"295MB)"`` (the end of ``(cached 295MB)``) -> bytes."""
+    """``"252kB)"`` (the end of ``(lfb 252kB)``) -> bytes."""
     return _size(s[:-1]) if s[-1:] == ")" else None
+
+
+def _cached(s: str) -> Optional[Tuple[int]]:
+    """``"295MB)"`` (the end of ``(cached 295MB)``) -> (bytes,)."""
+    size = _paren_size(s)
+    return None if size is None else (size,)
 
 
 def _lfb(s: str) -> Optional[Tuple[int, int]]:
@@ -359,9 +365,9 @@ _TEMPERATURE = _Memo(_temperature)
 _MW = _Memo(_milliwatts)
 _USED_TOTAL = _Memo(_used_total)
 _LFB = _Memo(_lfb)
-_PAREN_SIZE = _Memo(_paren_size)
+_CACHED = _Memo(_cached)
 _KIND = _Memo(lambda tok: _kind(tok))   # _FIELDS is defined further down
-_MEMOS = (_PCT, _MHZ, _LOAD_FREQ, _TEMPERATURE, _MW, _USED_TOTAL, _LFB, _PAREN_SIZE, _KIND)
+_MEMOS = (_PCT, _MHZ, _LOAD_FREQ, _TEMPERATURE, _MW, _USED_TOTAL, _LFB, _CACHED, _KIND)
 
 
 def clear_memos() -> None:
@@ -397,44 +403,39 @@ def _bad(tokens: List[str], i: int, end: int, st: _Line) -> int:
     return end
 
 
-def _ram(tokens: List[str], i: int, st: _Line) -> Optional[int]:
-    # RAM 2462/3964MB (lfb 2x4MB)   -- the lfb part is optional
-    if i + 1 >= len(tokens):
-        return None
-    pair = _USED_TOTAL[tokens[i + 1]]
-    if pair is None:
-        return _bad(tokens, i, i + 2, st)
-    v = st.values
-    v["ram_used_bytes"], v["ram_total_bytes"] = pair
-    st.fields += 1
-    j = i + 2
-    if j + 1 < len(tokens) and tokens[j] == "(lfb":
-        lfb = _LFB[tokens[j + 1]]
-        if lfb is None:
-            return _bad(tokens, j, j + 2, st)
-        v["ram_lfb_blocks"], v["ram_lfb_block_bytes"] = lfb
-        return j + 2
-    return j
+def _used_total_field(name: str, paren: str, paren_memo: _Memo, first_key: str,
+                      second_key: Optional[str] = None) -> _Field:
+    """The parser of ``NAME used/totalMB`` with an optional ``(paren value)`` after it, whose
+    memo gives a tuple of one or two values: RAM with ``(lfb 2x4MB)``, SWAP with
+    ``(cached 0MB)``. (Two plain stores, not a loop over keys: this runs on every line.)"""
+    used_key, total_key = name + "_used_bytes", name + "_total_bytes"
+
+    def field(tokens: List[str], i: int, st: _Line) -> Optional[int]:
+        if i + 1 >= len(tokens):
+            return None
+        pair = _USED_TOTAL[tokens[i + 1]]
+        if pair is None:
+            return _bad(tokens, i, i + 2, st)
+        v = st.values
+        v[used_key], v[total_key] = pair
+        st.fields += 1
+        j = i + 2
+        if j + 1 < len(tokens) and tokens[j] == paren:
+            extra = paren_memo[tokens[j + 1]]
+            if extra is None:
+                return _bad(tokens, j, j + 2, st)
+            v[first_key] = extra[0]
+            if second_key is not None:
+                v[second_key] = extra[1]
+            return j + 2
+        return j
+
+    return field
 
 
-def _swap(tokens: List[str], i: int, st: _Line) -> Optional[int]:
-    # SWAP 0/1982MB (cached 0MB)
-    if i + 1 >= len(tokens):
-        return None
-    pair = _USED_TOTAL[tokens[i + 1]]
-    if pair is None:
-        return _bad(tokens, i, i + 2, st)
-    v = st.values
-    v["swap_used_bytes"], v["swap_total_bytes"] = pair
-    st.fields += 1
-    j = i + 2
-    if j + 1 < len(tokens) and tokens[j] == "(cached":
-        cached = _PAREN_SIZE[tokens[j + 1]]
-        if cached is None:
-            return _bad(tokens, j, j + 2, st)
-        v["swap_cached_bytes"] = cached
-        return j + 2
-    return j
+# RAM 2462/3964MB (lfb 2x4MB)   SWAP 0/1982MB (cached 0MB)   -- the parenthesised parts optional
+_ram = _used_total_field("ram", "(lfb", _LFB, "ram_lfb_blocks", "ram_lfb_block_bytes")
+_swap = _used_total_field("swap", "(cached", _CACHED, "swap_cached_bytes")
 
 
 def _iram(tokens: List[str], i: int, st: _Line) -> Optional[int]:
