@@ -4,6 +4,7 @@
 #   ./build.sh --python 3.8                      ... for this platform and Python 3.8
 #   ./build.sh --platform linux-aarch64 --python 3.8   ... for a Jetson, from aarch64 wheels
 #   ./build.sh test                              the whole suite, current Python and 3.8
+#   ./build.sh bench [agent|exporter|deviceplugin|labels] [ARGS]   a benchmark (bench/), on demand
 #   ./build.sh protos                            regenerate the betterproto code from protos/
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -139,6 +140,18 @@ run_tests() {
   return $failed
 }
 
+run_bench() {
+  local name=${1:-agent}
+  [ $# -gt 0 ] && shift
+  [ -f "bench/bench_$name.py" ] || die "no benchmark $name (bench/bench_*.py: agent, exporter, deviceplugin, labels)"
+  # The benchmarks use the test peers (grpcio kubelet, HTTPS API server) and the one-file build.
+  build_pyz native "" dist/edgeagent.pyz
+  local py; py=$(command -v python3)
+  local ver; ver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  local v; v=$(venv "test-py$ver" "$py" "test,dev")
+  EDGEAGENT_PYZ="$here/dist/edgeagent.pyz" "$v/bin/python" "bench/bench_$name.py" "$@"
+}
+
 gen_protos() {
   local v; v=$(venv "build-py$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" "$(command -v python3)" dev)
   "$v/bin/python" -m edgeagent.deviceplugin.genprotos
@@ -147,6 +160,7 @@ gen_protos() {
 platform=native pyver="" out=""
 case "${1:-}" in
   test) shift; run_tests "$@"; exit $? ;;
+  bench) shift; run_bench "$@"; exit $? ;;
   protos) shift; gen_protos; exit $? ;;
 esac
 while [ $# -gt 0 ]; do
