@@ -95,7 +95,8 @@ def materialize_demo_host() -> str:
 
 
 def build_components(ctx: AgentContext, disabled: List[str]) -> List[Component]:
-    components: List[Component] = [DiscoveryComponent(ctx.root, ctx.inventory)]
+    components: List[Component] = [DiscoveryComponent(
+        ctx.root, ctx.inventory, ctx.config.options.discovery.rescan_seconds)]
     for name, target in COMPONENT_FACTORIES.items():
         if name in disabled:
             log.info("component %s disabled", name)

@@ -245,6 +245,8 @@ SCHEMA: Tuple[Option, ...] = (
     Option("dry_run", _bool, False, "log the node patch instead of sending it"),
     Option("disable", _components, (), "components not to run: device-plugin, labels, metrics"),
     Option("kube.timeout_seconds", _float(0.5, 120), 10.0, "timeout of one API request"),
+    Option("discovery.rescan_seconds", _float(5, 86400), 60.0,
+           "how often the host is re-scanned for a changed inventory"),
     Option("device_plugin.directory", _abs_path, "/var/lib/kubelet/device-plugins",
            "the kubelet's device-plugin directory (host path)"),
     Option("device_plugin.device_list_strategy", _choice("auto", "envvar", "cdi", "device-specs"),
@@ -277,14 +279,124 @@ SCHEMA: Tuple[Option, ...] = (
 OPTIONS: Dict[str, Option] = {o.key: o for o in SCHEMA}
 
 
+# --- typed options: what components receive ---------------------------------------------------
+# Each component gets its own frozen section (grpclib's Configuration is the model), built once
+# here; no module outside this one reads an option by its dotted string key.
+
+@dataclass(frozen=True)
+class KubeOptions:
+    """How to reach the API server as this node."""
+
+    node_name: Optional[str]
+    node_name_source: str          # where node_name came from: "default", "command line", a file
+    kubeconfig: Optional[str]
+    timeout_seconds: float
+    dry_run: bool
+
+
+@dataclass(frozen=True)
+class SharingOptions:
+    """Time-slicing of the GPU: the device plugin advertises it, the labels state it."""
+
+    replicas: int
+    rename_by_default: bool
+    fail_requests_greater_than_one: bool
+
+
+@dataclass(frozen=True)
+class DiscoveryOptions:
+    rescan_seconds: float
+
+
+@dataclass(frozen=True)
+class DevicePluginOptions:
+    directory: str                 # host path, not yet under --root
+    device_list_strategy: str
+    health_interval_seconds: float
+    builtin_profiles: bool
+    resources: Tuple[ResourceConfig, ...]
+    sharing: SharingOptions
+
+
+@dataclass(frozen=True)
+class LabelsOptions:
+    prefix: str
+    nvidia_gpu_labels: bool
+    devicetree_labels: bool
+    extra_nodes: Tuple[str, ...]
+    drift_check_seconds: float
+    startup_jitter_seconds: float
+    sharing: SharingOptions        # nvidia.com/gpu.replicas and .shared state the plugin's choice
+
+
+@dataclass(frozen=True)
+class MetricsOptions:
+    address: Tuple[str, int]
+
+
+@dataclass(frozen=True)
+class TegrastatsOptions:
+    path: str                      # host path, not yet under --root
+    interval_ms: int
+
+
+@dataclass(frozen=True)
+class Options:
+    """Every validated option, one typed section per component."""
+
+    log_level: str
+    log_format: str
+    disable: Tuple[str, ...]
+    kube: KubeOptions
+    discovery: DiscoveryOptions
+    device_plugin: DevicePluginOptions
+    labels: LabelsOptions
+    metrics: MetricsOptions
+    tegrastats: TegrastatsOptions
+
+    def enabled(self, component: str) -> bool:
+        return component not in self.disable
+
+
+def _options(v: Mapping[str, Any], sources: Mapping[str, str]) -> Options:
+    sharing = SharingOptions(
+        replicas=v["sharing.replicas"], rename_by_default=v["sharing.rename_by_default"],
+        fail_requests_greater_than_one=v["sharing.fail_requests_greater_than_one"])
+    return Options(
+        log_level=v["log_level"], log_format=v["log_format"], disable=tuple(v["disable"]),
+        kube=KubeOptions(node_name=v["node_name"],
+                         node_name_source=sources.get("node_name", "default"),
+                         kubeconfig=v["kubeconfig"], timeout_seconds=v["kube.timeout_seconds"],
+                         dry_run=v["dry_run"]),
+        discovery=DiscoveryOptions(rescan_seconds=v["discovery.rescan_seconds"]),
+        device_plugin=DevicePluginOptions(
+            directory=v["device_plugin.directory"],
+            device_list_strategy=v["device_plugin.device_list_strategy"],
+            health_interval_seconds=v["device_plugin.health_interval_seconds"],
+            builtin_profiles=v["device_plugin.builtin_profiles"],
+            resources=tuple(v["device_plugin.resources"]), sharing=sharing),
+        labels=LabelsOptions(
+            prefix=v["labels.prefix"], nvidia_gpu_labels=v["labels.nvidia_gpu_labels"],
+            devicetree_labels=v["labels.devicetree_labels"],
+            extra_nodes=tuple(v["labels.extra_nodes"]),
+            drift_check_seconds=v["labels.drift_check_seconds"],
+            startup_jitter_seconds=v["labels.startup_jitter_seconds"], sharing=sharing),
+        metrics=MetricsOptions(address=v["metrics.address"]),
+        tegrastats=TegrastatsOptions(path=v["tegrastats.path"],
+                                     interval_ms=v["tegrastats.interval_ms"]),
+    )
+
+
 class Config:
-    """Validated option values by dotted key, plus where each came from."""
+    """Validated option values by dotted key, plus where each came from. Components read
+    ``options`` (typed sections); the dotted keys are for config's own sources and reports."""
 
     def __init__(self, values: Mapping[str, Any], sources: Mapping[str, str],
                  path: Optional[str] = None) -> None:
         self._values = dict(values)
         self.sources = dict(sources)
         self.path = path
+        self.options = _options(self._values, self.sources)
 
     def __getitem__(self, key: str) -> Any:
         return self._values[key]
