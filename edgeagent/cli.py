@@ -11,11 +11,12 @@ import json
 import os
 import platform
 import sys
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from edgeagent import __version__
 from edgeagent.errors import OperatorError
+from edgeagent.invocation import (Invocation, UsageError, add_kube_arguments, discover_inventory,
+                                  inventory_labels)
 
 # command -> ("module", "add_arguments function", "main function", help). Modules are imported
 # to build the parser, so they keep their own heavy imports inside their main functions.
@@ -50,10 +51,6 @@ FLAG_KEYS: Dict[str, str] = {
 }
 
 
-class UsageError(OperatorError):
-    pass
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
@@ -72,12 +69,6 @@ def _add_global(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("--log-level", metavar="LEVEL", default=d,
                         help="debug, info, warning or error")
     parser.add_argument("--log-format", metavar="FORMAT", default=d, help="text or json")
-
-
-def add_kube_arguments(parser: argparse.ArgumentParser) -> None:
-    """--kubeconfig and --node-name, shared by run, labels and doctor."""
-    parser.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig to use")
-    parser.add_argument("--node-name", metavar="NAME", help="this node's name in the cluster")
 
 
 def _no_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,14 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@dataclass
-class Cli:
-    """What a command gets: parsed args, the host root and the loaded config."""
-
-    args: argparse.Namespace
-    root: Any          # HostRoot
-    config: Any        # Config
-    root_given: bool
+Cli = Invocation  # the name the commands knew
 
 
 def _resolve_root(args: argparse.Namespace) -> Tuple[str, bool]:
@@ -161,32 +145,8 @@ def cmd_version(cli: Cli) -> int:
     return 0
 
 
-def _discover(cli: Cli, fdt: Optional[str] = None):
-    from edgeagent.discovery.devicetree import DeviceTreeError
-    from edgeagent.discovery.scan import discover
-
-    if fdt is not None and not os.path.isfile(fdt):
-        raise UsageError("--fdt %s: no such file" % fdt)
-    try:
-        return discover(cli.root, fdt)
-    except DeviceTreeError as e:
-        raise OperatorError("devicetree: %s" % e) from None
-
-
-def inventory_labels(inventory, config) -> Dict[str, str]:
-    """The labels this node should carry; a label dropped as invalid is logged as a warning."""
-    import logging
-
-    from edgeagent.labels.compute import compute_labels
-
-    result = compute_labels(inventory, config)
-    for problem in result.problems:
-        logging.getLogger("edgeagent.labels").warning("%s", problem)
-    return result.labels
-
-
 def cmd_discover(cli: Cli) -> int:
-    inventory = _discover(cli, cli.args.fdt)
+    inventory = discover_inventory(cli.root, cli.args.fdt)
     labels = inventory_labels(inventory, cli.config)
     if cli.args.json:
         doc = inventory.to_json()
@@ -252,7 +212,7 @@ def cmd_run(cli: Cli) -> int:
         cli.root = HostRoot(demo_dir)
         log.info("demo host at %s (a Jetson AGX Xavier with JetPack 5)", demo_dir)
     try:
-        inventory = _discover(cli)
+        inventory = discover_inventory(cli.root)
         log.info("inventory: %s", describe_inventory(inventory))
         return run_until_complete_bounded(run_agent(cli.root, cli.config, inventory,
                                                     demo=cli.args.demo))
@@ -269,7 +229,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         cli = load_cli(args)
         from edgeagent.logs import setup_logging
 
-        setup_logging(cli.config["log_level"], cli.config["log_format"])
+        setup_logging(cli.config.options.log_level, cli.config.options.log_format)
         module = sys.modules[__name__] if args._module == __name__ else importlib.import_module(
             args._module)
         code = getattr(module, args._main)(cli)

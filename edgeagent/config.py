@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from edgeagent.errors import ConfigError, file_problem
-from edgeagent.labels.sanitize import is_dns_subdomain
+from edgeagent.k8snames import is_dns_subdomain
 
 DEFAULT_CONFIG_PATH = "/etc/edgeagent/config.toml"
 COMPONENTS = ("device-plugin", "labels", "metrics")

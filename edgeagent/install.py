@@ -44,7 +44,7 @@ def add_install_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_uninstall_arguments(parser: argparse.ArgumentParser) -> None:
-    from edgeagent.cli import add_kube_arguments
+    from edgeagent.invocation import add_kube_arguments
 
     labels = parser.add_mutually_exclusive_group()
     labels.add_argument("--remove-labels", action="store_true", default=None,

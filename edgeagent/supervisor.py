@@ -24,6 +24,11 @@ class Component:
     async def run(self, started: Callable[[], None]) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def problem(self) -> Optional[str]:
+        """Why this component, though running, cannot do its job (no credentials, say), or
+        None. Read on every status snapshot: /healthz reports the agent degraded meanwhile."""
+        return None
+
 
 @dataclass
 class ComponentStatus:
@@ -34,6 +39,13 @@ class ComponentStatus:
     failures: int = 0
     last_error: Optional[str] = None
     state: str = "starting"     # starting, up, backoff, stopped, failed
+    problem: Optional[str] = None   # the component's own word on why it cannot do its job
+
+    @property
+    def degraded(self) -> bool:
+        """Crash-looping (waiting to restart, or out of its restart budget), or running but
+        unable to do its job: what /healthz and the agent's metrics report."""
+        return self.state in ("backoff", "failed") or self.problem is not None
 
 
 @dataclass(frozen=True)
@@ -67,7 +79,16 @@ class Supervisor:
 
     def status(self) -> Mapping[str, ComponentStatus]:
         """A snapshot for health endpoints and metrics (copies: callers cannot change state)."""
-        return {k: ComponentStatus(**vars(v)) for k, v in self._status.items()}
+        snapshot = {}
+        for component in self.components:
+            st = ComponentStatus(**vars(self._status[component.name]))
+            if st.state in ("up", "starting"):
+                try:
+                    st.problem = component.problem()
+                except Exception as e:  # a status read must never take /healthz down
+                    st.problem = "status unknown: %s: %s" % (type(e).__name__, e)
+            snapshot[component.name] = st
+        return snapshot
 
     def _summary(self) -> str:
         parts = ["%s %s" % (s.name, s.state) for s in self._status.values()]

@@ -14,7 +14,7 @@ from edgeagent.doctor.model import FAIL, PASS, SKIP, STATUSES, WARN, CheckResult
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from edgeagent.cli import add_kube_arguments
+    from edgeagent.invocation import add_kube_arguments
 
     parser.add_argument("--json", action="store_true",
                         help='print a JSON list of {"check", "status", "detail", "fix"}')

@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from edgeagent.cli import add_kube_arguments
+    from edgeagent.invocation import add_kube_arguments
 
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--remove", action="store_true",
@@ -123,13 +123,13 @@ async def _show(cli: Any, labels: Dict[str, str]) -> Tuple[str, Any, bool]:
 def main(cli: Any) -> int:
     import asyncio
 
-    from edgeagent.cli import _discover, inventory_labels
+    from edgeagent.invocation import discover_inventory, inventory_labels
     from edgeagent.kube.errors import KubeError
 
     if cli.args.remove:
         code = remove_owned_labels(cli)
         return code
-    labels = inventory_labels(_discover(cli), cli.config)
+    labels = inventory_labels(discover_inventory(cli.root), cli.config)
     if not cli.args.json:
         print("Labels this node should carry:")
         for key, value in labels.items():

@@ -30,23 +30,18 @@ import hashlib
 import re
 from typing import Optional
 
+from edgeagent.k8snames import is_dns_subdomain
+
 MAX_NAME = 63
-MAX_PREFIX = 253
 HASH_DIGITS = 8
 
 _NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _INVALID_RUN = re.compile(r"[^A-Za-z0-9_.-]+")
 _EDGE = re.compile(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+\Z")
 
 # The devicetree node labeller's vendor aliases (adaptant-labs/k8s-dt-node-labeller, main.go:
 # vendorNormalizationMap).
 VENDOR_ALIASES = {"xlnx": "xilinx"}
-
-
-def is_dns_subdomain(s: str) -> bool:
-    """A label key's prefix, and any Kubernetes DNS subdomain (RFC 1123, lower case)."""
-    return len(s) <= MAX_PREFIX and _DNS_SUBDOMAIN.fullmatch(s) is not None
 
 
 def _syntax_problem(what: str, s: str) -> Optional[str]:
