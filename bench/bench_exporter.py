@@ -33,6 +33,7 @@ sys.path.insert(0, REPO)
 
 from edgeagent.tegrastats import parser  # noqa: E402
 from edgeagent.tegrastats.replay import default_log  # noqa: E402
+from tests.parser_memos import clear_memos  # noqa: E402
 from tests.tools import free_port  # noqa: E402
 
 PARSE_BUDGET_US = 30.0
@@ -70,11 +71,11 @@ def bench_parse():
 
     def cold():
         for line in lines:
-            parser.clear_memos()
+            clear_memos()
             parse(line)
 
     def replay():
-        parser.clear_memos()
+        clear_memos()
         for line in stream:
             parse(line)
 

@@ -74,3 +74,41 @@ def test_the_real_cli_in_a_pipe():
                             env=dict(os.environ, PYTHONPATH=REPO))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["gpu_utilization"] == 0.02
+
+
+def test_an_over_long_line_is_skipped_whole_and_said_once(capsys, tmp_path):
+    line = tegrastats_fixture_lines()[0]["line"]
+    path = tmp_path / "long.log"
+    # the junk ends like a tegrastats line: its tail must not come out as one
+    path.write_bytes(line.encode() + b"\n" + b"x" * 100000 + b" RAM 1/2MB GR3D_FREQ 42%\n"
+                     + line.encode())             # the last line has no newline: still read
+    code, out, err = run(["tegrastats", str(path)], capsys)
+    docs = [json.loads(x) for x in out.splitlines()]
+    assert code == 0 and len(docs) == 2 and all(d["unknown"] == [] for d in docs)
+    assert 0.42 not in [d["gpu_utilization"] for d in docs]
+    assert err == "edgeagent: warning: 1 line(s) over 16384 bytes skipped\n"
+
+
+def test_a_300_mb_line_costs_no_more_memory_than_a_short_one(tmp_path):
+    # A sparse file: 300 MB of NUL bytes without a newline (no disk used), then a real line.
+    # The command must stream through it: its peak RSS stays near a Python's own.
+    line = tegrastats_fixture_lines()[-1]["line"]
+    path = tmp_path / "huge.log"
+    with open(str(path), "wb") as f:
+        f.truncate(300 << 20)
+        f.seek(0, os.SEEK_END)
+        f.write(b"\n" + line.encode() + b"\n")
+    probe = ("import resource, sys\n"
+             "from edgeagent import cli\n"
+             "try:\n    cli.main(['tegrastats', sys.argv[1]])\n"
+             "except SystemExit as e:\n    code = e.code\n"
+             "sys.stderr.write('maxrss_kib=%d code=%s\\n' % ("
+             "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, code))\n")
+    result = subprocess.run([sys.executable, "-c", probe, str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=REPO, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=REPO))
+    err = result.stderr.decode()
+    assert "1 line(s) over 16384 bytes skipped" in err and "code=0" in err, err
+    assert [json.loads(x)["gpu_utilization"] for x in result.stdout.splitlines()] == [0.02]
+    maxrss_mib = int(err.split("maxrss_kib=")[1].split()[0]) / 1024
+    assert maxrss_mib < 80, "peak RSS %.0f MiB for a 300 MB line" % maxrss_mib

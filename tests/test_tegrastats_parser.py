@@ -12,6 +12,7 @@ from edgeagent.tegrastats import parser
 from edgeagent.tegrastats.parser import MHZ, CpuCore, Engine, Gpc, PowerRail, Temperature, \
     parse_line
 from tests.conftest import FIXTURES, tegrastats_fixture_lines
+from tests.parser_memos import clear_memos
 
 MIB = 1 << 20
 
@@ -206,9 +207,37 @@ def test_negative_and_fractional_values():
     assert s.temperatures == (Temperature("x", -12.5),)
 
 
+@pytest.mark.parametrize("digits", [
+    "\u0661\u0662",          # Arabic-Indic 12: int() takes it, tegrastats never prints it
+    "\uff11\uff12",          # fullwidth 12
+    "\u00b9\u00b2",          # superscript 12 (isdigit() is True, isdecimal() is not)
+    "\u09e7\u09e8",          # Bengali 12
+    "1\u0662",                # one ASCII digit, one not
+])
+def test_numbers_are_ascii_digits_only(digits):
+    line = ("RAM %s/3964MB SWAP 0/%sMB CPU [5%%@%s,%s%%@100] EMC_FREQ %s%% GR3D_FREQ %s%%@76 "
+            "APE %s cpu@%s.5C VDD_IN %s/%s" % ((digits,) * 10))
+    s = parse_line(line)
+    assert s.ram_used_bytes is None and s.swap_total_bytes is None
+    assert s.cpus == ()
+    assert s.emc_utilization is None and s.gpu_utilization is None and s.gpcs == ()
+    assert s.engines == () and s.temperatures == () and s.rails == ()
+    assert len([u for u in s.unknown if digits in u]) == 9
+    stamp = parse_line("%s-06-2024 11:19:04 RAM 1/2MB" % digits)
+    assert stamp.timestamp is None and stamp.ram_total_bytes == 2 * MIB
+
+
+def test_a_line_over_the_cap_is_not_parsed_at_all():
+    real = LINES[0]
+    padded = real + " " * (parser.MAX_LINE_CHARS - len(real))
+    assert parse_line(padded) == parse_line(real)
+    over = padded + " "
+    assert parse_line(over).empty and parse_line(over).unknown == ()
+
+
 def test_memos_do_not_change_results():
     warm = [parse_line(line) for line in LINES]
-    parser.clear_memos()
+    clear_memos()
     cold = [parse_line(line) for line in LINES]
     assert warm == cold
     assert [parse_line(line) for line in LINES] == cold
@@ -297,7 +326,7 @@ def _check_sample(sample, line):
 def test_mutated_real_lines_never_raise_and_stay_in_range(line):
     sample = parse_line(line)
     _check_sample(sample, line)
-    parser.clear_memos()
+    clear_memos()
     assert parse_line(line) == sample
 
 

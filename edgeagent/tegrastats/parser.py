@@ -25,6 +25,11 @@ Units out: bytes (tegrastats "MB" is MiB, "kB" KiB), hertz (tegrastats prints MH
 A token the parser does not know is skipped and listed in ``unknown``; a known field whose value
 does not parse gives no value (and its tokens are listed in ``unknown``) rather than a wrong one.
 
+Numbers are ASCII digits only: Python's ``int()``, ``float()`` and ``str.isdecimal()`` also take
+Arabic-Indic, fullwidth and other Unicode digits (``١٢``), which no tegrastats prints. A line over
+:data:`MAX_LINE_CHARS` is not parsed at all (an empty sample): a real line is under 2 KiB, and
+callers drop longer ones whole (:mod:`edgeagent.tegrastats.lines`) rather than read their tail.
+
 Speed matters (one line a second, forever, beside GPU work on a 4 GB board): the parser splits on
 whitespace and dispatches on the field name, with no regular expression per token, and keeps a
 small bounded memo of the strings that repeat from line to line ("2264", "23%", "55.5C").
@@ -45,6 +50,9 @@ UNCONNECTED_RAIL = "NC"
 # No real value has more digits; longer numbers are corruption (and int() of thousands of digits
 # is slow, or refused on Python 3.11+).
 _MAX_DIGITS = 18
+# A real line is under 1 KiB (Thor's 14 CPUs: ~700 characters); 16 KiB leaves room for boards
+# with many more cores and still bounds the cost of any one line.
+MAX_LINE_CHARS = 16 * 1024
 _MEMO_LIMIT = 1024          # entries per memo (a board uses a few hundred in all)
 _MEMO_KEY_MAX = 24          # longer strings are never real values
 
@@ -163,6 +171,7 @@ class TegraSample:
 
 
 _SAMPLE_DEFAULTS = {f.name: f.default for f in _dc_fields(TegraSample)}
+_EMPTY = TegraSample()
 _new = tuple.__new__
 
 
@@ -178,15 +187,20 @@ def _make_sample(values: Dict[str, Any]) -> TegraSample:
 
 # --- value parsers: a string in, a number (or tuple) or None out; never an exception -------------
 
+def _digits(s: str) -> bool:
+    """``s`` is one or more ASCII digits (isdecimal() alone also takes "١٢" and "１２")."""
+    return s.isdecimal() and s.isascii()
+
+
 def _int(s: str) -> Optional[int]:
-    if s.isdecimal() and len(s) <= _MAX_DIGITS:
+    if len(s) <= _MAX_DIGITS and _digits(s):
         return int(s)
     return None
 
 
 def _float(s: str) -> Optional[float]:
     body = s[1:] if s[:1] == "-" else s
-    if len(body) <= _MAX_DIGITS and body.replace(".", "", 1).isdecimal():
+    if len(body) <= _MAX_DIGITS and _digits(body.replace(".", "", 1)):
         return float(s)
     return None
 
@@ -292,7 +306,7 @@ def _celsius(s: str) -> Optional[Tuple[float, Optional[float]]]:
 
 def _sensor(name: str) -> Optional[str]:
     """A sensor name lower-cased (JetPack 6 did it itself, so names agree across releases)."""
-    return name.lower() if name[:1].isalpha() else None
+    return name.lower() if name[:1].isalpha() and name.isascii() else None
 
 
 _SENSOR_OFF = Temperature("", SENSOR_OFF_CELSIUS)   # a known field with no value
@@ -368,15 +382,6 @@ _LFB = _Memo(_lfb)
 _CACHED = _Memo(_cached)
 _KIND = _Memo(lambda tok: _kind(tok))   # _FIELDS is defined further down
 _MEMOS = (_PCT, _MHZ, _LOAD_FREQ, _TEMPERATURE, _MW, _USED_TOTAL, _LFB, _CACHED, _KIND)
-
-
-def clear_memos() -> None:
-    """Forget every memoised string (benchmarks measure the cold cost with it)."""
-    for memo in _MEMOS:
-        memo.clear()
-    for core, cores in zip(_OFFLINE, _CORES):
-        cores.clear()
-        cores["off"] = core
 
 
 # --- fields with their own syntax: (tokens, index, line state) -> next index, or None -----------
@@ -627,13 +632,16 @@ def _timestamp(tokens: List[str]) -> Optional[str]:
     # "05-06-2024 11:19:04": JetPack 5 and later print the time before RAM
     d, t = tokens[0], tokens[1]
     if len(d) == 10 and len(t) == 8 and d[2] == d[5] == "-" and t[2] == t[5] == ":" \
-            and d.replace("-", "").isdecimal() and t.replace(":", "").isdecimal():
+            and _digits(d.replace("-", "")) and _digits(t.replace(":", "")):
         return d + " " + t
     return None
 
 
 def parse_line(line: str) -> TegraSample:
-    """Parse one tegrastats line. Never raises; unknown tokens end up in ``unknown``."""
+    """Parse one tegrastats line. Never raises; unknown tokens end up in ``unknown``. A line over
+    MAX_LINE_CHARS gives an empty sample (no field, nothing unknown): the caller drops it."""
+    if len(line) > MAX_LINE_CHARS:
+        return _EMPTY
     tokens = line.split()
     n = len(tokens)
     st = _Line()
