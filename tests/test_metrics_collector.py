@@ -28,6 +28,7 @@ CONTRACT = {
     "jetson_power_watts", "jetson_power_average_watts", "jetson_tegrastats_up",
     "jetson_tegrastats_lines_total", "jetson_tegrastats_parse_errors_total",
     "jetson_tegrastats_restarts_total", "jetson_tegrastats_last_sample_timestamp_seconds",
+    "jetson_tegrastats_lines_dropped_total",
 }
 NANO = ("RAM 1180/3965MB (lfb 1x2MB) SWAP 149/1024MB (cached 7MB) IRAM 0/252kB(lfb 252kB) "
         "CPU [30%@1036,33%@1036,28%@1036,26%@1036] EMC_FREQ 10%@1600 GR3D_FREQ 0%@76 NVENC 716 "
@@ -81,7 +82,8 @@ def test_every_name_the_issue_lists_is_emitted_and_nothing_else():
     assert seen == CONTRACT
     assert {n for n in TEGRASTATS_HELP} | {"jetson_tegrastats_lines_total",
                                            "jetson_tegrastats_parse_errors_total",
-                                           "jetson_tegrastats_restarts_total"} >= CONTRACT
+                                           "jetson_tegrastats_restarts_total",
+                                           "jetson_tegrastats_lines_dropped_total"} >= CONTRACT
 
 
 def test_values_and_units():
@@ -125,6 +127,7 @@ def test_no_line_for_three_intervals_leaves_only_up_zero_and_the_counters():
     assert names(registry) == {"jetson_tegrastats_up", "jetson_tegrastats_lines_total",
                                "jetson_tegrastats_parse_errors_total",
                                "jetson_tegrastats_restarts_total",
+                               "jetson_tegrastats_lines_dropped_total",
                                "jetson_tegrastats_last_sample_timestamp_seconds"}
     assert samples(registry)[("jetson_tegrastats_up", ())] == 0
     state.accept(NANO.encode())
@@ -137,6 +140,7 @@ def test_a_line_that_is_not_tegrastats_counts_as_errors_and_keeps_the_last_sampl
     s = samples(registry)
     assert s[("jetson_tegrastats_parse_errors_total", ())] == 6
     assert s[("jetson_tegrastats_lines_total", ())] == 2
+    assert s[("jetson_tegrastats_lines_dropped_total", (("reason", "unparsable"),))] == 1
     assert s[("jetson_ram_used_bytes", ())] == 1180 * 2 ** 20
 
 
@@ -152,7 +156,13 @@ def test_up_is_zero_before_the_first_line():
     assert samples(registry) == {("jetson_tegrastats_up", ()): 0,
                                  ("jetson_tegrastats_lines_total", ()): 0,
                                  ("jetson_tegrastats_parse_errors_total", ()): 0,
-                                 ("jetson_tegrastats_restarts_total", ()): 0}
+                                 ("jetson_tegrastats_restarts_total", ()): 0,
+                                 ("jetson_tegrastats_lines_dropped_total",
+                                  (("reason", "superseded"),)): 0,
+                                 ("jetson_tegrastats_lines_dropped_total",
+                                  (("reason", "too_long"),)): 0,
+                                 ("jetson_tegrastats_lines_dropped_total",
+                                  (("reason", "unparsable"),)): 0}
 
 
 def test_fresh_families_on_every_scrape():
@@ -179,6 +189,25 @@ def test_agent_collector():
                                       ("soc", "tegra194")))] == 1
     assert s[("edgeagent_component_up", (("component", "metrics"),))] == 1
     assert s[("edgeagent_component_up", (("component", "labels"),))] == 0
+    assert s[("edgeagent_component_degraded", (("component", "metrics"),))] == 0
+    status["labels"] = ComponentStatus("labels", up=False, state="backoff")
+    status["metrics"] = ComponentStatus("metrics", up=True, state="up", problem="no credentials")
+    s = samples(registry)
+    assert s[("edgeagent_component_degraded", (("component", "labels"),))] == 1
+    assert s[("edgeagent_component_degraded", (("component", "metrics"),))] == 1
+
+
+def test_one_read_counts_every_line_and_parses_the_newest():
+    registry, state = registry_for()
+    newer = NANO.replace("RAM 1180/", "RAM 1181/")
+    assert state.accept_read([b"junk line", NANO.encode(), b"  ", newer.encode()], too_long=2)
+    s = samples(registry)
+    assert s[("jetson_tegrastats_lines_total", ())] == 6
+    assert s[("jetson_tegrastats_lines_dropped_total", (("reason", "too_long"),))] == 2
+    assert s[("jetson_tegrastats_lines_dropped_total", (("reason", "superseded"),))] == 2
+    assert s[("jetson_tegrastats_lines_dropped_total", (("reason", "unparsable"),))] == 0
+    assert s[("jetson_ram_used_bytes", ())] == 1181 * 2 ** 20
+    assert not state.accept_read([b"", b" "]) and state.lines == 8
 
 
 def test_unknown_inventory_fields_are_empty_labels():

@@ -83,10 +83,39 @@ def test_healthz_200_when_all_up_503_otherwise_and_index_page():
     assert ok[1]["tegrastats"]["up"] is True and ok[1]["tegrastats"]["lines"] == 1
     assert bad[0] == 503 and bad[1]["status"] == "degraded"
     assert bad[1]["components"]["labels"] == {"up": False, "state": "backoff", "restarts": 0,
-                                              "failures": 2, "last_error": "ClientError: 403"}
+                                              "failures": 2, "last_error": "ClientError: 403",
+                                              "degraded": True, "problem": None}
+    assert bad[1]["components"]["metrics"]["degraded"] is False
     assert index[0] == 200 and index[1].startswith("text/html")
     assert 'href="metrics"' in index[2] and 'href="healthz"' in index[2]
     assert missing == 404
+
+
+def test_a_running_component_with_a_problem_is_degraded_and_503():
+    # up, but without credentials: the supervisor's snapshot carries the component's own word
+    from edgeagent.supervisor import Component, Supervisor
+
+    class NoCredentials(Component):
+        name = "labels"
+
+        def problem(self):
+            return "no kubeconfig: nothing to label with"
+
+    class Fine(Component):
+        name = "metrics"
+
+    supervisor = Supervisor([NoCredentials(), Fine()])
+    for st in supervisor._status.values():
+        st.up, st.started, st.state = True, True, "up"
+    ok, doc = health_summary(supervisor.status())
+    assert not ok and doc["status"] == "degraded"
+    assert doc["components"]["labels"]["problem"] == "no kubeconfig: nothing to label with"
+    assert doc["components"]["labels"]["degraded"] is True and doc["components"]["labels"]["up"]
+    assert doc["components"]["metrics"]["degraded"] is False
+    # crash-looping: waiting to restart, or out of budget
+    for state in ("backoff", "failed"):
+        ok, doc = health_summary({"metrics": ComponentStatus("metrics", up=False, state=state)})
+        assert not ok and doc["components"]["metrics"]["degraded"] is True
 
 
 def test_health_summary_with_no_components_is_not_healthy():
@@ -99,6 +128,7 @@ def test_a_scrape_does_not_wait_on_a_hung_tegrastats(tmp_path):
     import os
 
     from edgeagent.backoff import Backoff
+    from edgeagent.config import TegrastatsOptions
     from edgeagent.hostpaths import HostRoot
     from edgeagent.tegrastats.runner import TegrastatsRunner
 
@@ -108,7 +138,8 @@ def test_a_scrape_does_not_wait_on_a_hung_tegrastats(tmp_path):
         f.write('#!/bin/sh\necho "%s"\nexec sleep 30\n' % LINE)
     os.chmod(path, 0o755)
     state = TegrastatsState("/usr/bin/tegrastats", 1.0)
-    runner = TegrastatsRunner(HostRoot(str(tmp_path)), state, 1000, backoff=Backoff(0.01, 0.05))
+    runner = TegrastatsRunner(HostRoot(str(tmp_path)), TegrastatsOptions("/usr/bin/tegrastats", 1000),
+                              state, backoff=Backoff(0.01, 0.05))
     registry = CollectorRegistry()
     registry.register(TegrastatsCollector(state))
 

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from edgeagent.backoff import Backoff
+from edgeagent.config import TegrastatsOptions
 from edgeagent.hostpaths import HostRoot
 from edgeagent.tegrastats import replay, runner
 from edgeagent.tegrastats.runner import TegrastatsRunner, TegrastatsState
@@ -77,7 +78,7 @@ async def run_until(component, predicate, timeout=10.0):
 
 def make(root, interval_ms=100, **kw):
     state = TegrastatsState(HOST_PATH, interval_ms / 1000.0)
-    comp = TegrastatsRunner(root, state, interval_ms,
+    comp = TegrastatsRunner(root, TegrastatsOptions(HOST_PATH, interval_ms), state,
                             backoff=Backoff(base=0.01, cap=0.05, jitter=False), **kw)
     return state, comp
 
@@ -143,13 +144,33 @@ def test_a_child_that_ignores_sigterm_is_killed_with_its_group(tmp_path):
     assert pids and not any(alive(pid) for pid in pids)
 
 
-def test_an_oversized_line_is_counted_and_skipped(tmp_path):
-    root = script(tmp_path, 'head -c 200000 /dev/zero | tr "\\0" x\necho\n'
+class RecordingState(TegrastatsState):
+    """Keeps every sample the runner published, not just the latest."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.published = []
+
+    def _parse(self, raw):
+        if super()._parse(raw):
+            self.published.append(self.sample)
+            return True
+        return False
+
+
+def test_an_oversized_line_is_dropped_whole_and_counted(tmp_path):
+    # 200 kB of junk that ends like a real line: its tail must never become a sample (a
+    # readline with a limit published "GR3D_FREQ 42%" from the end of such a line)
+    root = script(tmp_path, 'head -c 200000 /dev/zero | tr "\\0" x\n'
+                            'echo " RAM 1/2MB GR3D_FREQ 42%%"\n'
                             'while true; do echo "%s"; sleep 0.05; done\n' % LINE)
-    state, comp = make(root)
-    asyncio.run(run_until(comp, lambda: state.sample is not None))
-    assert state.parse_errors >= 1
-    assert state.fresh_sample().cpus
+    state = RecordingState(HOST_PATH, 0.1)
+    comp = TegrastatsRunner(root, TegrastatsOptions(HOST_PATH, 100), state,
+                            backoff=Backoff(base=0.01, cap=0.05, jitter=False))
+    asyncio.run(run_until(comp, lambda: len(state.published) >= 2))
+    assert state.dropped["too_long"] == 1 and state.dropped["unparsable"] == 0
+    assert state.published and all(s.gpu_utilization == 0.0 for s in state.published)
+    assert state.fresh_sample().cpus and state.lines >= 3
 
 
 def test_a_host_without_tegrastats_is_reported_once_and_rechecked(tmp_path, caplog):
@@ -176,15 +197,31 @@ def test_a_host_without_tegrastats_is_reported_once_and_rechecked(tmp_path, capl
     assert any("appeared" in r.getMessage() for r in caplog.records)
 
 
-def test_a_file_that_cannot_be_executed_is_a_failure_not_absence(tmp_path):
+def test_a_file_that_cannot_be_executed_is_a_failure_not_absence(tmp_path, caplog):
     path = str(tmp_path) + HOST_PATH
     os.makedirs(os.path.dirname(path))
     with open(path, "w") as f:
         f.write("#!/nonexistent/interpreter\n")
     os.chmod(path, 0o755)
     state, comp = make(HostRoot(str(tmp_path)))
-    asyncio.run(run_until(comp, lambda: state.restarts >= 2))
+    caplog.set_level("DEBUG", logger="edgeagent.tegrastats.runner")
+    attempts = lambda: sum("could not start" in r.getMessage() for r in caplog.records)  # noqa
+    asyncio.run(run_until(comp, lambda: attempts() >= 3))
     assert state.present is True and "could not start" in state.last_error
+    # a restart is counted when the new child exists: none of these attempts made one
+    assert state.restarts == 0
+    assert comp.problem() == "tegrastats %s; restarting" % state.last_error
+
+
+def test_restarts_count_children_started_after_the_first(tmp_path):
+    root = script(tmp_path, 'echo $$ >> %s/starts\necho "%s"\nexit 3\n' % (tmp_path, LINE))
+    state, comp = make(root)
+    starts = lambda: open(os.path.join(str(tmp_path), "starts")).read().split()  # noqa
+    asyncio.run(run_until(comp, lambda: os.path.exists(str(tmp_path) + "/starts")
+                          and len(starts()) >= 4 and state.restarts >= 3))
+    # every child counted after the first wrote its pid (it existed); at most the last one was
+    # stopped before it could write
+    assert state.restarts in (len(starts()) - 1, len(starts()))
 
 
 @pytest.mark.parametrize("interval_ms", [100, 1000])

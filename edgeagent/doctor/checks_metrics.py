@@ -13,9 +13,12 @@ import json
 import os
 import socket
 import time
-from typing import Any, List, Optional, Tuple
+from typing import TYPE_CHECKING, Awaitable, Callable, List, Optional, Tuple
 
 from edgeagent.doctor.model import FAIL, PASS, SKIP, WARN, CheckResult, DoctorContext
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from edgeagent.tegrastats.parser import TegraSample
 
 CHECK_INTERVAL_MS = 200       # tegrastats prints its first line after one interval
 _TEGRASTATS = "tegrastats"
@@ -30,7 +33,7 @@ def _is_tegra(ctx: DoctorContext) -> bool:
 
 async def check_tegrastats(ctx: DoctorContext) -> CheckResult:
     """tegrastats is present, runs, and prints a line the parser understands."""
-    host_path = ctx.config["tegrastats.path"]
+    host_path = ctx.config.options.tegrastats.path
     path = ctx.root.path(host_path)
     if not os.path.exists(path):
         if _is_tegra(ctx):
@@ -70,7 +73,7 @@ async def check_tegrastats(ctx: DoctorContext) -> CheckResult:
     return CheckResult(_TEGRASTATS, PASS, summary)
 
 
-def _describe(sample: Any) -> str:
+def _describe(sample: "TegraSample") -> str:
     parts = []
     if sample.ram_total_bytes:
         parts.append("RAM %d/%d MiB" % (sample.ram_used_bytes >> 20, sample.ram_total_bytes >> 20))
@@ -84,51 +87,43 @@ def _describe(sample: Any) -> str:
 
 async def _one_line(path: str, timeout: float) -> Tuple[str, str]:
     """("line", text) or ("error", why). The child is always terminated and reaped."""
+    from edgeagent.tegrastats.lines import MAX_LINE_BYTES
+    from edgeagent.tegrastats.runner import TegrastatsChild
+
+    first: "asyncio.Future[Tuple[str, str]]" = asyncio.get_event_loop().create_future()
+
+    def on_read(lines: List[bytes], too_long: int) -> None:
+        if first.done():
+            return
+        if too_long:
+            first.set_result(("error", "printed a line over %d bytes" % MAX_LINE_BYTES))
+        for raw in lines:
+            text = raw.decode("utf-8", "replace").strip()
+            if text:
+                first.set_result(("line", text))
+                return
+
     try:
-        proc = await asyncio.create_subprocess_exec(
-            path, "--interval", str(CHECK_INTERVAL_MS), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True, limit=64 * 1024)
+        child = await TegrastatsChild.spawn(path, CHECK_INTERVAL_MS, on_read)
     except OSError as e:
         return "error", "could not be started: %s" % (e.strerror or e)
     try:
-        try:
-            raw = await asyncio.wait_for(proc.stdout.readline(), timeout)
-        except asyncio.TimeoutError:
+        await asyncio.wait([first, child.finished], timeout=timeout,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if first.done():
+            return first.result()
+        if not child.finished.done():
             return "error", "printed no line within %.1fs" % timeout
-        except ValueError:
-            return "error", "printed a line over 64 KiB"
-        if not raw:
-            code = await _wait(proc, 0.5)
-            err = b""
-            try:
-                err = await asyncio.wait_for(proc.stderr.read(2000), 0.2)
-            except asyncio.TimeoutError:
-                pass
-            message = err.decode("utf-8", "replace").strip().splitlines()
-            return "error", "exited with status %s without a line%s" % (
-                code, ": " + message[0][:160] if message else "")
-        return "line", raw.decode("utf-8", "replace").strip()
+        errors = list(child.errors)
+        return "error", "exited with status %s without a line%s" % (
+            child.returncode, ": " + errors[0][:160] if errors else "")
     finally:
-        await _terminate(proc)
-
-
-async def _wait(proc: Any, timeout: float) -> Optional[int]:
-    try:
-        return await asyncio.wait_for(proc.wait(), timeout)
-    except asyncio.TimeoutError:
-        return None
-
-
-async def _terminate(proc: Any) -> None:
-    from edgeagent.tegrastats.runner import stop_child
-
-    await stop_child(proc)
+        await child.stop()
 
 
 async def check_metrics_port(ctx: DoctorContext) -> CheckResult:
     """The metrics address is free to listen on, or already served by our own agent."""
-    host, port = ctx.config["metrics.address"]
+    host, port = ctx.config.options.metrics.address
     where = "%s:%d" % (host, port)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -186,4 +181,5 @@ async def _healthz(host: str, port: int, timeout: float) -> Optional[str]:
     return str(doc.get("status"))
 
 
-CHECKS: List[Any] = [check_tegrastats, check_metrics_port]
+CHECKS: List[Callable[[DoctorContext], Awaitable[CheckResult]]] = [
+    check_tegrastats, check_metrics_port]

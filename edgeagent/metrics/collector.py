@@ -8,11 +8,17 @@ rather than stale. Names are a contract (issue 4); HELP says the unit and the te
 from __future__ import annotations
 
 import platform
-from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, List, Mapping, Optional
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from edgeagent import __version__
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from edgeagent.feed import InventoryFeed
+    from edgeagent.supervisor import ComponentStatus
+    from edgeagent.tegrastats.parser import TegraSample
+    from edgeagent.tegrastats.runner import TegrastatsState
 
 # name -> HELP. Gauges unless listed in _COUNTERS.
 TEGRASTATS_HELP = {
@@ -50,13 +56,17 @@ TEGRASTATS_HELP = {
     "jetson_tegrastats_up": "1 if tegrastats printed a line within the last 3 intervals",
     "jetson_tegrastats_lines": "Lines read from tegrastats (count)",
     "jetson_tegrastats_parse_errors": "tegrastats tokens not understood by the parser (count)",
+    "jetson_tegrastats_lines_dropped": "tegrastats lines read but not turned into a sample, by "
+                                       "reason: too_long (over 16 KiB, skipped whole), "
+                                       "unparsable (no known field), superseded (a newer line "
+                                       "came in the same read) (count)",
     "jetson_tegrastats_restarts": "Times the tegrastats child was restarted after it exited or "
                                   "hung (count)",
     "jetson_tegrastats_last_sample_timestamp_seconds": "Unix time of the last parsed tegrastats "
                                                        "line, in seconds",
 }
 _COUNTERS = ("jetson_tegrastats_lines", "jetson_tegrastats_parse_errors",
-             "jetson_tegrastats_restarts")
+             "jetson_tegrastats_lines_dropped", "jetson_tegrastats_restarts")
 
 
 class TegrastatsCollector:
@@ -66,7 +76,7 @@ class TegrastatsCollector:
     only ``jetson_tegrastats_up 0``, the counters and the last sample time remain.
     """
 
-    def __init__(self, state: Any) -> None:
+    def __init__(self, state: "TegrastatsState") -> None:
         self.state = state
 
     def describe(self) -> List[Metric]:
@@ -87,6 +97,11 @@ class TegrastatsCollector:
                             ("jetson_tegrastats_parse_errors", state.parse_errors),
                             ("jetson_tegrastats_restarts", state.restarts)):
             yield CounterMetricFamily(name, TEGRASTATS_HELP[name], value=value)
+        name = "jetson_tegrastats_lines_dropped"
+        dropped = CounterMetricFamily(name, TEGRASTATS_HELP[name], labels=["reason"])
+        for reason, count in sorted(state.dropped.items()):
+            dropped.add_metric([reason], count)
+        yield dropped
         if state.sample_time is not None:
             name = "jetson_tegrastats_last_sample_timestamp_seconds"
             yield GaugeMetricFamily(name, TEGRASTATS_HELP[name], value=state.sample_time)
@@ -98,7 +113,7 @@ def _gauge(name: str, labels: Optional[List[str]] = None) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, TEGRASTATS_HELP[name], labels=labels)
 
 
-def sample_families(sample: Any) -> Iterator[GaugeMetricFamily]:
+def sample_families(sample: "TegraSample") -> Iterator[GaugeMetricFamily]:
     """The gauges of one TegraSample: only the values the line had."""
     for name, value in (
             ("jetson_ram_used_bytes", sample.ram_used_bytes),
@@ -168,9 +183,11 @@ def _nonempty(*families: GaugeMetricFamily) -> Iterable[GaugeMetricFamily]:
 
 
 class AgentCollector:
-    """``edgeagent_build_info``, ``edgeagent_node_info`` and ``edgeagent_component_up``."""
+    """``edgeagent_build_info``, ``edgeagent_node_info``, ``edgeagent_component_up`` and
+    ``edgeagent_component_degraded``."""
 
-    def __init__(self, inventory_feed: Any, status: Callable[[], Mapping[str, Any]]) -> None:
+    def __init__(self, inventory_feed: "InventoryFeed",
+                 status: Callable[[], Mapping[str, "ComponentStatus"]]) -> None:
         self.inventory_feed = inventory_feed
         self.status = status
 
@@ -179,6 +196,7 @@ class AgentCollector:
             GaugeMetricFamily("edgeagent_build_info", _BUILD_HELP),
             GaugeMetricFamily("edgeagent_node_info", _NODE_HELP),
             GaugeMetricFamily("edgeagent_component_up", _UP_HELP),
+            GaugeMetricFamily("edgeagent_component_degraded", _DEGRADED_HELP),
         ]
 
     def collect(self) -> Iterator[Metric]:
@@ -193,12 +211,19 @@ class AgentCollector:
                         1)
         yield node
         up = GaugeMetricFamily("edgeagent_component_up", _UP_HELP, labels=["component"])
+        degraded = GaugeMetricFamily("edgeagent_component_degraded", _DEGRADED_HELP,
+                                     labels=["component"])
         for name, st in sorted(self.status().items()):
             up.add_metric([name], 1 if st.up else 0)
+            degraded.add_metric([name], 1 if st.degraded else 0)
         yield up
+        yield degraded
 
 
 _BUILD_HELP = "Always 1; the labels say the edgeagent version and the Python running it"
 _NODE_HELP = ("Always 1; the labels say the board model, SoC, L4T release and JetPack version "
               "from discovery (empty when unknown)")
 _UP_HELP = "1 if the supervised component is up (started and not failed), else 0"
+_DEGRADED_HELP = ("1 while the component crash-loops (waiting to restart, or out of its restart "
+                  "budget) or says it cannot do its job (no credentials...), else 0; "
+                  "/healthz says why")

@@ -18,7 +18,8 @@ import time
 _EMBEDDED = globals().get("_EMBEDDED_LINES")   # set by --write in front of this source
 
 
-def _tegrastats_lines(text):
+def tegrastats_lines(text):
+    """The lines of a saved log that tegrastats printed (not a `date` header), stripped."""
     return [line.strip() for line in text.splitlines() if "RAM " in line]
 
 
@@ -71,17 +72,17 @@ def main(argv=None):
     log = _option(argv, "--log")
     if "--write" in argv:
         with open(log or default_log(), "r", encoding="utf-8", errors="replace") as f:
-            lines = _tegrastats_lines(f.read())
+            lines = tegrastats_lines(f.read())
         write_script(_option(argv, "--write"), lines)
         return 0
     if log is not None:
         with open(log, "r", encoding="utf-8", errors="replace") as f:
-            lines = _tegrastats_lines(f.read())
+            lines = tegrastats_lines(f.read())
     elif _EMBEDDED is not None:
         lines = list(_EMBEDDED)
     else:
         with open(default_log(), "r", encoding="utf-8", errors="replace") as f:
-            lines = _tegrastats_lines(f.read())
+            lines = tegrastats_lines(f.read())
     try:
         interval = max(int(_option(argv, "--interval", "1000")), 1) / 1000.0
     except ValueError:
