@@ -237,3 +237,61 @@ def test_the_child_gets_the_configured_interval(tmp_path, interval_ms):
 def test_limits_are_sane():
     assert runner.HANG_INTERVALS == 5 and runner.STALE_INTERVALS == 3
     assert 2 * runner.TERM_WAIT_SECONDS < 1.5      # fits the supervisor's stop budget
+
+
+FLOOD = '''#!%(python)s
+# A tegrastats that floods: 10,000 lines a second (the real one prints one per interval).
+import sys, time
+line = %(line)r + "\\n"
+out = sys.stdout
+due = time.monotonic()
+while True:
+    for _ in range(100):
+        out.write(line)
+    out.flush()
+    due += 0.01
+    time.sleep(max(0.0, due - time.monotonic()))
+'''
+
+
+@pytest.mark.parametrize("flood", ["python", "yes"])
+def test_a_flooding_child_stops_within_a_second_every_time(tmp_path, flood):
+    # Under a flood, SIGTERM used to take 3 s and print "Event loop is closed" tracebacks. Each
+    # round runs its own loop to the end (as the agent does at SIGTERM) and must leave nothing:
+    # no child, no callback on the closed loop, no unclosed transport.
+    import gc
+    import warnings
+
+    path = str(tmp_path) + HOST_PATH
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as f:
+        if flood == "yes":       # as fast as a pipe takes it: far beyond 10k lines/s
+            f.write('#!/bin/sh\nexec yes "%s"\n' % LINE)
+        else:
+            f.write(FLOOD % {"python": sys.executable, "line": LINE})
+    os.chmod(path, 0o755)
+    for _ in range(3):
+        state, comp = make(HostRoot(str(tmp_path)), interval_ms=1000)
+        errors, pids = [], []
+
+        async def scenario():
+            asyncio.get_event_loop().set_exception_handler(lambda loop, ctx: errors.append(ctx))
+            task = asyncio.ensure_future(comp.run(lambda: None))
+            while state.lines < 5000:
+                assert not task.done()
+                await asyncio.sleep(0.05)
+            our_children(pids)
+            began = time.monotonic()
+            task.cancel()
+            await asyncio.wait([task], timeout=3)
+            return time.monotonic() - began
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            took = asyncio.run(scenario())
+            gc.collect()
+        assert took < 1.0, "stopping took %.2fs" % took
+        assert errors == [] and [str(w.message) for w in caught] == []
+        assert pids and not any(alive(pid) for pid in pids)
+        assert state.sample is not None and state.dropped["superseded"] > 0
+        assert state.restarts == 0 and state.dropped["too_long"] == 0
