@@ -120,6 +120,27 @@ def test_a_full_server_closes_the_slowest_client_for_a_scraper():
     assert evicted >= 40 - 8 + 1 and after <= 8     # the first scrape made room; it left a slot
 
 
+def test_a_new_connection_whose_request_is_late_outlives_a_storm_of_slow_clients():
+    # the scraper connects, then its request takes 0.3 s to come; meanwhile slow clients keep
+    # connecting: they are pushed out, not the scraper
+    async def scenario(port, listener):
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        slow = []
+        for _ in range(30):
+            sr, sw = await asyncio.open_connection("127.0.0.1", port)
+            sw.write(b"GET /metrics HTTP/1.1\r\n")
+            slow.append(sw)
+            await asyncio.sleep(0.01)
+        w.write(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        raw = await asyncio.wait_for(r.read(), 2)
+        for sw in slow + [w]:
+            sw.close()
+        return raw.split(b" ", 2)[1], listener.evicted
+
+    status, evicted = asyncio.run(serving(scenario, max_connections=4))
+    assert status == b"200" and evicted >= 30 - 3
+
+
 def test_when_every_connection_is_busy_a_new_one_is_refused(caplog):
     async def scenario(port, listener):
         busy = []
@@ -191,8 +212,8 @@ def test_rate_limited_log_counts_what_it_did_not_say(caplog):
 
 
 def test_the_cap_is_well_under_the_open_file_limit():
-    assert connection_cap(1024) == 128 and connection_cap(200) == 50
-    assert connection_cap(10 ** 6) == 128 and connection_cap(-1) == 128
+    assert connection_cap(1024) == 256 and connection_cap(200) == 50
+    assert connection_cap(10 ** 6) == 256 and connection_cap(-1) == 256
     assert connection_cap(8) == 4
 
 

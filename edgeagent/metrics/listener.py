@@ -9,10 +9,12 @@ accepts connections itself and hands each one to aiohttp's documented low-level 
 protocol factory, ``web.Server``), wrapped in a protocol that watches its progress:
 
 - at most ``max_connections`` at a time, well under the open-file limit. When full, a new
-  connection takes the place of the connection that has waited longest for its request headers
-  to finish, else of the one idle longest after a response; if every one is busy, the new one
-  is closed. A scraper sends its request at once, so it always gets in, and slow clients are
-  the ones pushed out;
+  connection takes the place of another: first the one that has been sending its headers the
+  longest (or has sent nothing for a second), then the one idle longest after a response, and
+  only then a connection that is new and has not sent anything yet (a scraper whose request is
+  still on its way: under a storm of reconnecting slow clients, evicting the oldest pending
+  connection alone pushed out scrapers whose request came 0.1 s after their connection). A
+  connection whose request is being answered is never taken; if all are, the new one is closed;
 - request headers must be complete within ``header_timeout`` seconds (counted from the
   connection, or from the first byte of the next request on a kept-alive one), else the
   connection is aborted; a connection idle for ``idle_timeout`` after a request is closed;
@@ -33,10 +35,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 log = logging.getLogger(__name__)
 
-MAX_CONNECTIONS = 128
+MAX_CONNECTIONS = 256
 HEADER_TIMEOUT = 5.0         # seconds for a client to finish its request headers
 IDLE_TIMEOUT = 30.0          # a kept-alive connection with no new request is closed after this
 BUSY_GRACE = 1.0             # a connection whose request ended this recently is never evicted
+SILENT_GRACE = 1.0           # a new connection that sent nothing yet is evicted last this long
 SWEEP_INTERVAL = 0.5
 ACCEPT_RETRY_SECONDS = 0.1   # after a failed accept() (out of file descriptors, say)
 LOG_INTERVAL = 60.0
@@ -98,6 +101,7 @@ class _Watched(asyncio.Protocol):
         self.transport: Optional[asyncio.Transport] = None
         now = listener.clock()
         self.in_headers = True       # a connection is made to send a request: the clock runs
+        self.sent = False            # has it sent any byte of the current request?
         self.phase_start = now       # when the current request (or idleness) began
         self.tail = b""              # the last bytes seen, to find a blank line across reads
 
@@ -112,6 +116,7 @@ class _Watched(asyncio.Protocol):
         now = self.listener.clock()
         if not self.in_headers:
             self.in_headers, self.phase_start = True, now
+        self.sent = True
         seen = self.tail + data
         end = _end_of_headers(seen)
         if end >= 0:
@@ -137,9 +142,12 @@ class _Watched(asyncio.Protocol):
 
     def evictable_since(self, now: float) -> Optional[Tuple[int, float]]:
         """(rank, since) when this connection may make room for a new one, else None: rank 0
-        for one still sending headers, 1 for one idle after a response."""
+        for one sending its headers (or silent past SILENT_GRACE), 1 for one idle after a
+        response, 2 for a new one that has not sent anything yet."""
         if self.in_headers:
-            return 0, self.phase_start
+            if self.sent or now - self.phase_start >= SILENT_GRACE:
+                return 0, self.phase_start
+            return 2, self.phase_start
         if now - self.phase_start >= BUSY_GRACE:
             return 1, self.phase_start
         return None

@@ -7,7 +7,9 @@ through files in ``<root>/run/e2e-tegrastats/``:
 - ``lines.json``  the lines to replay, in order, cycling;
 - ``starts``      one line appended per start, so a test can count restarts from outside;
 - ``garbage``     when present, the next line printed is its content (then the file is removed),
-                  so a test can make the tool print garbage exactly once.
+                  so a test can make the tool print garbage exactly once;
+- ``flood``       when present at start, its number is lines per second to print, ignoring
+                  ``--interval``: a broken tool flooding its reader (10,000 lines/s in the tests).
 
 The real tool prints its first line after one interval, not at once (L4T's tegrastats sleeps
 before sampling), so the replay does too. Unknown arguments (``--logfile``, ``--verbose``) are
@@ -45,6 +47,11 @@ def main() -> int:
         f.write("%d\n" % os.getpid())
     interval = interval_seconds(sys.argv[1:])
     garbage = os.path.join(ctl, "garbage")
+    try:
+        with open(os.path.join(ctl, "flood")) as f:
+            return flood(lines, int(f.read()))
+    except FileNotFoundError:
+        pass
     i = 0
     try:
         while True:
@@ -60,6 +67,25 @@ def main() -> int:
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
     except (BrokenPipeError, KeyboardInterrupt):
+        return 0
+
+
+def flood(lines, per_second: int) -> int:
+    """Print ``per_second`` lines a second, in batches every 10 ms, until the pipe closes."""
+    batch = max(1, per_second // 100)
+    out = sys.stdout
+    due = time.monotonic()
+    i = 0
+    try:
+        while True:
+            for _ in range(batch):
+                out.write(lines[i % len(lines)] + "\n")
+                i += 1
+            out.flush()
+            due += 0.01
+            time.sleep(max(0.0, due - time.monotonic()))
+    except (BrokenPipeError, KeyboardInterrupt):
+        sys.stdout = None
         return 0
 
 
