@@ -29,7 +29,7 @@ import pytest
 from tests.conftest import FIXTURES, REPO
 from tests.promql_names import (check_expression, expression_names, grafana_label_values,
                                 served_series, substitute_grafana_variables)
-from tests.tools import free_port, require_tool
+from tests.tools import free_port
 
 DASHBOARD = os.path.join(REPO, "examples", "grafana", "edgeagent.json")
 GENERATOR = os.path.join(REPO, "examples", "grafana", "dashboard.py")
@@ -393,56 +393,31 @@ def test_every_alert_says_what_to_run(prometheus):
 # --- a real Prometheus scraping the demo agent ----------------------------------------------------
 
 @pytest.fixture(scope="module")
-def prometheus(demo_agent, tmp_path_factory):
+def prometheus(demo_agent):
     """Prometheus with examples/prometheus/prometheus.yml (faster intervals), the demo agent in
     its file_sd targets; yields its base URL once it has scraped the agent."""
-    binary = require_tool("prometheus")
-    base = tmp_path_factory.mktemp("prometheus")
+    from tests.peers.prometheus import Prometheus
+
     with open(os.path.join(PROMETHEUS_DIR, "prometheus.yml")) as f:
         config = f.read()
     for interval in ("scrape_interval: 15s", "evaluation_interval: 15s"):
         assert interval in config
         config = config.replace(interval, interval.replace("15s", "1s"))
     config = config.replace("scrape_timeout: 5s", "scrape_timeout: 1s")
-    (base / "prometheus.yml").write_text(config)
-    shutil.copy(os.path.join(PROMETHEUS_DIR, "edgeagent-alerts.yml"), str(base))
-    (base / "targets").mkdir()
+    with open(os.path.join(PROMETHEUS_DIR, "edgeagent-alerts.yml")) as f:
+        rules = f.read()
     # file_sd reads YAML, and JSON is YAML
-    (base / "targets" / "test.yml").write_text(json.dumps(
-        [{"targets": ["127.0.0.1:%d" % demo_agent.port]}]))
-    port = free_port()
-    url = "http://127.0.0.1:%d" % port
-    log = open(str(base / "prometheus.log"), "wb")
-    process = subprocess.Popen(
-        [binary, "--config.file=%s" % (base / "prometheus.yml"),
-         "--storage.tsdb.path=%s" % (base / "data"), "--web.listen-address=127.0.0.1:%d" % port,
-         "--log.level=warn"],
-        cwd=str(base), stdout=log, stderr=subprocess.STDOUT)
+    targets = json.dumps([{"targets": ["127.0.0.1:%d" % demo_agent.port]}])
+    server = Prometheus(config=config, files={"edgeagent-alerts.yml": rules,
+                                              "targets/test.yml": targets}).start()
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                break
-            result = query(url, 'up{job="edgeagent"} == 1')
-            if result:
-                break
-            time.sleep(0.3)
-        else:
-            result = None
-        if not result:
-            log.flush()
-            with open(str(base / "prometheus.log"), "rb") as f:
-                pytest.fail("Prometheus did not scrape the agent:\n%s"
-                            % f.read()[-2000:].decode("utf-8", "replace"))
-        yield url
-    finally:
-        process.terminate()
         try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_TIMEOUT)
-        log.close()
+            server.wait_result('up{job="edgeagent"} == 1', 30, "Prometheus scraping the agent")
+        except AssertionError as e:
+            pytest.fail("Prometheus did not scrape the agent: %s" % e)
+        yield server.url
+    finally:
+        server.stop()
 
 
 def query(url, expr):

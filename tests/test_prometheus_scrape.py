@@ -1,29 +1,17 @@
 """A real Prometheus (Debian package `prometheus`) scrapes a running `edgeagent run --demo`, and its
 query API shows the target up and the Jetson series."""
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 
 from tests.conftest import REPO
+from tests.peers.prometheus import Prometheus
 from tests.tools import free_port, require_tool
 
 DEADLINE_SECONDS = 45
-
-
-
-
-def query(port, promql):
-    url = "http://127.0.0.1:%d/api/v1/query?%s" % (port, urllib.parse.urlencode({"query": promql}))
-    with urllib.request.urlopen(url, timeout=2) as r:
-        doc = json.loads(r.read().decode())
-    assert doc["status"] == "success", doc
-    return doc["data"]["result"]
 
 
 def stop(proc, name):
@@ -39,23 +27,14 @@ def stop(proc, name):
 
 def test_prometheus_scrapes_the_demo_agent(tmp_path):
     prometheus = require_tool("prometheus")
-    agent_port, prom_port = free_port(), free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
-        "scrape_configs:\n  - job_name: edgeagent\n    static_configs:\n"
-        "      - targets: ['127.0.0.1:%d']\n" % agent_port)
+    agent_port = free_port()
     agent_log = open(str(tmp_path / "agent.log"), "wb")
     agent = subprocess.Popen(
         [sys.executable, "-m", "edgeagent", "run", "--demo", "--disable", "device-plugin,labels",
          "--metrics-address", "127.0.0.1:%d" % agent_port],
         cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), stdout=agent_log,
         stderr=subprocess.STDOUT)
-    prom_log = open(str(tmp_path / "prometheus.log"), "wb")
-    prom = subprocess.Popen(
-        [prometheus, "--config.file=%s" % config, "--storage.tsdb.path=%s" % (tmp_path / "tsdb"),
-         "--web.listen-address=127.0.0.1:%d" % prom_port, "--log.level=warn"],
-        stdout=prom_log, stderr=subprocess.STDOUT)
+    prom = Prometheus(prometheus, target="127.0.0.1:%d" % agent_port).start()
     found = {}
     try:
         deadline = time.monotonic() + DEADLINE_SECONDS
@@ -66,15 +45,16 @@ def test_prometheus_scrapes_the_demo_agent(tmp_path):
             "cpu": 'jetson_cpu_frequency_hertz{job="edgeagent",cpu="7"}',
             "power": 'jetson_power_watts{job="edgeagent",rail="SYS5V"}',
             "node": 'edgeagent_node_info{job="edgeagent",soc="tegra194"}',
+            "degraded": 'edgeagent_component_degraded{job="edgeagent",component="metrics"} == 0',
         }
         while time.monotonic() < deadline and len(found) < len(wanted):
             assert agent.poll() is None, "agent exited: %s" % open(agent_log.name).read()
-            assert prom.poll() is None, "prometheus exited: %s" % open(prom_log.name).read()
+            prom.check_running()
             for key, promql in wanted.items():
                 if key in found:
                     continue
                 try:
-                    result = query(prom_port, promql)
+                    result = prom.query(promql)
                 except OSError:
                     break                       # Prometheus not listening yet
                 if result:
@@ -85,8 +65,7 @@ def test_prometheus_scrapes_the_demo_agent(tmp_path):
         assert float(found["ram"][0]["value"][1]) == 30991 * 2 ** 20
         assert float(found["cpu"][0]["value"][1]) > 2e9
     finally:
-        stop(prom, "prometheus")
+        prom.stop()
         code = stop(agent, "agent")
         agent_log.close()
-        prom_log.close()
     assert code == 0, open(str(tmp_path / "agent.log")).read()
