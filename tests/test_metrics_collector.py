@@ -55,7 +55,7 @@ def registry_for(line=None, clock=None, present=True):
     state = TegrastatsState("/usr/bin/tegrastats", 1.0, clock=clock or Clock())
     state.present = present
     if line is not None:
-        state.accept(line.encode())
+        state.accept_read([line.encode()])
     registry = CollectorRegistry()
     registry.register(TegrastatsCollector(state))
     return registry, state
@@ -108,7 +108,7 @@ def test_values_and_units():
 
 def test_values_not_in_the_last_line_are_absent():
     registry, state = registry_for(NANO)
-    state.accept(b"RAM 936/3964MB (lfb 366x4MB) CPU [10%@102,off] GR3D_FREQ 5%")
+    state.accept_read([b"RAM 936/3964MB (lfb 366x4MB) CPU [10%@102,off] GR3D_FREQ 5%"])
     s = samples(registry)
     assert ("jetson_iram_used_bytes", ()) not in s and ("jetson_swap_used_bytes", ()) not in s
     assert not any(name.startswith(("jetson_power", "jetson_temperature", "jetson_engine"))
@@ -130,13 +130,13 @@ def test_no_line_for_three_intervals_leaves_only_up_zero_and_the_counters():
                                "jetson_tegrastats_lines_dropped_total",
                                "jetson_tegrastats_last_sample_timestamp_seconds"}
     assert samples(registry)[("jetson_tegrastats_up", ())] == 0
-    state.accept(NANO.encode())
+    state.accept_read([NANO.encode()])
     assert samples(registry)[("jetson_tegrastats_up", ())] == 1
 
 
 def test_a_line_that_is_not_tegrastats_counts_as_errors_and_keeps_the_last_sample():
     registry, state = registry_for(NANO)
-    state.accept(b"pon, 6 maj 2024, 09:26:28 UTC")
+    state.accept_read([b"pon, 6 maj 2024, 09:26:28 UTC"])
     s = samples(registry)
     assert s[("jetson_tegrastats_parse_errors_total", ())] == 6
     assert s[("jetson_tegrastats_lines_total", ())] == 2
@@ -169,7 +169,7 @@ def test_fresh_families_on_every_scrape():
     registry, state = registry_for(NANO)
     first = generate_latest(registry)
     assert generate_latest(registry) == first
-    state.accept(NANO.replace("PLL@57C", "PLL@58C").encode())
+    state.accept_read([NANO.replace("PLL@57C", "PLL@58C").encode()])
     assert b'jetson_temperature_celsius{sensor="pll"} 58.0' in generate_latest(registry)
 
 

@@ -33,7 +33,7 @@ async def with_server(registry, health, scenario):
 def make_registry(line=LINE):
     state = TegrastatsState("/usr/bin/tegrastats", 1.0)
     state.present = True
-    state.accept(line.encode())
+    state.accept_read([line.encode()])
     registry = CollectorRegistry()
     registry.register(TegrastatsCollector(state))
     return registry, state
@@ -138,8 +138,9 @@ def test_a_scrape_does_not_wait_on_a_hung_tegrastats(tmp_path):
         f.write('#!/bin/sh\necho "%s"\nexec sleep 30\n' % LINE)
     os.chmod(path, 0o755)
     state = TegrastatsState("/usr/bin/tegrastats", 1.0)
-    runner = TegrastatsRunner(HostRoot(str(tmp_path)), TegrastatsOptions("/usr/bin/tegrastats", 1000),
-                              state, backoff=Backoff(0.01, 0.05))
+    runner = TegrastatsRunner(HostRoot(str(tmp_path)),
+                              TegrastatsOptions("/usr/bin/tegrastats", 1000), state,
+                              backoff=Backoff(0.01, 0.05))
     registry = CollectorRegistry()
     registry.register(TegrastatsCollector(state))
 

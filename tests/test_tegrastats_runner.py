@@ -117,7 +117,7 @@ def test_a_hung_child_is_killed_and_restarted(tmp_path):
 def test_the_sample_goes_stale_after_three_intervals(tmp_path):
     clock = [100.0]
     state = TegrastatsState(HOST_PATH, 1.0, clock=lambda: clock[0])
-    state.accept(LINE.encode())
+    state.accept_read([LINE.encode()])
     assert state.fresh_sample() is not None
     clock[0] += 2.9
     assert state.fresh_sample() is not None

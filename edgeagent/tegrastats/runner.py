@@ -85,11 +85,6 @@ class TegrastatsState:
             return None
         return max(0.0, self.clock() - self.sample_monotonic)
 
-    def accept(self, raw: bytes) -> bool:
-        """Count and parse one line of tegrastats output; True if it gave a sample."""
-        self.lines += 1
-        return self._parse(raw)
-
     def accept_read(self, lines: List[bytes], too_long: int = 0) -> bool:
         """The lines one read completed, and how many over-long ones it skipped: all are
         counted, only the newest non-blank one is parsed. True if it gave a sample."""
