@@ -9,6 +9,10 @@ that prints the same fields every second), cold (memos cleared before every line
 (the 41-line demo log in order, from cold memos: a freshly started agent). The budget applies to
 the first; the others show the spread.
 
+Flood: the tegrastats runner in this process reading a child that prints 10,000 lines a second
+for a few seconds; the agent's CPU time (the child's not included) per second, and how many lines
+were read and how many parsed (one per read: the newest).
+
 Scrape: `edgeagent run --demo` in a child process (the real registry: tegrastats, agent and
 process collectors) and N sequential keep-alive GETs of /metrics; p50 and p99 latency.
 Budgets: parse < 30 us/line, scrape p99 < 10 ms. Exit status 1 when a budget is missed.
@@ -89,6 +93,65 @@ def bench_parse():
     }
 
 
+FLOOD_SCRIPT = """#!%(python)s
+import sys, time
+line = %(line)r + "\\n"
+due = time.monotonic()
+while True:
+    sys.stdout.write(line * 100)
+    sys.stdout.flush()
+    due += 0.01
+    time.sleep(max(0.0, due - time.monotonic()))
+"""
+
+
+def bench_flood(seconds=5.0):
+    import asyncio
+    import shutil
+    import tempfile
+
+    from edgeagent.config import TegrastatsOptions
+    from edgeagent.hostpaths import HostRoot
+    from edgeagent.tegrastats.runner import TegrastatsRunner, TegrastatsState
+
+    root = tempfile.mkdtemp(prefix="eabench-")
+    try:
+        path = os.path.join(root, "usr", "bin", "tegrastats")
+        os.makedirs(os.path.dirname(path))
+        with open(path, "w") as f:
+            f.write(FLOOD_SCRIPT % {"python": sys.executable, "line": fixture_lines()[0]})
+        os.chmod(path, 0o755)
+        state = TegrastatsState("/usr/bin/tegrastats", 1.0)
+        parsed = []
+        parse = state._parse
+
+        def counting(raw):
+            parsed.append(1)
+            return parse(raw)
+
+        state._parse = counting
+        runner = TegrastatsRunner(HostRoot(root), TegrastatsOptions("/usr/bin/tegrastats", 1000),
+                                  state)
+
+        async def run():
+            task = asyncio.ensure_future(runner.run(lambda: None))
+            while state.lines == 0:
+                await asyncio.sleep(0.01)
+            cpu, began, lines = time.process_time(), time.monotonic(), state.lines
+            await asyncio.sleep(seconds)
+            cpu, wall = time.process_time() - cpu, time.monotonic() - began
+            lines = state.lines - lines
+            task.cancel()
+            await asyncio.wait([task], timeout=3)
+            return cpu / wall, lines / wall, len(parsed) / max(1, state.lines)
+
+        cpu_share, rate, parsed_share = asyncio.run(run())
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return {"cpu_percent": cpu_share * 100, "lines_per_s": rate,
+            "parsed_percent": parsed_share * 100}
+
+
 def bench_scrape(scrapes):
     port = free_port()
     agent = subprocess.Popen(
@@ -144,6 +207,7 @@ def main():
     ap.add_argument("--scrapes", type=int, default=500)
     args = ap.parse_args()
     p = bench_parse()
+    fl = bench_flood()
     s = bench_scrape(args.scrapes)
     rows = [
         ("parse, %d fixture lines, steady state" % p["lines"], "%.1f us/line" % p["warm_us"],
@@ -152,6 +216,9 @@ def main():
          None),
         ("parse, demo log in order (%d lines, cold start)" % p["stream_lines"],
          "%.1f us/line" % p["stream_us"], "", None),
+        ("runner under a flood (%.0f lines/s): agent CPU" % fl["lines_per_s"],
+         "%.1f %%" % fl["cpu_percent"], "", None),
+        ("runner under a flood: lines parsed", "%.1f %%" % fl["parsed_percent"], "", None),
         ("scrape /metrics p50 (%d scrapes, %d series, %d B)" % (s["scrapes"], s["series"],
                                                                   s["bytes"]),
          "%.2f ms" % s["p50_ms"], "", None),

@@ -237,8 +237,10 @@ class GuardedListener:
             try:
                 await loop.connect_accepted_socket(
                     lambda: _Watched(self, self.protocol_factory()), conn)
-            except OSError:
+            except Exception as e:  # one bad connection must not end the accept loop
                 conn.close()
+                self._log.warning("serve-" + type(e).__name__, "metrics: cannot serve a "
+                                  "connection: %s: %s" % (type(e).__name__, e))
 
     def _make_room(self) -> bool:
         """True when a new connection may be served, evicting one if the cap is reached."""
