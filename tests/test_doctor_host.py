@@ -10,8 +10,8 @@ from edgeagent.doctor import checks_host as h
 from edgeagent.doctor.model import FAIL, PASS, SKIP, WARN
 from edgeagent.doctor.runner import build_context
 from edgeagent.hostpaths import HostRoot
-from edgeagent.install import install
-from edgeagent.unitfile import CACHE_DIR, PYZ_PATH, UNIT_PATH, WANTS_LINK
+from edgeagent.install.command import install
+from edgeagent.install.layout import CACHE_DIR, PYZ_PATH, UNIT_PATH, WANTS_LINK
 from tests.hostroots import (NANO, ORIN_NANO, RPI4, XAVIER, fake_pyz, make_root, write,
                              write_dir_tree)
 

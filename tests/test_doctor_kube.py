@@ -9,7 +9,7 @@ import pytest
 from edgeagent.config import load_config
 from edgeagent.doctor.checks_kube import CHECKS, clock_result
 from edgeagent.doctor.model import FAIL, PASS, SKIP, WARN, DoctorContext
-from edgeagent.doctor.registry import CHECK_MODULES
+from edgeagent.doctor.runner import default_check_modules
 from edgeagent.hostpaths import HostRoot
 from tests.kubeapi import ThreadedKubeApi
 
@@ -36,7 +36,7 @@ def statuses(results):
 
 
 def test_registered():
-    assert "edgeagent.doctor.checks_kube" in CHECK_MODULES
+    assert "edgeagent.doctor.checks_kube" in default_check_modules()
 
 
 @pytest.mark.parametrize("flavor,ca", [("kubeadm", "data"), ("k3s", "file")])

@@ -11,7 +11,7 @@ from edgeagent.deviceplugin.plugin import socket_name
 from edgeagent.deviceplugin.sockets import bind_unix
 from edgeagent.doctor import checks_plugin as cp
 from edgeagent.doctor.model import DoctorContext
-from edgeagent.doctor.registry import CHECK_MODULES
+from edgeagent.doctor.runner import default_check_modules
 from edgeagent.hostpaths import HostRoot
 from tests.dpharness import PLUGIN_DIR, make_root, write
 from tests.test_deviceplugin_runtimefacts import CONTAINERD_V2, K3S, NVIDIA_CTK_YAML
@@ -53,7 +53,7 @@ def one(result):
 
 
 def test_registered_in_the_doctor_registry():
-    assert "edgeagent.doctor.checks_plugin" in CHECK_MODULES
+    assert "edgeagent.doctor.checks_plugin" in default_check_modules()
     assert len(cp.CHECKS) == 7
 
 

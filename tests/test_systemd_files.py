@@ -8,7 +8,8 @@ import subprocess
 import pytest
 
 from edgeagent.config import OPTIONS, SCHEMA, load_config
-from edgeagent.unitfile import UNIT_NAME, example_config, parse_unit, render_unit, unit_template
+from edgeagent.install.layout import (UNIT_NAME, example_config, parse_unit, render_unit,
+                                      unit_template)
 from tests.conftest import REPO
 from tests.tools import require_tool
 

@@ -17,9 +17,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from edgeagent.doctor.model import FAIL, PASS, SKIP, WARN, CheckResult, DoctorContext
 from edgeagent.errors import OperatorError
-from edgeagent.unitfile import (UNIT_DIRS, UNIT_NAME, UNIT_PATH, hidden_from_service,
-                                installed_paths, parse_unit, render_unit, resolve_in_root,
-                                unit_environment, unit_template)
+from edgeagent.install.layout import (UNIT_DIRS, UNIT_NAME, UNIT_PATH, hidden_from_service,
+                                      installed_paths, parse_unit, render_unit, resolve_in_root,
+                                      unit_environment, unit_template)
 
 # The oldest JetPack edgeagent supports (README): 4.6 is L4T R32.6.1, the last JetPack 4 line.
 OLDEST_JETPACK = (4, 6)
@@ -311,7 +311,7 @@ def shiv_root(ctx: DoctorContext) -> Tuple[Optional[str], str]:
 
 
 def _running_from_pyz() -> bool:
-    from edgeagent.install import shiv_build_id
+    from edgeagent.install.pyz import shiv_build_id
 
     return bool(sys.argv and sys.argv[0] and os.path.isfile(sys.argv[0])
                 and shiv_build_id(sys.argv[0]))
@@ -354,7 +354,7 @@ def cache_verdict(path: str, exists: bool, is_dir: bool, write_error: Optional[s
 
 
 def check_shiv_cache(ctx: DoctorContext) -> CheckResult:
-    from edgeagent.install import shiv_build_id, stale_builds
+    from edgeagent.install.pyz import shiv_build_id, stale_builds
     host_path, source = shiv_root(ctx)
     if host_path is None:
         return CheckResult("shiv cache", SKIP, "not installed and not running from a .pyz: no "

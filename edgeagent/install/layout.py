@@ -25,7 +25,8 @@ DEFAULT_PYTHON = "/usr/bin/python3"
 # The first line of the command wrapper: uninstall removes only a file that starts with it.
 WRAPPER_MARK = "# edgeagent command wrapper, written by `edgeagent install`"
 
-_DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "systemd")
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_DATA_DIR = os.path.join(_PACKAGE_DIR, "systemd")
 # systemd treats these specially inside ExecStart= (quoting, specifiers, variables).
 _UNSAFE = re.compile(r"[\s\"'\\%$;]")
 
