@@ -29,8 +29,12 @@ class RunLock:
         self.problem: Optional[str] = None
 
     def acquire(self) -> bool:
+        run_dir = os.path.dirname(self.path)
         try:
-            os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
+            # Only the last level is made: a --root without run/ (a read-only or packaged tree)
+            # is not written into; on a host /run exists and the unit makes /run/edgeagent.
+            if not os.path.isdir(run_dir):
+                os.mkdir(run_dir, 0o755)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         except OSError as e:
             self.problem = "%s: %s" % (self.path, e.strerror or e)

@@ -304,7 +304,7 @@ def test_uninstall_command_calls_the_labels_helper(board, tmp_path, capsys, monk
     seen = []
 
     def remove_owned_labels(cli):
-        seen.append((cli.config["node_name"], os.path.exists(p(board, PYZ_PATH))))
+        seen.append((cli.config.options.kube.node_name, os.path.exists(p(board, PYZ_PATH))))
         return 0
 
     # The real labels command talks to an API server (tested in test_labels_command); here
