@@ -84,8 +84,10 @@ def main(inv: Invocation) -> int:
     try:
         if not lock.acquire():
             # Without the lock a second agent could take this one's plugin socket; but a run
-            # that cannot write /run cannot write the kubelet's directory either.
-            log.warning("running without the single-instance lock: %s", lock.problem)
+            # that cannot write /run cannot write the kubelet's directory either. A --root
+            # without run/ is a fake or image tree: no host, nothing to say.
+            (log.debug if lock.no_run_dir else log.warning)(
+                "running without the single-instance lock: %s", lock.problem)
         if early.requested():
             log.info("stopped before start-up finished")
             return 0

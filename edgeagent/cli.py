@@ -53,8 +53,7 @@ def _commands() -> Sequence[Tuple[str, str, Callable[[argparse.ArgumentParser], 
     """(name, help, add_arguments, main) of every command, in help order. Command modules keep
     their heavy imports inside their main functions: all of them are imported to build the
     parser."""
-    from edgeagent import agent_command, version_command
-    from edgeagent.discovery import command as discover_command
+    from edgeagent import agent_command, discover_command, version_command
     from edgeagent.doctor import command as doctor_command
     from edgeagent.install import command as install_command
     from edgeagent.labels import command as labels_command

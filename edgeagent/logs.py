@@ -7,7 +7,8 @@ import logging
 import os
 import sys
 import time
-from typing import IO, Mapping, Optional
+from collections import OrderedDict
+from typing import IO, Callable, Mapping, Optional, Tuple
 
 # syslog priorities (sd-daemon(3)): "<N>" at the start of a line sets the journal priority, so
 # `journalctl -p warning` works for a service that logs to stdout/stderr.
@@ -111,6 +112,52 @@ class StderrHandler(logging.StreamHandler):
         pass
 
 
+class RepeatFilter(logging.Filter):
+    """The same message from the same logger at the same level passes at most once per
+    ``interval`` seconds; the next one to pass after that says how many were dropped
+    ("(repeated K times)"). One flood of identical errors (accept() failing 100,000 times a
+    second on EMFILE once wrote 145 MB in 70 s) then costs a line a minute. Only WARNING and
+    above: repeated debug and info lines are someone asking for them.
+
+    Installed on the handler by :func:`setup_logging`, so every logger of the process, ours and
+    the libraries', goes through it. At most ``max_keys`` distinct messages are remembered."""
+
+    def __init__(self, interval: float = 60.0, level: int = logging.WARNING,
+                 max_keys: int = 512, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.interval = interval
+        self.level = level
+        self.max_keys = max_keys
+        self._clock = clock
+        # key -> [start of the current window, records dropped in it]
+        self._seen: "OrderedDict[Tuple[str, int, str], list]" = OrderedDict()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < self.level:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: let the handler report it as it would
+            return True
+        key = (record.name, record.levelno, message[:1000])
+        now = self._clock()
+        entry = self._seen.get(key)
+        if entry is not None and now - entry[0] < self.interval:
+            entry[1] += 1
+            return False
+        if entry is not None:
+            self._seen.move_to_end(key)
+            if entry[1]:
+                record.msg = "%s (repeated %d times)" % (message, entry[1])
+                record.args = None
+            entry[0], entry[1] = now, 0
+            return True
+        self._seen[key] = [now, 0]
+        while len(self._seen) > self.max_keys:
+            self._seen.popitem(last=False)
+        return True
+
+
 def setup_logging(level: str = "info", fmt: str = "text", stream: Optional[IO[str]] = None,
                   env: Optional[Mapping[str, str]] = None) -> None:
     """Configure the root logger once for the process: text with timestamps on a terminal,
@@ -118,6 +165,7 @@ def setup_logging(level: str = "info", fmt: str = "text", stream: Optional[IO[st
     handler = StderrHandler() if stream is None else logging.StreamHandler(stream)
     journal = stream_is_journal(sys.stderr if stream is None else stream, env)
     handler.setFormatter(make_formatter(fmt, journal))
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

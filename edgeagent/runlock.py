@@ -27,6 +27,7 @@ class RunLock:
         self.path = path
         self._fd: Optional[int] = None
         self.problem: Optional[str] = None
+        self.no_run_dir = False    # <root>/run is missing: a fake or image root, not a host
 
     def acquire(self) -> bool:
         run_dir = os.path.dirname(self.path)
@@ -34,6 +35,7 @@ class RunLock:
             # Only the last level is made: a --root without run/ (a read-only or packaged tree)
             # is not written into; on a host /run exists and the unit makes /run/edgeagent.
             if not os.path.isdir(run_dir):
+                self.no_run_dir = not os.path.isdir(os.path.dirname(run_dir))
                 os.mkdir(run_dir, 0o755)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         except OSError as e:

@@ -123,7 +123,8 @@ async def _show(cli: Any, labels: Dict[str, str]) -> Tuple[str, Any, bool]:
 def main(cli: Any) -> int:
     import asyncio
 
-    from edgeagent.invocation import discover_inventory, inventory_labels
+    from edgeagent.invocation import discover_inventory
+    from edgeagent.labels.wanted import inventory_labels
     from edgeagent.kube.errors import KubeError
 
     if cli.args.remove:

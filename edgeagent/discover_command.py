@@ -1,4 +1,7 @@
-"""`edgeagent discover [--fdt FILE] [--json]`: print the hardware inventory and its labels."""
+"""`edgeagent discover [--fdt FILE] [--json]`: print the hardware inventory and its labels.
+
+Top-level, not in discovery/: it joins discovery and labels (labels import discovery's types),
+and a command inside either package would tie the two into an import cycle."""
 
 from __future__ import annotations
 
@@ -6,7 +9,8 @@ import argparse
 import json
 from typing import Dict, List, Tuple
 
-from edgeagent.invocation import Invocation, discover_inventory, inventory_labels
+from edgeagent.invocation import Invocation, discover_inventory
+from edgeagent.labels.wanted import inventory_labels
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
