@@ -64,13 +64,14 @@ def test_a_5000_digit_integer_in_the_environment():
 def test_1500_nested_keys(tmp_path):
     message = one_line_error(load_config, write(tmp_path, ".".join(["k"] * 1500) + " = 1\n"),
                              env={})
-    assert "unknown key 'k.k'" in message
+    # tomllib (3.11+) builds the tables iteratively; tomli 2.x (3.8-3.10) recurses
+    assert "unknown key 'k.k'" in message or "nested too deeply" in message
 
 
 def test_a_2000_deep_table(tmp_path):
     message = one_line_error(load_config, write(tmp_path, "[%s]\nx = 1\n" % ".".join(["a"] * 2000)),
                              env={})
-    assert "unknown key" in message
+    assert "unknown key 'a.a'" in message or "nested too deeply" in message
 
 
 def test_2000_nested_arrays(tmp_path):
