@@ -33,7 +33,7 @@ def _exception_handler(loop: asyncio.AbstractEventLoop, context: Dict[str, Any])
     loop.default_exception_handler(context)
 
 
-def run_bounded(main: Awaitable[T], grace: float = 0.3,
+def run_bounded(main: Awaitable[T], grace: float = 0.2,
                 loop: Optional[asyncio.AbstractEventLoop] = None) -> T:
     """Run ``main`` on a fresh event loop and return its result. Unlike ``asyncio.run``, which
     waits for every task it cancels (one task that ignores cancellation would hold SIGTERM's

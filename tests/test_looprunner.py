@@ -120,3 +120,49 @@ loop.close()
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, universal_newlines=True, timeout=PATIENCE)
     assert "Task was destroyed but it is pending" in proc.stderr, proc.stderr
+
+
+def test_sigterm_budget_with_the_default_policy_and_stubborn_components():
+    # The whole stop, from the stop event to run_bounded's return, with the production policy
+    # and components that refuse to stop: under the 2 s SIGTERM contract.
+    from edgeagent.sdnotify import Notifier
+    from edgeagent.supervisor import Component, Supervisor
+
+    class Stubborn(Component):
+        def __init__(self, name):
+            self.name = name
+
+        async def run(self, started):
+            started()
+            while True:
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    continue          # ignores cancellation for ever
+
+    class SlowCleanup(Component):
+        name = "slow-cleanup"
+
+        async def run(self, started):
+            started()
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                # a blocking close in the default executor that takes far too long
+                await asyncio.get_event_loop().run_in_executor(None, time.sleep, 0.05)
+                await asyncio.sleep(30)
+
+    times = {}
+
+    async def main():
+        stop = asyncio.Event()
+        supervisor = Supervisor([Stubborn("a"), SlowCleanup(), Stubborn("b")], Notifier({}))
+        task = asyncio.ensure_future(supervisor.run(stop))
+        await asyncio.sleep(0.2)
+        times["stop"] = time.monotonic()
+        stop.set()
+        return await task
+
+    assert run_bounded(main()) == 0
+    elapsed = time.monotonic() - times["stop"]
+    assert 1.0 < elapsed < 2.0, elapsed     # 1.0: the stubborn ones were really waited for
