@@ -151,6 +151,21 @@ def test_the_cli_says_one_line_for_each(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("edgeagent: error: "), (argv, proc.stderr)
 
 
+@pytest.mark.parametrize("make", ["fifo", "devzero", "dangling"])
+def test_a_default_config_that_is_not_a_regular_file_is_reported(tmp_path, make):
+    etc = tmp_path / "etc/edgeagent"
+    etc.mkdir(parents=True)
+    target = str(etc / "config.toml")
+    if make == "fifo":
+        os.mkfifo(target)
+    else:
+        os.symlink("/dev/zero" if make == "devzero" else str(tmp_path / "gone"), target)
+    args = build_parser().parse_args(["--root", str(tmp_path), "version"])
+    message = one_line_error(load_cli, args)
+    assert target in message
+    assert ("not found" if make == "dangling" else "not a regular file") in message
+
+
 # --- fuzz ------------------------------------------------------------------------------------
 
 KEYS = [o.key for o in SCHEMA]
