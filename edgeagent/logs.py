@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections import OrderedDict
@@ -14,6 +15,10 @@ from typing import IO, Callable, Mapping, Optional, Tuple
 # `journalctl -p warning` works for a service that logs to stdout/stderr.
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
              logging.CRITICAL: 2}
+
+
+# ASCII digits only (str.isdigit() also takes '²'), few enough for any device or inode number.
+_NUMBER = re.compile(r"[0-9]{1,20}\Z")
 
 
 def _priority(levelno: int) -> int:
@@ -34,7 +39,7 @@ def stream_is_journal(stream: Optional[IO[str]] = None,
     env = os.environ if env is None else env
     value = env.get("JOURNAL_STREAM", "")
     dev, sep, ino = value.partition(":")
-    if not sep or not dev.isdigit() or not ino.isdigit():
+    if not sep or not _NUMBER.match(dev) or not _NUMBER.match(ino):
         return False
     stream = sys.stderr if stream is None else stream
     try:

@@ -12,6 +12,8 @@ from typing import List, Optional
 
 from edgeagent.errors import OperatorError
 
+MAX_ENVIRONMENT_BYTES = 64 * 1024
+
 
 def shiv_build_id(path: str) -> Optional[str]:
     """The build id of a shiv pyz (its dependencies unpack to ``<name>_<build id>``), or None
@@ -22,10 +24,13 @@ def shiv_build_id(path: str) -> Optional[str]:
             if "environment.json" not in names or \
                     "site-packages/edgeagent/__init__.py" not in names:
                 return None
+            # shiv writes a few hundred bytes; a hostile zip could declare gigabytes
+            if z.getinfo("environment.json").file_size > MAX_ENVIRONMENT_BYTES:
+                return None
             env = json.loads(z.read("environment.json").decode("utf-8"))
-    except (OSError, zipfile.BadZipFile, ValueError, KeyError):
+    except (OSError, zipfile.BadZipFile, ValueError, KeyError, RecursionError):
         return None
-    build_id = env.get("build_id")
+    build_id = env.get("build_id") if isinstance(env, dict) else None
     return str(build_id) if build_id else None
 
 
