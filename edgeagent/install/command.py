@@ -133,8 +133,14 @@ def _mib(n: int) -> str:
 
 
 def is_our_wrapper(path: str) -> bool:
-    data = _read(path)
-    return data is not None and WRAPPER_MARK.encode() in data[:300]
+    """True when ``path`` starts like the wrapper install writes (only its head is read: the
+    file there may be anyone's, a large binary included)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(300)
+    except OSError:
+        return False
+    return WRAPPER_MARK.encode() in head
 
 
 # --- install -------------------------------------------------------------------------------------
