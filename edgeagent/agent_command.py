@@ -96,6 +96,9 @@ def main(inv: Invocation) -> int:
         return run_bounded(run_agent(inv.root, inv.config, inventory, demo=inv.args.demo,
                                      early_stop=early.requested))
     finally:
+        from edgeagent.logs import flush_repeated
+
+        flush_repeated()  # the count of a flood that stopped, before the process goes
         lock.release()
         if demo_dir:
             shutil.rmtree(demo_dir, ignore_errors=True)

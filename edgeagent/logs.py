@@ -162,6 +162,22 @@ class RepeatFilter(logging.Filter):
             self._seen.popitem(last=False)
         return True
 
+    def flush(self) -> None:
+        """Say what was dropped and not yet reported (a flood that stopped): one line per
+        message, at its level and through its logger. Called at exit."""
+        pending = [(key, entry[1]) for key, entry in self._seen.items() if entry[1]]
+        for (name, level, message), count in pending:
+            self._seen[(name, level, message)][1] = 0
+            logging.getLogger(name).log(level, "%s (repeated %d times)", message, count)
+
+
+def flush_repeated() -> None:
+    """Flush every RepeatFilter on the root logger's handlers (see RepeatFilter.flush)."""
+    for handler in logging.getLogger().handlers:
+        for f in handler.filters:
+            if isinstance(f, RepeatFilter):
+                f.flush()
+
 
 def setup_logging(level: str = "info", fmt: str = "text", stream: Optional[IO[str]] = None,
                   env: Optional[Mapping[str, str]] = None) -> None:

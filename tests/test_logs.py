@@ -182,3 +182,27 @@ def test_setup_logging_rate_limits_every_logger(tmp_path):
         root.setLevel(saved[1])
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2, lines
+
+
+def test_flush_reports_what_a_stopped_flood_dropped():
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    stream = io.StringIO()
+    setup_logging("info", "text", stream=stream, env={})
+    try:
+        from edgeagent.logs import flush_repeated
+
+        for _ in range(50):
+            logging.getLogger("edgeagent.kube").error("API server unreachable")
+        logging.getLogger("edgeagent.kube").warning("said once")
+        flush_repeated()
+        flush_repeated()    # nothing new dropped: nothing more to say
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0].endswith("edgeagent.kube: API server unreachable")
+    assert lines[1].endswith("edgeagent.kube: said once")
+    assert lines[2].endswith("edgeagent.kube: API server unreachable (repeated 49 times)")
+    assert "ERROR" in lines[2]
