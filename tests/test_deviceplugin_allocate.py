@@ -5,13 +5,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeagent.deviceplugin.allocate import (AllocationError, ContainerPlan, DevicePlan,
-                                             MountPlan, Strategy, choose_strategy,
-                                             plan_allocate, plan_container,
-                                             preferred_allocation)
+                                             MountPlan, Strategy, choose_strategy, plan_units,
+                                             preferred_allocation, validate_allocate,
+                                             validate_request)
 from edgeagent.deviceplugin.model import Resource, Unit
 from edgeagent.deviceplugin.runtimefacts import CdiSpec, RuntimeConfig, RuntimeFacts
 
 GPU_NODES = ("/dev/nvhost-ctrl-gpu", "/dev/nvhost-gpu", "/dev/nvmap")
+
+
+def plan_container(resource, ids, strategy, facts):
+    return plan_units(resource, validate_request(resource, ids), strategy, facts)
+
+
+def plan_allocate(resource, requests, strategy, facts):
+    """What the server answers: every container validated first, then planned."""
+    return [plan_units(resource, list(units), strategy, facts)
+            for units in validate_allocate(resource, requests)]
 
 
 def gpu(replicas=1, healthy=True, limit=0, name="nvidia.com/gpu"):

@@ -9,9 +9,8 @@ import stat
 import grpc
 import pytest
 
-from edgeagent.deviceplugin.proto import v1beta1 as api
 from tests.dpharness import AgentThread, make_root, write
-from tests.fakekubelet import FakeKubelet, PluginClient, Watch
+from tests.peers.kubelet import FakeKubelet, PluginClient, Watch
 from tests.tools import wait_until
 
 GPU = "nvidia.com/gpu"
@@ -110,7 +109,7 @@ def test_serves_without_a_kubelet_and_registers_when_it_appears(root, cleanup, c
     assert os.path.exists(agent.socket(GPU))           # started() only once sockets serve
     client = PluginClient(agent.socket(GPU))
     try:
-        opts = client.options(api.Empty(), timeout=5)
+        opts = client.options(timeout=5)
         assert opts.get_preferred_allocation_available
     finally:
         client.close()
@@ -207,14 +206,14 @@ def test_allocate_strategies(root, cleanup, strategy, files, expect):
     c = resp.container_responses[0]
     if expect == "cdi":
         assert [d.name for d in c.cdi_devices] == ["nvidia.com/gpu=0"]
-        assert c.annotations == {"cdi.k8s.io/edgeagent_nvidia.com_gpu": "nvidia.com/gpu=0"}
-        assert c.envs == {"NVIDIA_VISIBLE_DEVICES": "void"}
+        assert dict(c.annotations) == {"cdi.k8s.io/edgeagent_nvidia.com_gpu": "nvidia.com/gpu=0"}
+        assert dict(c.envs) == {"NVIDIA_VISIBLE_DEVICES": "void"}
         assert not c.devices and not c.mounts
     elif expect == "envvar":
-        assert c.envs == {"NVIDIA_VISIBLE_DEVICES": "all"}
+        assert dict(c.envs) == {"NVIDIA_VISIBLE_DEVICES": "all"}
         assert not c.devices and not c.mounts and not c.cdi_devices
     else:
-        assert c.envs == {"NVIDIA_VISIBLE_DEVICES": "void"}
+        assert dict(c.envs) == {"NVIDIA_VISIBLE_DEVICES": "void"}
         hosts = [d.host_path for d in c.devices]
         # the CSV's dev lines that exist here, then the GPU's own nodes; no missing node
         assert hosts[:3] == ["/dev/nvhost-ctrl-gpu", "/dev/nvhost-gpu", "/dev/nvmap"]
@@ -294,8 +293,7 @@ def test_unhealthy_device_is_refused_and_prestart_is_a_noop(root, cleanup):
     agent, kubelet = run(root, cleanup, **{"device_plugin.builtin_profiles": False})
     kubelet.wait_registrations(1)
     client = kubelet.clients[GPU]
-    assert bytes(client.prestart_rpc(api.PreStartContainerRequest(devices_ids=["0"]),
-                                     timeout=5)) == b""
+    assert client.prestart(["0"]).SerializeToString() == b""
     os.unlink(os.path.join(root, "dev/nvhost-gpu"))
     kubelet.watch(GPU).wait_for(lambda d: d == [("0", "Unhealthy")])
     with pytest.raises(grpc.RpcError) as e:

@@ -93,7 +93,6 @@ class ResourcePlugin:
         """Call Registration.Register on kubelet.sock; None on success, else why not."""
         from grpclib import GRPCError
         from grpclib.client import Channel
-        from grpclib.config import Configuration
         from grpclib.exceptions import StreamTerminatedError
 
         from edgeagent.deviceplugin.proto import v1beta1 as api
@@ -104,9 +103,10 @@ class ResourcePlugin:
                                             get_preferred_allocation_available=True))
         try:
             with sockets.reachable(self.kubelet_socket) as path:
-                # No keepalive pings: grpc-go servers (the kubelet) answer clients that ping
-                # more often than their enforcement policy allows with GOAWAY too_many_pings.
-                channel = Channel(path=path, config=Configuration(_keepalive_time=None))
+                # No keepalive pings (grpclib's client default): grpc-go servers (the kubelet)
+                # answer clients that ping more often than their enforcement policy allows
+                # with GOAWAY too_many_pings.
+                channel = Channel(path=path)
                 try:
                     await api.RegistrationStub(channel).register(
                         request, timeout=self.register_timeout)
@@ -123,7 +123,8 @@ class ResourcePlugin:
 
     # --- the loop -------------------------------------------------------------------------
 
-    async def _sleep_watching(self, delay: float, kubelet_id) -> str:
+    async def _sleep_watching(self, delay: float,
+                              kubelet_id: Optional[sockets.FileIdentity]) -> str:
         """Sleep up to ``delay``, waking early when our socket is lost ("socket") or
         kubelet.sock changes ("kubelet"); "timeout" otherwise."""
         loop = asyncio.get_event_loop()
