@@ -142,9 +142,16 @@ def replica_id(unit_id: str, k: int) -> str:
     return "%s::%d" % (unit_id, k)
 
 
+_DIGIT_RUNS = re.compile(r"([0-9]+)")
+
+
 def natural_key(text: str) -> Tuple[object, ...]:
-    """Sort "0::2" before "0::10", "apex_2" before "apex_10"."""
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text))
+    """Sort "0::2" before "0::10", "apex_2" before "apex_10". ASCII digit runs (the odd items of
+    the split) compare by value as (length, digits) without int(): a run of thousands of digits
+    would exceed Python's int-from-string limit, and \\d would take non-ASCII digits."""
+    parts = _DIGIT_RUNS.split(text)
+    return tuple((len(p.lstrip("0")), p.lstrip("0")) if i % 2 else p
+                 for i, p in enumerate(parts))
 
 
 def path_device_id(path: str) -> str:

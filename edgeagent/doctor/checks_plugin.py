@@ -24,6 +24,8 @@ CDI_CHECK = "CDI spec for nvidia.com/gpu"
 CSV_CHECK = "L4T CSV files"
 STRATEGY_CHECK = "GPU device list strategy"
 CHECKPOINT = "kubelet_internal_checkpoint"
+# A few hundred bytes per pod with devices; anything near this is not a kubelet's checkpoint.
+MAX_CHECKPOINT_BYTES = 4 << 20
 # NVIDIA's k8s-device-plugin names its socket nvidia-<resource>.sock (nvidia-gpu.sock for
 # nvidia.com/gpu, nvidia-gpu.shared.sock when renamed).
 RIVAL_SOCKETS = ("nvidia-gpu.sock", "nvidia-gpu.shared.sock")
@@ -109,14 +111,32 @@ def check_kubelet_socket(ctx: DoctorContext) -> CheckResult:
     return CheckResult(KUBELET_CHECK, PASS, "%s accepts connections" % sock)
 
 
+def parse_checkpoint(data: bytes) -> Optional[Set[str]]:
+    """The resource names in the kubelet's ``kubelet_internal_checkpoint`` (JSON: ``{"Data":
+    {"RegisteredDevices": {name: [ids]}}}``); None when it is not that shape."""
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):   # UnicodeDecodeError is a ValueError
+        return None
+    if not isinstance(doc, dict):
+        return None
+    data_part = doc.get("Data") or {}
+    registered = data_part.get("RegisteredDevices") or {} if isinstance(data_part, dict) else None
+    if not isinstance(registered, dict):
+        return None
+    return {name for name in registered if isinstance(name, str)}
+
+
 def _checkpoint_resources(ctx: DoctorContext) -> Optional[Set[str]]:
     path = ctx.root.path(_directory(ctx).rstrip("/") + "/" + CHECKPOINT)
     try:
-        with open(path) as f:
-            doc = json.load(f)
-        return set((doc.get("Data") or {}).get("RegisteredDevices") or {})
-    except (OSError, ValueError, AttributeError):
+        with open(path, "rb") as f:
+            data = f.read(MAX_CHECKPOINT_BYTES + 1)
+    except OSError:
         return None
+    if len(data) > MAX_CHECKPOINT_BYTES:
+        return None
+    return parse_checkpoint(data)
 
 
 def check_plugin_registered(ctx: DoctorContext) -> CheckResult:
