@@ -397,3 +397,56 @@ def test_waits_for_the_kubelets_directory(root, cleanup, caplog):
     kubelet.wait_registrations(1)
     msgs = [r.getMessage() for r in caplog.records]
     assert sum("device-plugin directory" in m for m in msgs) == 1
+
+
+def test_a_stopped_server_closes_the_connections_it_accepted():
+    """asyncio's Server.close() leaves accepted connections open: a kubelet still connected
+    would be answered by a stopped plugin from stale state. stop_server must close them (with
+    close_clients() on 3.13+, else through grpclib's _protocol_factory: this fails the day a
+    grpclib release stops calling it)."""
+    import asyncio
+    import tempfile
+
+    from edgeagent.deviceplugin.model import Resource, Unit
+    from edgeagent.deviceplugin.server import (DevicePluginService, PluginServer, ResourceState,
+                                               stop_server)
+    from edgeagent.deviceplugin.sockets import bind_unix
+
+    directory = tempfile.mkdtemp(prefix="eadrop-", dir="/tmp")
+    path = os.path.join(directory, "p.sock")
+    state = ResourceState(Resource(GPU, "gpu", (Unit("0", (), True),), gpu=True))
+    # the HTTP/2 client preface and an empty SETTINGS frame (RFC 9113 3.4)
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+    async def scenario():
+        server = PluginServer([DevicePluginService(state)])
+        await server.start(sock=bind_unix(path))
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(preface)
+        await writer.drain()
+        frame = await asyncio.wait_for(reader.readexactly(9), 5)
+        assert frame[3] == 0x4                        # the server's SETTINGS: we are connected
+        await stop_server(server, timeout=1.0)
+        try:
+            await asyncio.wait_for(reader.read(), 3)  # until EOF
+        finally:
+            writer.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_a_thousand_replicas_through_the_kubelet(root, cleanup):
+    agent, kubelet = run(root, cleanup, **{"sharing.replicas": 1024,
+                                           "device_plugin.builtin_profiles": False,
+                                           "device_plugin.device_list_strategy": "envvar"})
+    kubelet.wait_registrations(1)
+    ids = [i for i, _ in kubelet.watch(GPU).wait_for(lambda d: len(d) == 1024)]
+    assert ids[:2] == ["0::1", "0::2"] and ids[-1] == "0::1024"
+    client = kubelet.clients[GPU]
+    assert client.preferred(ids[::-1], [], 1) == ["0::1"]
+    assert client.preferred(ids, ["0::1024"], 1024) == ["0::1024"] + ids[:-1]
+    assert client.allocate(["0::1000"]).container_responses[0].envs[
+        "NVIDIA_VISIBLE_DEVICES"] == "all"
