@@ -115,6 +115,7 @@ def test_serves_without_a_kubelet_and_registers_when_it_appears(root, cleanup, c
         client.close()
     waiting = [r for r in caplog.records if "waiting for the kubelet" in r.getMessage()]
     assert len(waiting) == 2                           # once per resource, no spam
+    assert agent.component.problem() is None           # waiting for a kubelet is normal
     assert "kubelet.sock" in waiting[0].getMessage()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     kubelet = FakeKubelet(agent.directory).start()
@@ -341,10 +342,14 @@ def test_registration_failures_back_off_and_log_once(root, cleanup, caplog):
     failures = [r for r in caplog.records if "registration failed" in r.getMessage()]
     assert len(failures) == 1 and "already registered" in failures[0].getMessage()
     assert 'edgeagent_device_plugin_registered{resource="nvidia.com/gpu"} 0.0' in agent.metrics()
+    # /healthz reports the agent degraded meanwhile, with the kubelet's reason
+    problem = agent.component.problem()
+    assert problem.startswith("nvidia.com/gpu: registration failed") and "already" in problem
     kubelet.reject = None
     kubelet.wait_registrations(1, timeout=15)
     wait_until(lambda: any("registered with the kubelet" in r.getMessage()
                            for r in caplog.records), what="registered log")
+    wait_until(lambda: agent.component.problem() is None, what="problem cleared")
 
 
 def test_shutdown_removes_sockets_and_ends_streams(root, cleanup):

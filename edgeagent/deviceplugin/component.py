@@ -56,6 +56,13 @@ class DevicePluginComponent(Component):
 
         registry.register(DevicePluginCollector(lambda: dict(self.states)))
 
+    def problem(self) -> Optional[str]:
+        """The first resource that cannot register or serve, and why."""
+        for name, (plugin, _) in sorted(self.plugins.items()):
+            if plugin.problem is not None:
+                return "%s: %s" % (name, plugin.problem)
+        return None
+
     # --- the blocking part, in a worker thread ----------------------------------------------
 
     def check(self, inventory: Inventory, previous: Mapping[str, Resource]) -> Tuple[

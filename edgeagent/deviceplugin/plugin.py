@@ -49,16 +49,22 @@ class ResourcePlugin:
         self._server: Optional[PluginServer] = None
         self._socket_id: Optional[sockets.FileIdentity] = None
         self._status: Optional[str] = None
+        # Why this resource is not doing its job (registration failing, socket not serving);
+        # None while it is, or while it only waits for the kubelet (normal at boot).
+        self.problem: Optional[str] = None
 
     # --- logging once per state change ----------------------------------------------------
 
     def _set_status(self, key: str, message: str, level: int = logging.INFO) -> None:
+        self.problem = message if level >= logging.WARNING else None
         if key != self._status:
             self._status = key
             log.log(level, "%s: %s", self.state.name, message)
 
     def _set_registered(self, value: bool) -> None:
         self.state.registered = value
+        if value:
+            self.problem = None
 
     # --- serving --------------------------------------------------------------------------
 
