@@ -27,12 +27,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from edgeagent.deviceplugin.plugin import socket_name  # noqa: E402
-from edgeagent.deviceplugin.proto import v1beta1 as api  # noqa: E402
 from tests.dpharness import AgentThread, make_root, write  # noqa: E402
-from tests.peers.kubelet import FakeKubelet, PluginClient  # noqa: E402
+from tests.peers.kubelet import FakeKubelet, PluginClient, allocate_request  # noqa: E402
 
 ALLOCATE_P99_BUDGET_MS = 5.0
 REREGISTER_BUDGET_S = 1.0
+PREFERRED_P99_BUDGET_MS = 50.0
+LOOP_STALL_BUDGET_MS = 50.0
+REPLICAS = 1024
 
 L4T_CSV = "".join("dev, /dev/%s\n" % n for n in (
     "nvhost-ctrl", "nvhost-ctrl-gpu", "nvhost-gpu", "nvhost-as-gpu", "nvmap")) + "".join(
