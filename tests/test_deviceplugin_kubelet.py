@@ -455,3 +455,40 @@ def test_a_thousand_replicas_through_the_kubelet(root, cleanup):
     assert client.preferred(ids, ["0::1024"], 1024) == ["0::1024"] + ids[:-1]
     assert client.allocate(["0::1000"]).container_responses[0].envs[
         "NVIDIA_VISIBLE_DEVICES"] == "all"
+
+
+def test_socket_identity_is_none_only_when_the_file_is_gone(tmp_path):
+    from edgeagent.deviceplugin.sockets import identity
+
+    assert identity(str(tmp_path / "nothing")) is None                      # ENOENT
+    (tmp_path / "file").write_text("")
+    assert identity(str(tmp_path / "file" / "below")) is None               # ENOTDIR
+    loop = tmp_path / "loop"
+    os.symlink(str(loop), str(loop))
+    with pytest.raises(OSError) as e:                                       # ELOOP: unknown
+        identity(str(loop))
+    assert not isinstance(e.value, FileNotFoundError)
+
+
+def test_a_failed_stat_of_kubelet_sock_is_not_a_kubelet_restart(root, cleanup, caplog):
+    """A stat that fails other than with ENOENT (here ELOOP; in the field ENOMEM or EIO) says
+    nothing about the kubelet: no re-registration, no socket torn down, one warning."""
+    import time
+
+    caplog.set_level(logging.INFO, logger="edgeagent.deviceplugin")
+    agent, kubelet = run(root, cleanup, **{"device_plugin.builtin_profiles": False})
+    kubelet.wait_registrations(1)
+    serving = os.stat(agent.socket(GPU)).st_ino
+    os.unlink(kubelet.socket)
+    os.symlink(kubelet.socket, kubelet.socket)        # stat: ELOOP
+    wait_until(lambda: agent.component.problem() is not None, what="problem reported")
+    assert "cannot check" in agent.component.problem()
+    time.sleep(0.5)                                   # ten polls
+    assert len(kubelet.requests) == 1 and kubelet.attempts == 1
+    assert os.stat(agent.socket(GPU)).st_ino == serving
+    assert 'edgeagent_device_plugin_registered{resource="nvidia.com/gpu"} 1.0' in agent.metrics()
+    assert sum("not taken as gone" in r.getMessage() for r in caplog.records) == 1
+    os.unlink(kubelet.socket)
+    kubelet.restart(wipe=False)                       # a real new kubelet.sock
+    kubelet.wait_registrations(2)
+    wait_until(lambda: agent.component.problem() is None, what="problem cleared")

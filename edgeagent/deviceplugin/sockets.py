@@ -29,12 +29,17 @@ class FileIdentity(NamedTuple):
 
 def identity(path: str) -> Optional[FileIdentity]:
     """Who a file is: a re-created file differs in inode or ctime (an inode number may be reused
-    at once, its ctime not). None when the path does not exist."""
+    at once, its ctime not). None when the path does not exist; any other failure (ENOMEM,
+    EIO, EACCES) raises OSError, since it says nothing about the file being gone."""
     try:
         st = os.stat(path)
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     return FileIdentity(st.st_ino, st.st_ctime_ns, stat.S_ISSOCK(st.st_mode))
+
+
+def same_file(a: Optional[FileIdentity], b: Optional[FileIdentity]) -> bool:
+    return a is not None and b is not None and (a.inode, a.ctime_ns) == (b.inode, b.ctime_ns)
 
 
 @contextlib.contextmanager
@@ -81,12 +86,9 @@ def bind_unix(path: str) -> socket.socket:
 
 def remove_if_same(path: str, ident: Optional[FileIdentity]) -> bool:
     """Unlink ``path`` when it is still the file ``ident`` names (never someone else's)."""
-    if ident is None:
-        return False
-    now = identity(path)
-    if now is None or (now.inode, now.ctime_ns) != (ident.inode, ident.ctime_ns):
-        return False
     try:
+        if not same_file(identity(path), ident):
+            return False
         os.unlink(path)
     except OSError:
         return False
