@@ -492,3 +492,28 @@ def test_a_failed_stat_of_kubelet_sock_is_not_a_kubelet_restart(root, cleanup, c
     kubelet.restart(wipe=False)                       # a real new kubelet.sock
     kubelet.wait_registrations(2)
     wait_until(lambda: agent.component.problem() is None, what="problem cleared")
+
+
+@pytest.mark.parametrize("version, name, words", [
+    ("v1alpha", "nvidia.com/gpu", "version v1alpha is not supported"),
+    ("v1beta1", "gpu", "invalid name"),
+    ("v1beta1", "kubernetes.io/gpu", "invalid name"),
+    ("v1beta1", "requests.nvidia.com/gpu", "invalid name"),
+])
+def test_the_test_kubelet_refuses_what_the_kubelet_refuses(root, cleanup, version, name, words):
+    """The peer must be as strict as the devicemanager's Register, or a plugin bug it
+    accepts would pass here and fail on a node."""
+    from tests.peers.kubelet import api as kapi
+    from tests.peers.kubelet import api_grpc
+
+    kubelet = FakeKubelet(os.path.join(root, "var/lib/kubelet/device-plugins")).start()
+    cleanup.append(kubelet)
+    channel = grpc.insecure_channel("unix:" + kubelet.socket)
+    try:
+        with pytest.raises(grpc.RpcError) as e:
+            api_grpc.RegistrationStub(channel).Register(kapi.RegisterRequest(
+                version=version, endpoint="x.sock", resource_name=name), timeout=5)
+        assert words in e.value.details()
+    finally:
+        channel.close()
+    assert kubelet.requests == []
