@@ -517,3 +517,21 @@ def test_the_test_kubelet_refuses_what_the_kubelet_refuses(root, cleanup, versio
     finally:
         channel.close()
     assert kubelet.requests == []
+
+
+def test_a_second_agent_does_not_take_the_socket_of_the_first(root, cleanup, caplog):
+    caplog.set_level(logging.INFO, logger="edgeagent.deviceplugin")
+    first, kubelet = run(root, cleanup, **{"device_plugin.builtin_profiles": False})
+    kubelet.wait_registrations(1)
+    serving = os.stat(first.socket(GPU)).st_ino
+    second = AgentThread(root, {"device_plugin.builtin_profiles": False})
+    cleanup.append(second)
+    second.start()                                     # READY all the same
+    wait_until(lambda: second.component.problem() is not None, what="second's problem")
+    assert "served by another process" in second.component.problem()
+    assert os.stat(first.socket(GPU)).st_ino == serving
+    assert len(kubelet.requests) == 1 and first.component.problem() is None
+    first.stop()                                       # the first goes: the second takes over
+    kubelet.wait_registrations(2, timeout=15)
+    wait_until(lambda: second.component.problem() is None, what="second serving")
+    assert kubelet.clients[GPU].allocate(["0"]).container_responses
