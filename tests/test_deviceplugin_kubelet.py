@@ -535,3 +535,15 @@ def test_a_second_agent_does_not_take_the_socket_of_the_first(root, cleanup, cap
     kubelet.wait_registrations(2, timeout=15)
     wait_until(lambda: second.component.problem() is None, what="second serving")
     assert kubelet.clients[GPU].allocate(["0"]).container_responses
+
+
+def test_a_refused_request_of_a_thousand_ids_logs_one_short_line(root, cleanup, caplog):
+    caplog.set_level(logging.INFO, logger="edgeagent.deviceplugin")
+    agent, kubelet = run(root, cleanup, **{"device_plugin.builtin_profiles": False})
+    kubelet.wait_registrations(1)
+    with pytest.raises(grpc.RpcError) as e:
+        kubelet.clients[GPU].allocate(["gpu-%d" % i for i in range(1000)])
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(e.value.details()) < 500                 # the answer names the first id only
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 1 and len(refused[0]) < 600, refused

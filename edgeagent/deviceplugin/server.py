@@ -23,6 +23,7 @@ from typing import AsyncIterator, Dict, List, Optional, Sequence, Set, Tuple
 from grpclib import GRPCError
 from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
+from grpclib.protocol import H2Protocol
 from grpclib.server import Server
 
 from edgeagent.deviceplugin import allocate as alloc
@@ -203,6 +204,11 @@ class ResourceState:
                     pass
 
 
+def _shorten(text: str, limit: int = 200) -> str:
+    # a kubelet may send a thousand ids in one request: the log gets their start
+    return text if len(text) <= limit else text[:limit - 20] + "... (%d chars)" % len(text)
+
+
 class DevicePluginService(api.DevicePluginBase):
     """/v1beta1.DevicePlugin for one resource."""
 
@@ -245,10 +251,10 @@ class DevicePluginService(api.DevicePluginBase):
             parts = [state.encoded_container(u) for u in units]
         except alloc.AllocationError as e:
             state.allocations["error"] += 1
-            log.warning("Allocate %s refused: %s", requests, e)
+            log.warning("Allocate %s refused: %s", _shorten(repr(requests)), e)
             raise GRPCError(getattr(Status, e.code, Status.INVALID_ARGUMENT), str(e)) from None
         state.allocations["ok"] += 1
-        log.debug("%s: Allocate %s (%s strategy)", state.name, requests,
+        log.debug("%s: Allocate %s (%s strategy)", state.name, _shorten(repr(requests)),
                   state.strategy.name if state.strategy else "device")
         return Encoded(allocate_response(parts))
 
@@ -269,13 +275,13 @@ class PluginServer(Server):
 
     def __init__(self, handlers: Sequence[object], codec: Optional[ProtoCodec] = None) -> None:
         super().__init__(handlers, codec=codec or EncodedCodec())
-        self._protocols: "weakref.WeakSet[object]" = weakref.WeakSet()
+        self._protocols: "weakref.WeakSet[H2Protocol]" = weakref.WeakSet()
 
     if not CLOSE_CLIENTS:
         # grpclib's _protocol_factory (the same through grpclib 0.4.x) is the one place each
         # connection's protocol passes; tests/test_deviceplugin_kubelet.py fails when it stops
         # being called.
-        def _protocol_factory(self):  # type: ignore[no-untyped-def]
+        def _protocol_factory(self) -> H2Protocol:
             protocol = super()._protocol_factory()
             self._protocols.add(protocol)
             return protocol
