@@ -94,7 +94,7 @@ class Node:
     def __init__(self, board: str) -> None:
         from tests.e2e.host import PLUGIN_DIR, FixtureHost
         from tests.e2e.peers import ApiServerThread
-        from tests.fakekubelet import FakeKubelet
+        from tests.peers.kubelet import FakeKubelet
 
         self.host = FixtureHost(board)
         self.port = free_port()
@@ -128,7 +128,7 @@ def time_to_ready(node: Node, shiv_root: str) -> float:
 def allocate_latencies(node: Node, device: str, calls: int):
     from edgeagent.deviceplugin.plugin import socket_name
     from edgeagent.deviceplugin.proto import v1beta1 as api
-    from tests.fakekubelet import PluginClient
+    from tests.peers.kubelet import PluginClient
 
     client = PluginClient(os.path.join(node.kubelet.directory, socket_name("nvidia.com/gpu")))
     try:

@@ -8,7 +8,7 @@ import tempfile
 import threading
 from typing import Any, Dict, Optional
 
-from edgeagent.app import DEMO_PACKAGE_DIR, AgentContext
+from edgeagent.app import DEMO_PACKAGE_DIR
 from edgeagent.config import load_config
 from edgeagent.deviceplugin.component import DevicePluginComponent
 from edgeagent.deviceplugin.plugin import socket_name
@@ -52,9 +52,9 @@ class AgentThread:
         self.inventory = inventory if inventory is not None else discover(self.root)
         self.feed = InventoryFeed(self.inventory)
         self.registry = CollectorRegistry(auto_describe=True)
-        ctx = AgentContext(root=self.root, config=self.config, inventory=self.feed,
-                           registry=self.registry, status=lambda: {})
-        self.component = DevicePluginComponent(ctx, poll_interval=poll_interval)
+        self.component = DevicePluginComponent(self.root, self.config.options.device_plugin,
+                                               self.feed, self.registry,
+                                               poll_interval=poll_interval)
         self.directory = os.path.join(root, PLUGIN_DIR.lstrip("/"))
         self.started = threading.Event()
         self.error: Optional[BaseException] = None

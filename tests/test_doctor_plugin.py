@@ -237,3 +237,17 @@ def test_runtime_checks_skip_without_a_gpu():
     finally:
         shutil.rmtree(bare)
 
+
+
+def test_an_oversized_or_broken_checkpoint_is_unknown_not_a_crash(root):
+    listen(root, GPU_SOCK)
+    listen(root, DLA_SOCK)
+    # larger than any kubelet writes: not read whole, not parsed
+    write(root[0], PLUGIN_DIR + "/kubelet_internal_checkpoint",
+          '{"Data": {"RegisteredDevices": {"nvidia.com/gpu": ["0"]}}, "x": "%s"}'
+          % ("y" * (cp.MAX_CHECKPOINT_BYTES + 1)))
+    r = cp.check_plugin_registered(ctx(root[0]))
+    assert r.status == "PASS" and "checkpoint" not in r.detail
+    write(root[0], PLUGIN_DIR + "/kubelet_internal_checkpoint", "[" * 100000)
+    r = cp.check_plugin_registered(ctx(root[0]))
+    assert r.status == "PASS" and "checkpoint" not in r.detail

@@ -10,7 +10,14 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple
+from functools import cached_property
+from typing import (TYPE_CHECKING, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence,
+                    Tuple)
+
+from edgeagent.config import DevicePluginOptions, ResourceConfig
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from edgeagent.discovery.inventory import Inventory
 
 HEALTHY = "Healthy"        # the kubelet's constants (pluginapi.Healthy / pluginapi.Unhealthy)
 UNHEALTHY = "Unhealthy"
@@ -34,27 +41,6 @@ EDGETPU_GLOBS = ("/dev/apex_*",)
 _APEX_NODE = re.compile(r"^/dev/apex_(\d+)$")
 
 MAX_DEVICE_ID = 63  # the kubelet's limit on Device.ID
-
-
-@dataclass(frozen=True)
-class Options:
-    """The device-plugin part of the config, as plain values."""
-
-    replicas: int = 1
-    rename_by_default: bool = False
-    fail_requests_greater_than_one: bool = False
-    builtin_profiles: bool = True
-    resources: Tuple = ()                  # config.ResourceConfig values
-
-    @classmethod
-    def from_config(cls, config) -> "Options":
-        return cls(
-            replicas=config["sharing.replicas"],
-            rename_by_default=config["sharing.rename_by_default"],
-            fail_requests_greater_than_one=config["sharing.fail_requests_greater_than_one"],
-            builtin_profiles=config["device_plugin.builtin_profiles"],
-            resources=tuple(config["device_plugin.resources"]),
-        )
 
 
 @dataclass(frozen=True)
@@ -117,7 +103,9 @@ class Resource:
     max_per_container: int = 0       # 0: no limit beyond the device count
     gpu: bool = False                # Allocate goes through the GPU strategies
 
-    @property
+    # Resources are immutable and read on every Allocate and GetPreferredAllocation: with
+    # sharing.replicas = 1024, building the device list each time cost about 1 ms.
+    @cached_property
     def devices(self) -> Tuple[Device, ...]:
         out: List[Device] = []
         for u in self.units:
@@ -128,8 +116,13 @@ class Resource:
                            for k in range(1, self.replicas + 1))
         return tuple(out)
 
-    def device_map(self) -> Dict[str, Device]:
+    @cached_property
+    def _device_map(self) -> Dict[str, Device]:
         return {d.id: d for d in self.devices}
+
+    def device_map(self) -> Dict[str, Device]:
+        """Advertised devices by id (shared: do not modify)."""
+        return self._device_map
 
     def unit(self, unit_id: str) -> Optional[Unit]:
         for u in self.units:
@@ -149,9 +142,16 @@ def replica_id(unit_id: str, k: int) -> str:
     return "%s::%d" % (unit_id, k)
 
 
-def natural_key(text: str) -> Tuple:
-    """Sort "0::2" before "0::10", "apex_2" before "apex_10"."""
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text))
+_DIGIT_RUNS = re.compile(r"([0-9]+)")
+
+
+def natural_key(text: str) -> Tuple[object, ...]:
+    """Sort "0::2" before "0::10", "apex_2" before "apex_10". ASCII digit runs (the odd items of
+    the split) compare by value as (length, digits) without int(): a run of thousands of digits
+    would exceed Python's int-from-string limit, and \\d would take non-ASCII digits."""
+    parts = _DIGIT_RUNS.split(text)
+    return tuple((len(p.lstrip("0")), p.lstrip("0")) if i % 2 else p
+                 for i, p in enumerate(parts))
 
 
 def path_device_id(path: str) -> str:
@@ -164,15 +164,16 @@ def path_device_id(path: str) -> str:
     return text
 
 
-def gpu_resource_name(options: Options) -> str:
-    if options.replicas > 1 and options.rename_by_default:
+def gpu_resource_name(options: DevicePluginOptions) -> str:
+    if options.sharing.replicas > 1 and options.sharing.rename_by_default:
         return SHARED_GPU_RESOURCE
     return GPU_RESOURCE
 
 
 # --- the scan plan -------------------------------------------------------------------------------
 
-def scan_plan(inventory, options: Options, previous: Mapping[str, Resource]) -> ScanPlan:
+def scan_plan(inventory: Optional[Inventory], options: DevicePluginOptions,
+              previous: Mapping[str, Resource]) -> ScanPlan:
     """The paths, globs and devicetree node the next health check reads."""
     paths: List[str] = []
     globs: List[str] = []
@@ -198,7 +199,8 @@ def scan_plan(inventory, options: Options, previous: Mapping[str, Resource]) -> 
 
 # --- resources from facts ------------------------------------------------------------------------
 
-def _gpu_resource(inventory, facts: HostFacts, options: Options,
+def _gpu_resource(inventory: Optional[Inventory], facts: HostFacts,
+                  options: DevicePluginOptions,
                   previous: Optional[Resource]) -> Optional[Resource]:
     gpu = getattr(inventory, "gpu", None)
     if gpu is None or not gpu.is_nvidia:
@@ -216,12 +218,13 @@ def _gpu_resource(inventory, facts: HostFacts, options: Options,
         healthy, reason = False, "device node %s is missing" % ", ".join(missing)
     else:
         healthy, reason = True, ""
+    sharing = options.sharing
     return Resource(
         name=gpu_resource_name(options), kind="gpu",
         units=(Unit("0", nodes, healthy, reason),),
-        replicas=options.replicas,
-        max_per_container=1 if (options.replicas > 1
-                                and options.fail_requests_greater_than_one) else 0,
+        replicas=sharing.replicas,
+        max_per_container=1 if (sharing.replicas > 1
+                                and sharing.fail_requests_greater_than_one) else 0,
         gpu=True,
     )
 
@@ -249,7 +252,7 @@ def _edgetpu_units(facts: HostFacts) -> Tuple[Unit, ...]:
                  for p in _glob_matches(facts, EDGETPU_GLOBS) if _APEX_NODE.match(p))
 
 
-def _config_units(rc, facts: HostFacts) -> Tuple[Unit, ...]:
+def _config_units(rc: ResourceConfig, facts: HostFacts) -> Tuple[Unit, ...]:
     units = [Unit(path_device_id(p), (p,), True) for p in _glob_matches(facts, rc.paths)]
     wanted = set(rc.usb_ids)
     for u in facts.usb:
@@ -299,7 +302,8 @@ def _remember(current: Resource, previous: Optional[Resource], facts: HostFacts)
                     current.max_per_container, current.gpu)
 
 
-def build_resources(inventory, facts: HostFacts, options: Options,
+def build_resources(inventory: Optional[Inventory], facts: HostFacts,
+                    options: DevicePluginOptions,
                     previous: Optional[Mapping[str, Resource]] = None) -> Dict[str, Resource]:
     """Every resource to advertise, by name. Resources advertised before stay (their vanished
     devices Unhealthy): a plugin that disappears makes the kubelet drop capacity only after

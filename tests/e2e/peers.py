@@ -5,7 +5,7 @@
   real API server keeps its state in etcd across a restart;
 - ``Prometheus``: Debian's prometheus binary scraping the agent's /metrics every second.
 
-The grpcio kubelet is tests/fakekubelet.py's ``FakeKubelet`` (already thread-based).
+The grpcio kubelet is tests/peers/kubelet.py's ``FakeKubelet`` (already thread-based).
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def world(shiv_root):
     pyz_path()
     prometheus_exe = require_tool("prometheus")
     from tests.e2e.peers import ApiServerThread, Prometheus
-    from tests.fakekubelet import FakeKubelet
+    from tests.peers.kubelet import FakeKubelet
 
     host = FixtureHost("nano")
     # The node name must come from the kubelet's client certificate, not the hostname.
