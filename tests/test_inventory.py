@@ -3,13 +3,14 @@
 import pytest
 
 from edgeagent.discovery.devicetree import DeviceTree, DtNode
-from edgeagent.discovery.fdt import build_fdt, parse_fdt
+from edgeagent.discovery.fdt import parse_fdt
 from edgeagent.discovery.inventory import (
     JETPACK_BY_L4T, NVIDIA_IGPUS, HostFacts, UsbDevice, build_inventory, effective_status,
     jetpack_for, parse_l4t_release, parse_meminfo_total, soc_from_soc0)
 from edgeagent.discovery.scan import discover
 from edgeagent.hostpaths import HostRoot
 from tests.conftest import all_dtbs, dtb_path
+from tests.fdtblob import build_fdt
 from tests.hosts import NV_TEGRA_RELEASE, make_host
 
 NANO = "tegra210-p3450-0000.dtb"
