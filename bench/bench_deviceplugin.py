@@ -22,7 +22,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from edgeagent.deviceplugin.plugin import socket_name  # noqa: E402
 from edgeagent.deviceplugin.proto import v1beta1 as api  # noqa: E402
-from tests.dpharness import AgentThread, make_root, write  # noqa: E402
+from tests.dpharness import AgentThread  # noqa: E402
+from tests.peers.hosts import short_root as make_root  # noqa: E402
+from tests.peers.hosts import write  # noqa: E402
 from tests.fakekubelet import FakeKubelet, PluginClient  # noqa: E402
 
 ALLOCATE_P99_BUDGET_MS = 5.0

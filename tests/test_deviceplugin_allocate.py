@@ -9,7 +9,7 @@ from edgeagent.deviceplugin.allocate import (AllocationError, ContainerPlan, Dev
                                              plan_allocate, plan_container,
                                              preferred_allocation)
 from edgeagent.deviceplugin.model import Resource, Unit
-from edgeagent.deviceplugin.runtimefacts import CdiSpec, RuntimeConfig, RuntimeFacts
+from edgeagent.discovery.runtimefacts import CdiSpec, RuntimeConfig, RuntimeFacts
 
 GPU_NODES = ("/dev/nvhost-ctrl-gpu", "/dev/nvhost-gpu", "/dev/nvmap")
 

@@ -10,7 +10,9 @@ import grpc
 import pytest
 
 from edgeagent.deviceplugin.proto import v1beta1 as api
-from tests.dpharness import AgentThread, make_root, write
+from tests.dpharness import AgentThread
+from tests.peers.hosts import short_root as make_root
+from tests.peers.hosts import write
 from tests.fakekubelet import FakeKubelet, PluginClient, Watch
 from tests.tools import wait_until
 

@@ -6,13 +6,13 @@ import shutil
 import pytest
 
 from edgeagent.discovery.devicetree import DeviceTreeError
-from edgeagent.discovery.dirtree import MAX_PROPERTY_BYTES, read_dir_tree, write_dir_tree
+from edgeagent.discovery.dirtree import MAX_PROPERTY_BYTES, read_dir_tree
 from edgeagent.discovery.fdt import MAX_DEPTH, parse_fdt
 from edgeagent.discovery.inventory import HostFacts, build_inventory
 from edgeagent.discovery.scan import discover, read_devicetree
 from edgeagent.hostpaths import HostRoot
 from tests.conftest import all_dtbs, dtb_path
-from tests.hosts import make_host, put_tree, write, write_kernel_dir_tree
+from tests.peers.hosts import dtb_to_dir, make_host, put_tree, write
 
 
 def blob_tree(name):
@@ -22,9 +22,11 @@ def blob_tree(name):
 
 @pytest.mark.parametrize("name", all_dtbs())
 def test_directory_form_gives_the_same_model_as_the_blob(name, tmp_path):
+    # Two independent readings of one DTB: our parser, and dtc's decompilation written out as
+    # the kernel's directory form.
     tree = blob_tree(name)
     directory = str(tmp_path / "device-tree")
-    write_kernel_dir_tree(tree, directory)
+    dtb_to_dir(dtb_path(name), directory)
     assert os.path.exists(os.path.join(directory, "name"))   # the kernel's extra properties
     from_dir = read_dir_tree(directory, "/proc/device-tree")
     assert from_dir.source == "/proc/device-tree"
@@ -38,10 +40,9 @@ def test_directory_form_gives_the_same_model_as_the_blob(name, tmp_path):
                                                              b.accelerators)
 
 
-def test_plain_write_dir_tree_reads_back(tmp_path):
-    tree = blob_tree("tegra194-p2972-0000.dtb")
-    write_dir_tree(tree, str(tmp_path))
-    assert read_dir_tree(str(tmp_path), "x").root == tree.root
+def test_without_the_kernel_name_properties_too(tmp_path):
+    dtb_to_dir(dtb_path("tegra194-p2972-0000.dtb"), str(tmp_path), kernel_names=False)
+    assert read_dir_tree(str(tmp_path), "x").root == blob_tree("tegra194-p2972-0000.dtb").root
 
 
 def test_a_real_name_property_is_kept(tmp_path):
@@ -96,7 +97,7 @@ def model(tree):
 def test_preference_proc_then_sys_then_fdt(tmp_path):
     root = str(tmp_path)
     put_tree(root, NANO, "proc")
-    write_kernel_dir_tree(blob_tree(XAVIER), os.path.join(root, "sys/firmware/devicetree/base"))
+    dtb_to_dir(dtb_path(XAVIER), os.path.join(root, "sys/firmware/devicetree/base"))
     shutil.copyfile(dtb_path(ORIN), os.path.join(root, "sys/firmware/fdt"))
     host = HostRoot(root)
 

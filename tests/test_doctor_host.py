@@ -12,8 +12,8 @@ from edgeagent.doctor.runner import build_context
 from edgeagent.hostpaths import HostRoot
 from edgeagent.install import install
 from edgeagent.unitfile import CACHE_DIR, PYZ_PATH, UNIT_PATH, WANTS_LINK
-from tests.hostroots import (NANO, ORIN_NANO, RPI4, XAVIER, fake_pyz, make_root, write,
-                             write_dir_tree)
+from tests.peers.hosts import (NANO, ORIN_NANO, RPI4, XAVIER, fake_pyz, make_root, write,
+                             write_proc_tree)
 
 TODAY = datetime.date(2026, 1, 15)
 
@@ -67,7 +67,7 @@ def test_devicetree_warn_when_a_probe_fails(tmp_path):
 
 def test_devicetree_warn_when_the_board_is_anonymous(tmp_path):
     root = make_root(tmp_path, dtb=None, release=None, dev=())
-    write_dir_tree(root, {"/": {"#address-cells": b"\0\0\0\x02"}, "/cpus": {}})
+    write_proc_tree(root, {"/": {"#address-cells": b"\0\0\0\x02"}, "/cpus": {}})
     r = one(h.check_devicetree(ctx_for(root)))
     assert r.status == WARN and "board not recognised" in r.detail
 
@@ -137,7 +137,7 @@ def test_gpu_fail_on_orin_without_driver(tmp_path):
 
 
 def _tree_with_gpu(root, compatible, status):
-    write_dir_tree(root, {
+    write_proc_tree(root, {
         "/": {"model": b"Test Jetson\0", "compatible": b"nvidia,test\0nvidia,tegra194\0"},
         "/gpu@17000000": {"compatible": compatible + b"\0", "status": status + b"\0"},
     })

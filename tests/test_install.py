@@ -15,7 +15,7 @@ from edgeagent.install import (find_pyz, install, shiv_build_id, stale_builds, u
 from edgeagent.unitfile import (CACHE_DIR, COMMAND_PATH, CONFIG_PATH, PYZ_PATH, UNIT_PATH,
                                 WANTS_LINK, example_config, parse_unit, unit_environment,
                                 installed_paths, render_unit, unit_template)
-from tests.hostroots import fake_pyz, make_root, write
+from tests.peers.hosts import fake_pyz, make_root, write
 
 
 def p(root, host_path):

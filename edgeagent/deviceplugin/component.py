@@ -8,11 +8,11 @@ import logging
 from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Tuple
 
 from edgeagent.deviceplugin import allocate as alloc
-from edgeagent.deviceplugin.hostscan import scan
+from edgeagent.discovery.scan import probe_host as scan
 from edgeagent.deviceplugin.model import (GPU_RESOURCE, SHARED_GPU_RESOURCE, Options, Resource,
                                           build_resources, describe_units, health_changes,
                                           scan_plan)
-from edgeagent.deviceplugin.runtimefacts import RuntimeFacts, RuntimeFactsCache
+from edgeagent.discovery.runtimefacts import RuntimeFacts, RuntimeFactsCache
 from edgeagent.supervisor import Component
 
 if TYPE_CHECKING:  # the server and plugin modules import grpclib: only once the loop runs

@@ -42,7 +42,7 @@ def _inventory(ctx: DoctorContext):
 
 def _runtime(ctx: DoctorContext):
     if "deviceplugin.runtime" not in ctx.facts:
-        from edgeagent.deviceplugin.runtimefacts import read_runtime_facts
+        from edgeagent.discovery.runtimefacts import read_runtime_facts
 
         ctx.facts["deviceplugin.runtime"] = read_runtime_facts(ctx.root)
     return ctx.facts["deviceplugin.runtime"]
@@ -111,7 +111,7 @@ def _checkpoint_resources(ctx: DoctorContext) -> Optional[set]:
 
 
 def check_plugin_registered(ctx: DoctorContext) -> CheckResult:
-    from edgeagent.deviceplugin.hostscan import scan
+    from edgeagent.discovery.scan import probe_host as scan
     from edgeagent.deviceplugin.model import Options, build_resources, scan_plan
     from edgeagent.deviceplugin.sockets import socket_name
 
@@ -178,7 +178,7 @@ def _runtime_problems(ctx: DoctorContext, prefixes) -> List[str]:
 
 
 def check_docker_runtime(ctx: DoctorContext) -> CheckResult:
-    from edgeagent.deviceplugin.runtimefacts import DOCKER_DAEMON_JSON
+    from edgeagent.discovery.runtimefacts import DOCKER_DAEMON_JSON
 
     if _gpu(ctx) is None:
         return CheckResult(DOCKER_CHECK, SKIP, _no_gpu())
@@ -203,7 +203,7 @@ def check_docker_runtime(ctx: DoctorContext) -> CheckResult:
 
 
 def check_containerd_runtime(ctx: DoctorContext) -> List[CheckResult]:
-    from edgeagent.deviceplugin.runtimefacts import runtime_config_files
+    from edgeagent.discovery.runtimefacts import runtime_config_files
 
     if _gpu(ctx) is None:
         return [CheckResult(CONTAINERD_CHECK, SKIP, _no_gpu())]
@@ -247,7 +247,7 @@ def check_containerd_runtime(ctx: DoctorContext) -> List[CheckResult]:
 
 
 def check_cdi_spec(ctx: DoctorContext) -> CheckResult:
-    from edgeagent.deviceplugin.runtimefacts import CDI_DIRS, cdi_spec_files
+    from edgeagent.discovery.runtimefacts import CDI_DIRS, cdi_spec_files
 
     if _gpu(ctx) is None:
         return CheckResult(CDI_CHECK, SKIP, _no_gpu())
@@ -286,7 +286,7 @@ def check_cdi_spec(ctx: DoctorContext) -> CheckResult:
 
 def check_csv_files(ctx: DoctorContext) -> CheckResult:
     from edgeagent.deviceplugin.allocate import choose_strategy
-    from edgeagent.deviceplugin.runtimefacts import CSV_DIR
+    from edgeagent.discovery.runtimefacts import CSV_DIR
 
     if _gpu(ctx) is None:
         return CheckResult(CSV_CHECK, SKIP, _no_gpu())
