@@ -129,8 +129,11 @@ class HostRoot:
         """Up to ``limit`` bytes of a regular file (or a /proc, /sys pseudo-file)."""
         fd = self.open(host_path)
         try:
-            if stat.S_ISDIR(os.fstat(fd).st_mode):
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
                 raise IsADirectoryError(errno.EISDIR, "is a directory", host_path)
+            if not stat.S_ISREG(mode):   # a FIFO, socket or device planted for a file
+                raise OSError(errno.EINVAL, "not a regular file", host_path)
             chunks = []
             left = limit
             while left > 0:
@@ -221,8 +224,15 @@ class HostRoot:
         out = []
         for p in found:
             host = "/" + "/".join(p)
-            if self.lexists(host):
-                out.append(host)
+            # Unlike glob.glob, a dangling link (or one that leads out of the root, which is
+            # the same thing here) matches nothing: it is no device and no file.
+            try:
+                self.stat(host)
+            except OSError as e:
+                if strict and not is_absent(e):
+                    raise
+                continue
+            out.append(host)
         return sorted(set(out))
 
     def _dir_or_strict(self, parts: Tuple[str, ...], strict: bool) -> bool:
