@@ -13,7 +13,7 @@ from edgeagent.hostpaths import HostRoot
 from edgeagent.install import install
 from edgeagent.unitfile import CACHE_DIR, PYZ_PATH, UNIT_PATH, WANTS_LINK
 from tests.peers.hosts import (NANO, ORIN_NANO, RPI4, XAVIER, fake_pyz, make_root, write,
-                             write_proc_tree)
+                               write_proc_tree)
 
 TODAY = datetime.date(2026, 1, 15)
 
@@ -55,6 +55,16 @@ def test_devicetree_pass_on_a_raspberry_pi(tmp_path):
 def test_devicetree_warn_without_a_tree(tmp_path):
     r = one(h.check_devicetree(ctx_for(make_root(tmp_path, dtb=None, release=None, dev=()))))
     assert r.status == WARN and "not a devicetree board" in r.detail and r.fix
+
+
+def test_links_out_of_the_root_reach_no_check(tmp_path):
+    outside = tmp_path / "outside"
+    write(outside, "/nv_tegra_release", "# R36 (release), REVISION: 4.4, GCID: 1\n")
+    root = make_root(tmp_path, release=None)
+    os.symlink(str(outside / "nv_tegra_release"), str(root / "etc/nv_tegra_release"))
+    r = one(h.check_l4t(ctx_for(root)))
+    assert r.status == WARN and "without /etc/nv_tegra_release" in r.detail
+    assert "36" not in r.detail
 
 
 def test_devicetree_warn_when_a_probe_fails(tmp_path):
