@@ -257,3 +257,14 @@ def test_cache_rereads_only_on_change(root):
     write(root, "/etc/cdi/nvidia.yaml", NVIDIA_CTK_YAML.replace("name: all", "name: allx"))
     assert cache.refresh(now=4.0) is True              # same mtime second, other size
     assert cache.refresh(now=4000.0) is True           # max_age: CSV targets re-checked
+
+
+def test_deeply_nested_runtime_toml_is_walked_without_recursion():
+    text = "[" + ".".join("t%d" % i for i in range(3000)) + "]\nx = 1\n" \
+           "[plugins.cri.containerd.runtimes.nvidia]\nruntime_type = 'io.containerd.runc.v2'\n"
+    try:
+        config = parse_runtime_toml(text, "containerd", "/etc/containerd/config.toml")
+    except SpecError as e:       # a TOML library that refuses the depth itself: one line
+        assert "/etc/containerd/config.toml" in str(e) and "\n" not in str(e)
+    else:
+        assert config.nvidia_runtimes == ("nvidia",)

@@ -189,11 +189,16 @@ def parse_docker_daemon_json(text: str, path: str = DOCKER_DAEMON_JSON) -> Runti
 
 
 def _walk_tables(table: Dict[str, Any]) -> Iterable[Tuple[str, Any]]:
-    for key, value in table.items():
-        yield key, value
-        if isinstance(value, dict):
-            for item in _walk_tables(value):
-                yield item
+    # Iterative: a TOML file of 2,000 nested tables must not exhaust the stack.
+    stack = [iter(table.items())]
+    while stack:
+        for key, value in stack[-1]:
+            yield key, value
+            if isinstance(value, dict):
+                stack.append(iter(value.items()))
+                break
+        else:
+            stack.pop()
 
 
 def runtime_config_from_toml(doc: Dict[str, Any], engine: str, path: str) -> RuntimeConfig:

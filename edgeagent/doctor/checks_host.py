@@ -14,11 +14,12 @@ import re
 import subprocess
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from edgeagent.discovery.devnodes import GPU_NODES_TEXT
 from edgeagent.doctor.model import FAIL, PASS, SKIP, WARN, CheckResult, DoctorContext
 from edgeagent.errors import OperatorError
+from edgeagent.hostpaths import HostRoot
 from edgeagent.unitfile import (UNIT_DIRS, UNIT_NAME, UNIT_PATH, hidden_from_service,
                                 installed_paths, parse_unit, render_unit, resolve_in_root,
                                 unit_environment, unit_template)
@@ -145,7 +146,7 @@ def check_gpu(ctx: DoctorContext) -> CheckResult:
 
 # --- the systemd service -------------------------------------------------------------------------
 
-def find_unit(root: Any) -> Optional[str]:
+def find_unit(root: HostRoot) -> Optional[str]:
     """The host path of the edgeagent unit systemd would load, or None."""
     for folder in UNIT_DIRS:
         path = "%s/%s" % (folder, UNIT_NAME)
@@ -168,7 +169,7 @@ def _read_unit(ctx: DoctorContext) -> Tuple[Optional[str], Optional[str], Dict[s
     return ctx.facts["host.unit"]
 
 
-def _masked(root: Any, path: str) -> bool:
+def _masked(root: HostRoot, path: str) -> bool:
     return root.islink(path) and root.readlink(path) == "/dev/null"
 
 
@@ -403,7 +404,7 @@ def _version_from_name(path: str) -> Optional[Tuple[int, int]]:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def interpreter_version(root: Any, host_path: str, timeout: float) -> Optional[Tuple[int, int]]:
+def interpreter_version(root: HostRoot, host_path: str, timeout: float) -> Optional[Tuple[int, int]]:
     """X.Y of an interpreter: from its name after following symlinks inside the root
     (/usr/bin/python3 -> python3.8), else by running it (real root only)."""
     path = resolve_in_root(root, host_path)
