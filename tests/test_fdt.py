@@ -102,9 +102,9 @@ def test_round_trip_of_a_hand_made_tree():
     assert tree.root == root
     node = tree.get("/soc/npu@1000")
     assert node.compatible == ("a,b", "c,d")
-    assert node.u32s("reg") == [0x1000]
+    assert struct.unpack(">I", node.prop("reg")) == (0x1000,)
     assert node.prop("empty") == b""
-    assert node.strings("missing") == [] and tree.root.u32s("model") == []
+    assert node.strings("missing") == []
 
 
 def test_v16_blob_without_struct_size_parses():
