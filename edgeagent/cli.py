@@ -127,8 +127,8 @@ def load_cli(args: argparse.Namespace) -> Cli:
     root_dir, root_given = _resolve_root(args)
     root = HostRoot(root_dir)
     path = args.config or os.environ.get("EDGEAGENT_CONFIG")
-    if path is None and os.path.isfile(root.path(DEFAULT_CONFIG_PATH)):
-        path = root.path(DEFAULT_CONFIG_PATH)
+    if path is None and os.path.isfile(root.resolve(DEFAULT_CONFIG_PATH)):
+        path = root.resolve(DEFAULT_CONFIG_PATH)
     flags = {key: getattr(args, dest, None) for dest, key in FLAG_KEYS.items()}
     if flags.get("dry_run") is False:
         flags["dry_run"] = None  # store_true's False means "not given"

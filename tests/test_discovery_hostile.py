@@ -89,3 +89,21 @@ def test_the_real_tree_of_a_copied_host_still_reads(tmp_path):
     inv = discover(HostRoot(root))
     assert inv.board_model == "NVIDIA Jetson AGX Xavier Developer Kit"
     assert inv.devicetree_source == "/proc/device-tree"
+
+
+def test_credentials_and_tegrastats_links_out_of_the_root_are_not_used(tmp_path):
+    # Other features resolve their host paths with HostRoot.resolve: a kubelet kubeconfig or
+    # a tegrastats that links out of a fake root is as absent as a missing one.
+    from edgeagent.kube import credentials
+
+    outside = tmp_path / "outside"
+    write(outside, "/kubelet.conf", "apiVersion: v1\nkind: Config\nclusters: []\n")
+    root = make_host(str(tmp_path / "root"))
+    for host_path in credentials.KUBELET_KUBECONFIGS:
+        real = os.path.join(root, host_path.lstrip("/"))
+        os.makedirs(os.path.dirname(real), exist_ok=True)
+        os.symlink(str(outside / "kubelet.conf"), real)
+    host = HostRoot(root)
+    assert all(p.startswith(root + "/") for _, p in credentials.candidates(host, None))
+    with pytest.raises(credentials.NoCredentials):
+        credentials.find_credentials(host, env={})

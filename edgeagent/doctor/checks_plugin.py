@@ -101,7 +101,7 @@ def check_kubelet_socket(ctx: DoctorContext) -> CheckResult:
 
 
 def _checkpoint_resources(ctx: DoctorContext) -> Optional[set]:
-    path = ctx.root.path(_directory(ctx).rstrip("/") + "/" + CHECKPOINT)
+    path = ctx.root.resolve(_directory(ctx).rstrip("/") + "/" + CHECKPOINT)
     try:
         with open(path) as f:
             doc = json.load(f)
