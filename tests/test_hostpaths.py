@@ -3,8 +3,11 @@
 import os
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from edgeagent.hostpaths import HostRoot
+from tests.costbound import bounded
 
 
 def test_identity_at_slash():
@@ -146,3 +149,55 @@ def test_absent_and_unreadable_are_told_apart():
     assert is_absent(NotADirectoryError(errno.ENOTDIR, "x"))
     for code in (errno.EMFILE, errno.ENFILE, errno.EACCES, errno.EIO):
         assert not is_absent(OSError(code, "x"))
+
+
+# --- fuzzing: any links, any path: the result is inside the root ---------------------------------
+
+COMPONENT = st.sampled_from(["a", "b", "c", "..", ".", ""])
+TARGET = (st.lists(COMPONENT, min_size=1, max_size=6).map("/".join) |
+          st.lists(COMPONENT, min_size=0, max_size=4).map(lambda p: "/" + "/".join(p))
+          ).filter(bool)
+
+
+@pytest.mark.timeout(300)
+@settings(max_examples=int(os.environ.get("EDGEAGENT_FUZZ_EXAMPLES", "200")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(links=st.dictionaries(st.sampled_from(["a", "b", "a/b", "b/c", "c", "a/b/c"]), TARGET,
+                             max_size=5),
+       dirs=st.lists(st.sampled_from(["a", "b", "a/b", "c/a"]), max_size=4),
+       path=(st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=4)
+             | st.lists(COMPONENT, max_size=6)).map(lambda p: "/" + "/".join(p)))
+def test_resolution_never_leaves_the_root_and_agrees_with_the_kernel_inside_it(links, dirs, path):
+    import tempfile
+
+    base = os.path.realpath(tempfile.mkdtemp(prefix="eahp-"))
+    try:
+        root = os.path.join(base, "r")
+        os.makedirs(root)
+        for d in dirs:
+            os.makedirs(os.path.join(root, d), exist_ok=True)
+        for name, target in links.items():
+            real = os.path.join(root, name)
+            parent = os.path.dirname(real)
+            # Only where no link is on the way: the test must not write through its own links.
+            if os.path.isdir(parent) and os.path.realpath(parent) == parent \
+                    and not os.path.lexists(real):
+                os.symlink(target, real)
+        host = HostRoot(root)
+        resolved = bounded(lambda: host.resolve(path), 1.0, 1 << 20, (OSError,))
+        if isinstance(resolved, OSError):
+            assert resolved.errno == 40          # only a loop may stop a resolution
+            return
+        assert resolved == root or resolved.startswith(root + "/")
+        # Where the kernel's own resolution stays inside the root (relative links that do not
+        # climb out), both agree on existing paths.
+        real = os.path.realpath(os.path.join(root, path.lstrip("/")))
+        relative_only = all(not t.startswith("/") for t in links.values())
+        if relative_only and real.startswith(root + "/") and os.path.exists(real) \
+                and ".." not in path.split("/"):
+            assert os.path.realpath(resolved) == real
+            event("compared with the kernel's resolution")
+    finally:
+        import shutil
+
+        shutil.rmtree(base)
