@@ -88,3 +88,24 @@ def test_repeated_failures_are_logged_once_per_interval(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["cannot check x", "cannot check y",
                      "cannot check x (298 more like it held back)"]
+
+
+def test_a_gpu_node_that_could_not_be_checked_keeps_the_gpu_health(jetson):
+    from edgeagent.deviceplugin.model import GPU_RESOURCE
+    from edgeagent.discovery.facts import HostFacts
+
+    gpu_nodes = ["/dev/nvhost-ctrl-gpu", "/dev/nvhost-gpu", "/dev/nvmap"]
+    for node in gpu_nodes[:2]:
+        open(jetson.path(node), "w").close()
+    inventory = discover(jetson)
+    assert sorted(inventory.gpu.device_nodes) == sorted(gpu_nodes)
+    options = Options()
+    healthy = build_resources(inventory, HostFacts(existing=frozenset(gpu_nodes)), options)
+    assert healthy[GPU_RESOURCE].units[0].healthy
+    unchecked = HostFacts(existing=frozenset(gpu_nodes[1:]), unknown=frozenset(gpu_nodes[:1]))
+    kept = build_resources(inventory, unchecked, options, healthy)
+    assert kept[GPU_RESOURCE].units[0].healthy
+    gone = build_resources(inventory, HostFacts(existing=frozenset(gpu_nodes[1:])), options,
+                           healthy)
+    assert not gone[GPU_RESOURCE].units[0].healthy
+    assert "/dev/nvhost-ctrl-gpu is missing" in gone[GPU_RESOURCE].units[0].reason
