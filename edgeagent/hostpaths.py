@@ -63,13 +63,6 @@ class HostRoot:
             return "/" + "/".join(parts)
         return self._walk(parts)
 
-    def host_path(self, real_path: str) -> str:
-        """The inverse of :meth:`path`: how a real path under the root looks on the host."""
-        if self.root == "/":
-            return real_path
-        rel = os.path.relpath(real_path, self.root)
-        return "/" + ("" if rel == "." else rel)
-
     @staticmethod
     def _parts(host_path: str) -> List[str]:
         if not host_path.startswith("/"):

@@ -14,15 +14,12 @@ def test_identity_at_slash():
     root = HostRoot("/")
     assert root.path("/proc/meminfo") == "/proc/meminfo"
     assert root.path("/dev//nvmap") == "/dev/nvmap"
-    assert root.host_path("/proc/meminfo") == "/proc/meminfo"
 
 
 def test_prefix(tmp_path):
     root = HostRoot(str(tmp_path))
     assert root.path("/proc/meminfo") == os.path.join(str(tmp_path), "proc/meminfo")
     assert root.path("/") == str(tmp_path)
-    assert root.host_path(os.path.join(str(tmp_path), "dev/nvmap")) == "/dev/nvmap"
-    assert root.host_path(str(tmp_path)) == "/"
 
 
 @pytest.mark.parametrize("host_path", ["/../etc/passwd", "/../../etc/passwd", "/a/../../etc/passwd",
