@@ -1,7 +1,7 @@
 """The whole agent's budget table (issue 6), from one command.
 
 Runs the one-file build (dist/edgeagent.pyz or $EDGEAGENT_PYZ) the way a node runs it: `run` with
-every component on, on a fixture Jetson (tests/e2e/host.py: a real devicetree, L4T release, GPU
+every component on, on a fixture Jetson (tests/peers/hosts.py: a real devicetree, L4T release, GPU
 device nodes, tegrastats replaying real lines at 1 Hz), registered with a grpcio kubelet and
 labelling its Node on the HTTPS test API server, all shipped defaults except the labels' start-up
 jitter (0, so the steady window starts sooner). Then:
@@ -92,7 +92,7 @@ class Node:
     """A fixture host with its kubelet and API server, and the agent on it."""
 
     def __init__(self, board: str) -> None:
-        from tests.e2e.host import PLUGIN_DIR, FixtureHost
+        from tests.peers.hosts import PLUGIN_DIR, FixtureHost
         from tests.e2e.peers import ApiServerThread
         from tests.peers.kubelet import FakeKubelet
 
@@ -195,7 +195,7 @@ def parse_cost():
     try:
         import bench_exporter
     except ImportError:  # the exporter's bench is not here: measure the same way, in short
-        from tests.e2e.host import fixture_tegrastats_lines
+        from tests.peers.hosts import fixture_tegrastats_lines
         from edgeagent.tegrastats.parser import parse_line
 
         lines = fixture_tegrastats_lines(("",))

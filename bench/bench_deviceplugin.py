@@ -27,7 +27,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from edgeagent.deviceplugin.plugin import socket_name  # noqa: E402
-from tests.dpharness import AgentThread, make_root, write  # noqa: E402
+from tests.dpharness import AgentThread  # noqa: E402
+from tests.peers.hosts import short_root as make_root  # noqa: E402
+from tests.peers.hosts import write  # noqa: E402
 from tests.peers.kubelet import FakeKubelet, PluginClient, allocate_request  # noqa: E402
 
 ALLOCATE_P99_BUDGET_MS = 5.0

@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from edgeagent.config import load_config  # noqa: E402
 from edgeagent.discovery.scan import discover  # noqa: E402
-from edgeagent.feed import InventoryFeed  # noqa: E402
+from edgeagent.discovery.feed import InventoryFeed  # noqa: E402
 from edgeagent.hostpaths import HostRoot  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 

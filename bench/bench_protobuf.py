@@ -58,7 +58,7 @@ def encode_costs(repeat: int):
     from edgeagent.deviceplugin import allocate as alloc
     from edgeagent.deviceplugin.model import Resource, Unit
     from edgeagent.deviceplugin.proto import v1beta1 as api
-    from edgeagent.deviceplugin.runtimefacts import RuntimeFacts
+    from edgeagent.discovery.runtimefacts import RuntimeFacts
     from edgeagent.deviceplugin.server import (ResourceState, allocate_response, device_list,
                                                to_proto)
 

@@ -63,7 +63,8 @@ EARLY_STOP = EarlyStop()
 
 
 def main(inv: Invocation) -> int:
-    from edgeagent.app import describe_inventory, materialize_demo_host, run_agent
+    from edgeagent.app import materialize_demo_host, run_agent
+    from edgeagent.discovery.component import describe_inventory
     from edgeagent.hostpaths import HostRoot
     from edgeagent.looprunner import run_bounded
     from edgeagent.rlimits import raise_nofile_limit

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, List, Mapping, Optional
 
 from edgeagent.config import Config, Options
-from edgeagent.discovery.devicetree import DeviceTreeError
+from edgeagent.discovery.component import DiscoveryComponent
+from edgeagent.discovery.feed import InventoryFeed
 from edgeagent.discovery.inventory import Inventory
-from edgeagent.discovery.scan import discover
-from edgeagent.feed import InventoryFeed
 from edgeagent.hostpaths import HostRoot
 from edgeagent.sdnotify import Notifier
 from edgeagent.supervisor import Component, ComponentStatus, Supervisor
@@ -44,41 +43,6 @@ class AgentContext:
         return self.config.options
 
 
-class DiscoveryComponent(Component):
-    """Re-scans the host now and then and publishes a changed inventory (labels follow it)."""
-
-    name = "discovery"
-
-    def __init__(self, root: HostRoot, feed: InventoryFeed, interval: float = 60.0) -> None:
-        self.root = root
-        self.feed = feed
-        self.interval = interval
-
-    async def run(self, started: Callable[[], None]) -> None:
-        loop = asyncio.get_event_loop()
-        started()
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                # Reading the tree is blocking file I/O (tens of ms): keep it off the loop.
-                inventory = await loop.run_in_executor(None, discover, self.root)
-            except DeviceTreeError as e:
-                log.warning("re-scan failed, keeping the previous inventory: %s", e)
-                continue
-            if self.feed.publish(inventory):
-                log.info("inventory changed: %s", describe_inventory(inventory))
-
-
-def describe_inventory(inv: Inventory) -> str:
-    gpu = "no GPU"
-    if inv.gpu is not None:
-        gpu = "GPU %s %s (%s)" % (inv.gpu.path, ",".join(inv.gpu.compatible), inv.gpu.status)
-    accel = ", ".join(sorted({"%s x%d" % (a.kind, inv.accelerator_count(a.kind))
-                              for a in inv.accelerators})) or "none"
-    return "board %r, soc %s, L4T %s (JetPack %s), %s, accelerators: %s" % (
-        inv.board_model, inv.soc, inv.l4t, inv.jetpack, gpu, accel)
-
-
 def materialize_demo_host() -> str:
     """Copy the packaged demo host (a real Jetson devicetree, L4T release, device nodes) into a
     fresh temporary root: sockets and state can then be written there on any machine."""
@@ -95,7 +59,7 @@ def build_components(ctx: AgentContext) -> List[Component]:
     and returns a list of Components (empty when the host has nothing for it to do)."""
     options = ctx.options
     components: List[Component] = [DiscoveryComponent(
-        ctx.root, ctx.inventory, options.discovery.rescan_seconds)]
+        ctx.root, ctx.inventory, options.discovery)]
     if options.enabled("device-plugin"):
         from edgeagent.deviceplugin.component import build as build_device_plugin
 

@@ -111,9 +111,9 @@ def load_cli(args: argparse.Namespace) -> Invocation:
     root = HostRoot(root_dir)
     path = args.config or os.environ.get("EDGEAGENT_CONFIG")
     # lexists, not isfile: a default config that is there but not a regular file (a FIFO, a
-    # link to /dev/zero or to nothing) is reported, never silently skipped.
+    # link to /dev/zero or to nothing) is reported, never silently skipped; read inside the root.
     if path is None and os.path.lexists(root.path(DEFAULT_CONFIG_PATH)):
-        path = root.path(DEFAULT_CONFIG_PATH)
+        path = root.resolve(DEFAULT_CONFIG_PATH)
     flags = {key: getattr(args, dest, None) for dest, key in FLAG_KEYS.items()}
     if flags.get("dry_run") is False:
         flags["dry_run"] = None  # store_true's False means "not given"

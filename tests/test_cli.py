@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO, dtb_path
-from tests.hosts import make_host, write
+from tests.peers.hosts import make_host, write
 
 XAVIER = "tegra194-p2972-0000.dtb"
 ORIN = "tegra234-p3768-0000+p3767-0005.dtb"

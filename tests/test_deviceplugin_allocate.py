@@ -9,7 +9,7 @@ from edgeagent.deviceplugin.allocate import (AllocationError, ContainerPlan, Dev
                                              preferred_allocation, validate_allocate,
                                              validate_request)
 from edgeagent.deviceplugin.model import Resource, Unit, natural_key
-from edgeagent.deviceplugin.runtimefacts import CdiSpec, RuntimeConfig, RuntimeFacts
+from edgeagent.discovery.runtimefacts import CdiSpec, RuntimeConfig, RuntimeFacts
 
 GPU_NODES = ("/dev/nvhost-ctrl-gpu", "/dev/nvhost-gpu", "/dev/nvmap")
 

@@ -9,7 +9,9 @@ import stat
 import grpc
 import pytest
 
-from tests.dpharness import AgentThread, make_root, write
+from tests.dpharness import AgentThread
+from tests.peers.hosts import short_root as make_root
+from tests.peers.hosts import write
 from tests.peers.kubelet import FakeKubelet, PluginClient, Watch
 from tests.tools import wait_until
 

@@ -13,7 +13,8 @@ from edgeagent.doctor import checks_plugin as cp
 from edgeagent.doctor.model import DoctorContext
 from edgeagent.doctor.runner import default_check_modules
 from edgeagent.hostpaths import HostRoot
-from tests.dpharness import PLUGIN_DIR, make_root, write
+from tests.peers.hosts import PLUGIN_DIR, write
+from tests.peers.hosts import short_root as make_root
 from tests.test_deviceplugin_runtimefacts import CONTAINERD_V2, K3S, NVIDIA_CTK_YAML
 
 CSV = "/etc/nvidia-container-runtime/host-files-for-container.d/l4t.csv"

@@ -14,7 +14,7 @@ from edgeagent.doctor.runner import DEFAULT_SOURCES, default_check_modules
 from edgeagent.hostpaths import HostRoot
 from tests import doctor_fake_checks, doctor_fake_hanging, doctor_fake_slow
 from tests.conftest import REPO
-from tests.hostroots import make_root
+from tests.peers.hosts import make_root
 
 
 def collect(root, modules, **limits):
@@ -152,7 +152,7 @@ def test_doctor_exits_0_when_nothing_failed(tmp_path):
 
 
 def _fake(tmp_path):
-    from tests.hostroots import fake_pyz
+    from tests.peers.hosts import fake_pyz
 
     path = tmp_path / "edgeagent.pyz"
     if not path.exists():

@@ -15,7 +15,7 @@ from edgeagent.install.layout import (CACHE_DIR, COMMAND_PATH, CONFIG_PATH, PYZ_
                                       WANTS_LINK, example_config, installed_paths, parse_unit,
                                       render_unit, unit_environment, unit_template)
 from edgeagent.install.pyz import find_pyz, shiv_build_id, stale_builds
-from tests.hostroots import fake_pyz, make_root, write
+from tests.peers.hosts import fake_pyz, make_root, write
 
 
 def p(root, host_path):

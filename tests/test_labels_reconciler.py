@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from edgeagent.backoff import Backoff
 from edgeagent.config import load_config
 from edgeagent.discovery.scan import discover
-from edgeagent.feed import InventoryFeed
+from edgeagent.discovery.feed import InventoryFeed
 from edgeagent.hostpaths import HostRoot
 from edgeagent.kube.client import CredentialCache, KubeClient
 from edgeagent.kube.credentials import load_kubeconfig

@@ -1,7 +1,7 @@
 """Pure: Allocate and GetPreferredAllocation decisions.
 
 Takes the advertised :class:`~edgeagent.deviceplugin.model.Resource`, the cached
-:class:`~edgeagent.deviceplugin.runtimefacts.RuntimeFacts` and the kubelet's request; returns
+:class:`~edgeagent.discovery.runtimefacts.RuntimeFacts` and the kubelet's request; returns
 plain :class:`ContainerPlan` values (the server turns them into protobuf messages) or raises
 :class:`AllocationError` with a message an operator can act on. No I/O, so Allocate can never
 block pod admission on a slow disk.
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Sequence, Tuple
 
 from edgeagent.deviceplugin.model import Resource, natural_key, sorted_ids
-from edgeagent.deviceplugin.runtimefacts import CDI_DIRS, GPU_CDI_KIND, RuntimeFacts
+from edgeagent.discovery.runtimefacts import CDI_DIRS, GPU_CDI_KIND, RuntimeFacts
 
 VISIBLE_DEVICES = "NVIDIA_VISIBLE_DEVICES"
 # "void" tells nvidia-container-runtime to inject nothing: with the cdi and device-specs

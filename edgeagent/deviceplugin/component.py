@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Tuple
 
 from edgeagent.config import DevicePluginOptions
 from edgeagent.deviceplugin import allocate as alloc
-from edgeagent.deviceplugin.hostscan import scan
+from edgeagent.discovery.scan import probe_host as scan
 from edgeagent.deviceplugin.model import (GPU_RESOURCE, SHARED_GPU_RESOURCE, Resource,
                                           build_resources, describe_units, health_changes,
                                           scan_plan)
-from edgeagent.deviceplugin.runtimefacts import RuntimeFacts, RuntimeFactsCache
+from edgeagent.discovery.runtimefacts import RuntimeFacts, RuntimeFactsCache
 from edgeagent.supervisor import Component
 
 if TYPE_CHECKING:  # pragma: no cover - types only; grpclib is imported once the loop runs
@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover - types only; grpclib is imported once the
     from edgeagent.deviceplugin.plugin import ResourcePlugin
     from edgeagent.deviceplugin.server import Listing, ResourceState
     from edgeagent.discovery.inventory import Inventory
-    from edgeagent.feed import InventoryFeed
+    from edgeagent.discovery.feed import InventoryFeed
     from edgeagent.hostpaths import HostRoot
 
 log = logging.getLogger(__name__)

@@ -2,22 +2,27 @@
 
 The inventory, the config and a few host facts (which /dev nodes exist, the GPU's live devicetree
 status, USB devices) go in; immutable :class:`Resource` values come out. The I/O that gathers the
-facts lives in ``hostscan.py``; this module never touches the host.
+facts lives in ``edgeagent/discovery/scan.py``; this module never touches the host.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
-from typing import (TYPE_CHECKING, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence,
-                    Tuple)
+from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from edgeagent.config import DevicePluginOptions, ResourceConfig
+from edgeagent.discovery.devnodes import APEX_NODE as _APEX_NODE
+from edgeagent.discovery.devnodes import EDGETPU_GLOBS, NVDLA_GLOBS, NVDLA_SUPPORT_NODES
+from edgeagent.discovery.devnodes import NVDLA_NODE as _NVDLA_NODE
+from edgeagent.discovery.facts import HostFacts, ScanPlan, UsbNode
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from edgeagent.discovery.inventory import Inventory
+
+__all__ = ["HostFacts", "ScanPlan", "UsbNode"]   # the host-reading layer's types, re-exported
 
 HEALTHY = "Healthy"        # the kubelet's constants (pluginapi.Healthy / pluginapi.Unhealthy)
 UNHEALTHY = "Unhealthy"
@@ -27,48 +32,7 @@ SHARED_GPU_RESOURCE = "nvidia.com/gpu.shared"
 DLA_RESOURCE = "nvidia.com/dla"
 EDGETPU_RESOURCE = "google.com/edgetpu"
 
-# NVDLA engine nodes. JetPack 4 and 5 (nvhost) expose /dev/nvhost-nvdla<N> and
-# /dev/nvhost-ctrl-nvdla<N> (L4T r32/r35 l4t.csv lists both); JetPack 6 (r36, nvidia-oot) only
-# /dev/nvhost-ctrl-nvdla<N> (its devices.csv lists no nvhost-nvdla<N>). /dev/nvdla<N> is what
-# some non-L4T kernels name the engine. One device per engine index N, whatever nodes it has.
-NVDLA_GLOBS = ("/dev/nvhost-nvdla*", "/dev/nvhost-ctrl-nvdla*", "/dev/nvdla*")
-_NVDLA_NODE = re.compile(r"^/dev/(?:nvhost-nvdla|nvhost-ctrl-nvdla|nvdla)(\d+)$")
-# Shared nodes the DLA runtime also opens: nvmap allocates its buffers; host1x-fence (JetPack 6)
-# carries its sync points. Given with every engine when they exist.
-NVDLA_SUPPORT_NODES = ("/dev/nvmap", "/dev/host1x-fence")
-# PCIe Coral Edge TPU: the gasket/apex driver creates /dev/apex_<N> (google-coral/libedgetpu).
-EDGETPU_GLOBS = ("/dev/apex_*",)
-_APEX_NODE = re.compile(r"^/dev/apex_(\d+)$")
-
 MAX_DEVICE_ID = 63  # the kubelet's limit on Device.ID
-
-
-@dataclass(frozen=True)
-class UsbNode:
-    port: str          # sysfs name, "2-1.3": stable for a physical port across re-plugs
-    vendor: str
-    product: str
-    devnode: Optional[str]   # /dev/bus/usb/BBB/DDD, None when busnum/devnum are unreadable
-
-
-@dataclass(frozen=True)
-class HostFacts:
-    """What the health check read from the host, for the paths the scan plan asked about."""
-
-    existing: FrozenSet[str] = frozenset()               # host paths that exist
-    globs: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)  # pattern -> matches
-    gpu_status: Optional[str] = None    # live devicetree status; None: not readable, use inventory
-    usb: Tuple[UsbNode, ...] = ()
-
-
-@dataclass(frozen=True)
-class ScanPlan:
-    """What the next health check must look at (pure output, input of hostscan.scan)."""
-
-    paths: Tuple[str, ...]
-    globs: Tuple[str, ...]
-    gpu_node: Optional[str]        # devicetree path of the GPU whose status to re-read
-    usb: bool
 
 
 @dataclass(frozen=True)
@@ -209,13 +173,17 @@ def _gpu_resource(inventory: Optional[Inventory], facts: HostFacts,
         return None          # never advertised a GPU the devicetree disables
     status = facts.gpu_status if facts.gpu_status is not None else gpu.status
     nodes = tuple(gpu.device_nodes)
-    missing = [p for p in nodes if p not in facts.existing]
+    # A node that could not be checked (EMFILE...) is not missing: keep the previous health.
+    missing = [p for p in nodes if p not in facts.existing and p not in facts.unknown]
+    before = previous.unit("0") if previous is not None else None
     if status != "okay":
         healthy, reason = False, "devicetree node %s has status %r" % (gpu.path, status)
     elif not nodes:
         healthy, reason = False, "the GPU driver exposes no device nodes (is nvgpu loaded?)"
     elif missing:
         healthy, reason = False, "device node %s is missing" % ", ".join(missing)
+    elif before is not None and _unchecked(nodes, facts):
+        healthy, reason = before.healthy, before.reason
     else:
         healthy, reason = True, ""
     sharing = options.sharing
@@ -272,6 +240,16 @@ def _config_units(rc: ResourceConfig, facts: HostFacts) -> Tuple[Unit, ...]:
     return tuple(out)
 
 
+def _unchecked(paths: Iterable[str], facts: HostFacts) -> bool:
+    """True when the probe could not tell whether ``paths`` exist: one of them could not be
+    stat'ed, or a listing failed (EMFILE, EACCES...) and none of them is known to be absent.
+    Such a failure says nothing about the device: its previous health stands."""
+    paths = set(paths)
+    if paths & facts.unknown:
+        return True
+    return bool(facts.unknown) and paths <= facts.existing
+
+
 def _remember(current: Resource, previous: Optional[Resource], facts: HostFacts) -> Resource:
     """Keep devices seen before: one whose node vanished stays, Unhealthy, until it returns
     (the kubelet then keeps the capacity and stops placing pods on it; recovery is a health
@@ -282,6 +260,9 @@ def _remember(current: Resource, previous: Optional[Resource], facts: HostFacts)
     merged: List[Unit] = []
     for old in previous.units:
         new = now.pop(old.id, None)
+        if new is None and _unchecked(old.paths, facts):
+            merged.append(old)
+            continue
         if new is None:
             gone = [p for p in old.paths if p not in facts.existing]
             merged.append(Unit(old.id, old.paths, False,
@@ -291,8 +272,10 @@ def _remember(current: Resource, previous: Optional[Resource], facts: HostFacts)
             merged.append(new)
             continue
         paths = tuple(sorted(set(old.paths) | set(new.paths), key=natural_key))
-        missing = [p for p in paths if p not in facts.existing]
-        if missing and new.healthy:
+        missing = [p for p in paths if p not in facts.existing and p not in facts.unknown]
+        if not missing and new.healthy and set(paths) & facts.unknown:
+            new = Unit(new.id, paths, old.healthy, old.reason)
+        elif missing and new.healthy:
             new = Unit(new.id, paths, False, "device node %s is missing" % ", ".join(missing))
         else:
             new = Unit(new.id, paths, new.healthy, new.reason)

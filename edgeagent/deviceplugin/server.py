@@ -29,7 +29,7 @@ from grpclib.server import Server
 from edgeagent.deviceplugin import allocate as alloc
 from edgeagent.deviceplugin.model import Resource
 from edgeagent.deviceplugin.proto import v1beta1 as api
-from edgeagent.deviceplugin.runtimefacts import RuntimeFacts
+from edgeagent.discovery.runtimefacts import RuntimeFacts
 
 log = logging.getLogger(__name__)
 

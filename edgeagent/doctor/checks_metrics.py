@@ -31,7 +31,7 @@ def _is_tegra(ctx: DoctorContext) -> bool:
 async def check_tegrastats(ctx: DoctorContext) -> CheckResult:
     """tegrastats is present, runs, and prints a line the parser understands."""
     host_path = ctx.config["tegrastats.path"]
-    path = ctx.root.path(host_path)
+    path = ctx.root.resolve(host_path)
     if not os.path.exists(path):
         if _is_tegra(ctx):
             return CheckResult(

@@ -13,7 +13,7 @@ from edgeagent.doctor.model import FAIL, PASS, SKIP, WARN, CheckResult, DoctorCo
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from edgeagent.config import DevicePluginOptions
-    from edgeagent.deviceplugin.runtimefacts import RuntimeFacts
+    from edgeagent.discovery.runtimefacts import RuntimeFacts
     from edgeagent.discovery.inventory import Gpu, Inventory
 
 KUBELET_CHECK = "kubelet device-plugin socket"
@@ -49,7 +49,7 @@ def _inventory(ctx: DoctorContext) -> Optional[Inventory]:
 
 def _runtime(ctx: DoctorContext) -> RuntimeFacts:
     if "deviceplugin.runtime" not in ctx.facts:
-        from edgeagent.deviceplugin.runtimefacts import read_runtime_facts
+        from edgeagent.discovery.runtimefacts import read_runtime_facts
 
         ctx.facts["deviceplugin.runtime"] = read_runtime_facts(ctx.root)
     return ctx.facts["deviceplugin.runtime"]
@@ -128,7 +128,7 @@ def parse_checkpoint(data: bytes) -> Optional[Set[str]]:
 
 
 def _checkpoint_resources(ctx: DoctorContext) -> Optional[Set[str]]:
-    path = ctx.root.path(_directory(ctx).rstrip("/") + "/" + CHECKPOINT)
+    path = ctx.root.resolve(_directory(ctx).rstrip("/") + "/" + CHECKPOINT)
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_CHECKPOINT_BYTES + 1)
@@ -140,8 +140,8 @@ def _checkpoint_resources(ctx: DoctorContext) -> Optional[Set[str]]:
 
 
 def check_plugin_registered(ctx: DoctorContext) -> CheckResult:
-    from edgeagent.deviceplugin.hostscan import scan
     from edgeagent.deviceplugin.model import build_resources, scan_plan
+    from edgeagent.discovery.scan import probe_host as scan
     from edgeagent.deviceplugin.sockets import socket_name
 
     inv = _inventory(ctx)
@@ -207,7 +207,7 @@ def _runtime_problems(ctx: DoctorContext, prefixes: Sequence[str]) -> List[str]:
 
 
 def check_docker_runtime(ctx: DoctorContext) -> CheckResult:
-    from edgeagent.deviceplugin.runtimefacts import DOCKER_DAEMON_JSON
+    from edgeagent.discovery.runtimefacts import DOCKER_DAEMON_JSON
 
     if _gpu(ctx) is None:
         return CheckResult(DOCKER_CHECK, SKIP, _no_gpu())
@@ -232,7 +232,7 @@ def check_docker_runtime(ctx: DoctorContext) -> CheckResult:
 
 
 def check_containerd_runtime(ctx: DoctorContext) -> List[CheckResult]:
-    from edgeagent.deviceplugin.runtimefacts import runtime_config_files
+    from edgeagent.discovery.runtimefacts import runtime_config_files
 
     if _gpu(ctx) is None:
         return [CheckResult(CONTAINERD_CHECK, SKIP, _no_gpu())]
@@ -276,7 +276,7 @@ def check_containerd_runtime(ctx: DoctorContext) -> List[CheckResult]:
 
 
 def check_cdi_spec(ctx: DoctorContext) -> CheckResult:
-    from edgeagent.deviceplugin.runtimefacts import CDI_DIRS, cdi_spec_files
+    from edgeagent.discovery.runtimefacts import CDI_DIRS, cdi_spec_files
 
     if _gpu(ctx) is None:
         return CheckResult(CDI_CHECK, SKIP, _no_gpu())
@@ -315,7 +315,7 @@ def check_cdi_spec(ctx: DoctorContext) -> CheckResult:
 
 def check_csv_files(ctx: DoctorContext) -> CheckResult:
     from edgeagent.deviceplugin.allocate import choose_strategy
-    from edgeagent.deviceplugin.runtimefacts import CSV_DIR
+    from edgeagent.discovery.runtimefacts import CSV_DIR
 
     if _gpu(ctx) is None:
         return CheckResult(CSV_CHECK, SKIP, _no_gpu())

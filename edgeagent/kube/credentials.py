@@ -208,7 +208,7 @@ def load_kubeconfig(path: str, where: Optional[str] = None, root: Any = None,
     def resolve(p: str) -> str:
         if not os.path.isabs(p):
             return os.path.normpath(os.path.join(base, p))
-        return root.path(p) if root is not None else p
+        return root.resolve(p) if root is not None else p
 
     creds = parse_kubeconfig(doc, where, resolve)
     return Credentials(**dict(vars(creds), files=(os.path.abspath(path),) + creds.files,
@@ -222,8 +222,8 @@ def in_cluster(root: Any, env: Mapping[str, str]) -> Optional[Credentials]:
     if not host or not port:
         return None
     where = "in-cluster service account"
-    token_file = root.path(SERVICEACCOUNT_DIR + "/token")
-    ca_file = root.path(SERVICEACCOUNT_DIR + "/ca.crt")
+    token_file = root.resolve(SERVICEACCOUNT_DIR + "/token")
+    ca_file = root.resolve(SERVICEACCOUNT_DIR + "/ca.crt")
     for p, what in ((token_file, "token"), (ca_file, "CA")):
         if not os.path.isfile(p):
             raise CredentialsError("%s: %s %s: no such file" % (where, what, p))
@@ -237,7 +237,7 @@ def candidates(root: Any, explicit: Optional[str]) -> List[Tuple[str, str]]:
     """(description, real path) of the kubeconfigs tried, in order."""
     if explicit:
         return [("--kubeconfig", explicit)]
-    return [("kubelet kubeconfig", root.path(p)) for p in KUBELET_KUBECONFIGS]
+    return [("kubelet kubeconfig", root.resolve(p)) for p in KUBELET_KUBECONFIGS]
 
 
 def find_credentials(root: Any, explicit: Optional[str] = None,
@@ -250,7 +250,7 @@ def find_credentials(root: Any, explicit: Optional[str] = None,
             raise CredentialsError("kubeconfig %s: no such file" % explicit)
         return load_kubeconfig(explicit)
     for host_path in KUBELET_KUBECONFIGS:
-        real = root.path(host_path)
+        real = root.resolve(host_path)
         if os.path.isfile(real):
             return load_kubeconfig(real, "kubeconfig %s" % host_path, root=root,
                                    kubelet_identity=True)

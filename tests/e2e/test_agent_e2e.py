@@ -22,7 +22,7 @@ import grpc
 import pytest
 
 from tests.e2e.agent import AgentProcess, http_get, pyz_path, run_pyz
-from tests.e2e.host import PLUGIN_DIR, FixtureHost
+from tests.peers.hosts import PLUGIN_DIR, FixtureHost
 from tests.tools import free_port, require_tool, wait_until
 
 NODE = "jetson-1"
