@@ -39,7 +39,7 @@ from edgeagent.kube.client import CredentialCache, KubeClient, KubeMetrics  # no
 from edgeagent.kube.credentials import Credentials  # noqa: E402
 from edgeagent.labels.compute import compute_labels  # noqa: E402
 from edgeagent.labels.reconciler import DRIFT_JITTER, Reconciler  # noqa: E402
-from tests.kubeapi import KubeApiServer  # noqa: E402
+from tests.peers.kubeapi import KubeApiServer  # noqa: E402
 
 DEFAULT_DRIFT = 600.0
 

@@ -11,7 +11,7 @@ from edgeagent.doctor.checks_kube import CHECKS, clock_result
 from edgeagent.doctor.model import FAIL, PASS, SKIP, WARN, DoctorContext
 from edgeagent.doctor.registry import CHECK_MODULES
 from edgeagent.hostpaths import HostRoot
-from tests.kubeapi import ThreadedKubeApi
+from tests.peers.kubeapi import ThreadedKubeApi
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The aiohttp Kubernetes client against the local HTTPS test API server (tests/kubeapi.py)."""
+"""The aiohttp Kubernetes client against the HTTPS test API server (tests/peers/kubeapi.py)."""
 
 import asyncio
 import logging
@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from edgeagent.kube.client import CredentialCache, KubeClient, KubeMetrics, parse_retry_after
 from edgeagent.kube.credentials import load_kubeconfig
 from edgeagent.kube.errors import KubeError, KubeNetworkError, KubeTLSError
-from tests.kubeapi import KubeApiServer
+from tests.peers.kubeapi import KubeApiServer
 
 
 def arun(coro, timeout=60):

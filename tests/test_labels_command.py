@@ -12,7 +12,7 @@ from edgeagent.app import DEMO_PACKAGE_DIR
 from edgeagent.cli import build_parser, load_cli, main
 from edgeagent.labels.command import remove_owned_labels
 from tests.conftest import REPO
-from tests.kubeapi import ThreadedKubeApi
+from tests.peers.kubeapi import ThreadedKubeApi
 from tests.tools import require_tool
 
 ANN = "edgeagent.io/owned-labels"
@@ -103,7 +103,7 @@ def test_unreachable_api_server_is_exit_1(server, capsys):
 def test_subprocess_server_with_kubectl_and_the_agent(tmp_path):
     kubectl = require_tool("kubectl")
     folder = str(tmp_path / "srv")
-    proc = subprocess.Popen([sys.executable, "-m", "tests.kubeapi", "--dir", folder,
+    proc = subprocess.Popen([sys.executable, "-m", "tests.peers.kubeapi", "--dir", folder,
                              "--node", "jetson-1"], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

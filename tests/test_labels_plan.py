@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeagent.labels.plan import parse_owned, plan_labels, plan_removal
-from tests.kubeapi import merge_patch
+from tests.peers.kubeapi import merge_patch
 
 P = "edgeagent.io/"
 ANN = "edgeagent.io/owned-labels"

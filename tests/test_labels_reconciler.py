@@ -21,7 +21,7 @@ from edgeagent.labels.compute import compute_labels
 from edgeagent.labels.metrics import LabelMetrics
 from edgeagent.labels.reconciler import Reconciler, classify
 from tests.conftest import dtb_path
-from tests.kubeapi import KubeApiServer
+from tests.peers.kubeapi import KubeApiServer
 
 ANN = "edgeagent.io/owned-labels"
 

@@ -14,7 +14,7 @@ In-process::
 
 As a subprocess (end-to-end tests; faults through the admin-only /_test/ endpoints)::
 
-    python -m tests.kubeapi --dir DIR [--port N] [--node NAME ...]
+    python -m tests.peers.kubeapi --dir DIR [--port N] [--node NAME ...]
 
 prints ``READY <url>`` once serving, and writes DIR/ca.crt, DIR/kubeconfig-<node> (client
 certificate of system:node:<node>) and DIR/kubeconfig-admin (bearer token).
@@ -622,7 +622,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.kubeapi", description=__doc__.split(
+    parser = argparse.ArgumentParser(prog="python -m tests.peers.kubeapi", description=__doc__.split(
         "\n")[0])
     parser.add_argument("--dir", required=True, help="where to write ca.crt and kubeconfigs")
     parser.add_argument("--host", default="127.0.0.1")
