@@ -54,7 +54,7 @@ def inventory_labels(inventory: "Inventory", config: "Config") -> Dict[str, str]
     """The labels this node should carry; a label dropped as invalid is logged as a warning."""
     from edgeagent.labels.compute import compute_labels
 
-    result = compute_labels(inventory, config)
+    result = compute_labels(inventory, config.options.labels)
     for problem in result.problems:
         logging.getLogger("edgeagent.labels").warning("%s", problem)
     return result.labels

@@ -76,12 +76,13 @@ def test_forbidden_node_is_one_line_exit_1(server, capsys):
     code, out, err = run_cli(argv + ["--apply"], capsys)
     assert code == 1
     assert err.count("\n") == 1 and "403" in err and "--node-name" in err
+    assert "only its own Node" in err     # the Node authorizer's own words (1.32+)
+    server.api.edit_node("jetson-2", {"metadata": {"labels": {"edgeagent.io/b": "1"},
+                                                   "annotations": {ANN: "edgeagent.io/b"}}})
     code, _, err = run_cli(argv + ["--remove"], capsys)
-    assert code == 0   # nothing owned on jetson-2: nothing to remove, nothing sent
-    server.api.edit_node("jetson-2", {"metadata": {"labels": {"a.io/b": "1"},
-                                                   "annotations": {ANN: "a.io/b"}}})
-    code, _, err = run_cli(argv + ["--remove"], capsys)
-    assert code == 1 and "403" in err
+    assert code == 1 and "403" in err and err.count("\n") == 1
+    assert server.api.labels("jetson-2")["edgeagent.io/b"] == "1"
+    assert not server.api.requests_by("PATCH")
 
 
 def test_remove_owned_labels_for_uninstall(server, tmp_path, capsys):

@@ -58,10 +58,11 @@ async def check_kube(ctx: Any) -> List[CheckResult]:
     from edgeagent.kube.tls import make_ssl_context
 
     results: List[CheckResult] = []
-    if "labels" in ctx.config["disable"]:
+    options = ctx.config.options
+    if not options.enabled("labels"):
         return [CheckResult(n, SKIP, "the labels component is disabled") for n in ALL]
     try:
-        creds = find_credentials(ctx.root, ctx.config["kubeconfig"])
+        creds = find_credentials(ctx.root, options.kube.kubeconfig)
         make_ssl_context(creds)
     except NoCredentials as e:
         results.append(CheckResult("kube.credentials", FAIL, str(e),
@@ -72,7 +73,7 @@ async def check_kube(ctx: Any) -> List[CheckResult]:
         results.append(CheckResult("kube.credentials", FAIL, str(e),
                                    "fix or replace the kubeconfig named in the message"))
         return _skip_rest(results, ALL, "no usable credentials")
-    name, name_source = resolve_node_name(ctx.config, ctx.root, creds)
+    name, name_source = resolve_node_name(options.kube, ctx.root, creds)
     if creds.insecure:
         results.append(CheckResult("kube.credentials", WARN, creds.describe() +
                                    " with insecure-skip-tls-verify",
