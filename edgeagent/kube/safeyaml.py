@@ -21,7 +21,7 @@ from __future__ import annotations
 import yaml
 
 MAX_DEPTH = 64
-MAX_NODES = 100_000
+MAX_NODES = 20_000     # a kubeconfig with 2,000 clusters, users and contexts has fewer
 
 _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _KEEP = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:null")
