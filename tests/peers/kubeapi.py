@@ -696,13 +696,13 @@ class ThreadedKubeApi:
     commands, doctor) that run their own ``asyncio.run``. ``api`` is the KubeApiServer; change
     its state only between requests."""
 
-    def __init__(self, directory: str, nodes: Any = ("jetson-1",)) -> None:
+    def __init__(self, directory: str, nodes: Any = ("jetson-1",), **options: Any) -> None:
         import threading
 
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.api = KubeApiServer(directory, nodes=nodes)
+        self.api = KubeApiServer(directory, nodes=nodes, **options)
         asyncio.run_coroutine_threadsafe(self.api.start(), self.loop).result(30)
 
     def close(self) -> None:
