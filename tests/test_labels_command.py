@@ -152,3 +152,64 @@ def test_agent_run_labels_its_node_and_stops_cleanly(server):
     assert proc.returncode == 0, out
     assert "Node jetson-1 labels: set" in out
     assert len(api.requests_by("PATCH")) == 1
+
+
+HOSTILE_KUBECONFIGS = {
+    "spaces": "key" + " " * 100000 + ": v\n",
+    "digits": "apiVersion: " + "9" * 5000 + "\n",
+    "nested": "".join("%sk%d:\n" % (" " * (i % 100), i) for i in range(1500)),
+    "aliases": "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_KUBECONFIGS))
+def test_a_hostile_kubeconfig_is_one_line_exit_2(tmp_path, kind):
+    import time
+
+    path = tmp_path / "kubeconfig"
+    path.write_text(HOSTILE_KUBECONFIGS[kind])
+    env = dict(os.environ, PYTHONPATH=REPO)
+    for command in (["labels"], ["run", "--disable", "device-plugin,metrics"]):
+        start = time.monotonic()
+        res = subprocess.run([sys.executable, "-m", "edgeagent", "--root", DEMO_PACKAGE_DIR]
+                             + command + ["--kubeconfig", str(path)], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 2, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert lines[-1].startswith("edgeagent: error: kubeconfig %s: " % path), res.stderr
+        assert "Traceback" not in res.stderr
+        assert time.monotonic() - start < 15
+
+
+def test_a_hostile_kubelet_kubeconfig_leaves_run_responsive(tmp_path):
+    """The kubelet's kubeconfig is found, not given: run keeps going (it may be fixed), says
+    once what is wrong, and stops at SIGTERM at once."""
+    import shutil
+    import signal
+    import time
+
+    root = tmp_path / "root"
+    shutil.copytree(DEMO_PACKAGE_DIR, str(root))
+    conf = root / "etc/kubernetes/kubelet.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text(HOSTILE_KUBECONFIGS["spaces"])
+    env = dict(os.environ, PYTHONPATH=REPO, EDGEAGENT_LABELS_STARTUP_JITTER_SECONDS="0")
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    proc = subprocess.Popen([sys.executable, "-m", "edgeagent", "--root", str(root), "run",
+                             "--disable", "device-plugin,metrics"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "no-credentials" in line:
+                break
+        assert "line 1: mapping values are not allowed" in lines[-1], "".join(lines)
+    finally:
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=10)[0]
+    assert proc.returncode == 0 and time.monotonic() - start < 2, out
+    assert "Traceback" not in "".join(lines) + out
