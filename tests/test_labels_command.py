@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -140,17 +141,24 @@ def test_agent_run_labels_its_node_and_stops_cleanly(server):
         [sys.executable, "-m", "edgeagent", "--root", DEMO_PACKAGE_DIR, "run", "--disable",
          "device-plugin,metrics", "--kubeconfig", api.write_kubeconfig(), "--node-name",
          "jetson-1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    # The API server changes the Node before the agent has read the whole (chunked) answer:
+    # wait for the agent's own word that it is done, not for the Node.
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")),
+                              daemon=True)
+    reader.start()
     try:
         end = time.monotonic() + 60
-        while ANN not in api.annotations("jetson-1") and time.monotonic() < end:
-            assert proc.poll() is None, proc.stdout.read()
+        while not any("Node jetson-1 labels: set" in line for line in lines):
+            assert proc.poll() is None and time.monotonic() < end, "".join(lines)
             time.sleep(0.05)
         assert api.labels("jetson-1")["edgeagent.io/nvdla.count"] == "2"
+        assert ANN in api.annotations("jetson-1")
     finally:
         proc.send_signal(signal.SIGTERM)
-        out = proc.communicate(timeout=30)[0]
-    assert proc.returncode == 0, out
-    assert "Node jetson-1 labels: set" in out
+        proc.wait(30)
+        reader.join(10)
+    assert proc.returncode == 0, "".join(lines)
     assert len(api.requests_by("PATCH")) == 1
 
 
