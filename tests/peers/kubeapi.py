@@ -450,11 +450,14 @@ class KubeApiServer:
         out.enable_chunked_encoding()
         await out.prepare(request)
         step = max(1, self.piece_bytes)
-        for start in range(0, len(body), step):
-            if start:
-                await asyncio.sleep(self.piece_pause)
-            await out.write(body[start:start + step])
-        await out.write_eof()
+        try:
+            for start in range(0, len(body), step):
+                if start:
+                    await asyncio.sleep(self.piece_pause)
+                await out.write(body[start:start + step])
+            await out.write_eof()
+        except ConnectionError:
+            pass   # the client went away mid-answer (a cancelled reconcile): its business
         return out
 
     async def _answer(self, request: web.Request, handler: Any) -> web.StreamResponse:
