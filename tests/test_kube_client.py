@@ -228,6 +228,7 @@ def test_retry_after_forms():
     assert parse_retry_after(None) is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
     assert parse_retry_after("soon") is None
+    assert parse_retry_after("\u0661\u0662") is None      # Arabic-Indic digits are not ASCII
 
 
 # --- bodies as a real API server sends them ----------------------------------------------------

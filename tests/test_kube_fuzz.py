@@ -202,3 +202,18 @@ def test_any_node_object_plans_only_own_keys(meta_extra, labels, annotation):
     if not (isinstance(meta_extra, dict) and isinstance(meta_extra.get("metadata"), dict)):
         assert isinstance(bounded(plan_labels, meta_extra, desired, "edgeagent.io/",
                                   errors=ValueError), ValueError)
+
+
+@FUZZ
+@given(st.text(max_size=80) | st.sampled_from([
+    "12", " 7 ", "\u0661\u0662", "\uff11\uff12", "9" * 5000, "Wed, 21 Oct 2015 07:28:00 GMT",
+    "Wed, 99 Foo"]))
+def test_response_headers_of_any_text(value):
+    from edgeagent.kube.client import header_date, parse_retry_after
+
+    seconds = bounded(parse_retry_after, value, 0.0, errors=())
+    assert seconds is None or seconds >= 0
+    if seconds is not None:
+        assert value.strip().isascii()
+    date = bounded(header_date, {"Date": value}, errors=())
+    assert date is None or isinstance(date, float)

@@ -113,7 +113,8 @@ def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opti
         return None
     value = value.strip()
     if value.isdigit():
-        return float(value)
+        # ASCII digits only: str.isdigit() also takes "١٢" and fullwidth digits.
+        return float(value) if value.isascii() else None
     try:
         when = email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError):
