@@ -440,3 +440,15 @@ def test_problem_while_there_are_no_credentials(nano):
         assert "no-credentials" in rec.problem()
 
     arun(scenario())
+
+
+def test_the_ignored_keys_warning_stays_short(caplog):
+    from edgeagent.labels.plan import plan_labels
+    from edgeagent.labels.reconciler import warn_ignored
+
+    keys = ["team.example/k%d" % i for i in range(5000)]
+    node = {"metadata": {"annotations": {ANN: ",".join(keys)}}}
+    with caplog.at_level(logging.WARNING):
+        warn_ignored(plan_labels(node, {}, "edgeagent.io/"), "edgeagent.io/")
+    [message] = [r.getMessage() for r in caplog.records]
+    assert message.endswith("and 4990 more") and len(message) < 600

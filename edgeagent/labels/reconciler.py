@@ -101,9 +101,14 @@ def explain(error: BaseException) -> str:
     return ("%s (%s)" % (error, hint) if hint else str(error)).replace("\n", " ")
 
 
-def warn_ignored(plan: Plan, prefix: str) -> None:
+def warn_ignored(plan: Plan, prefix: str, shown: int = 10) -> None:
+    """One warning for annotation entries that are not edgeagent's (a hand edit); the list is
+    the Node's data, so only its first few keys are shown."""
+    keys = ", ".join(plan.ignored[:shown])
+    if len(plan.ignored) > shown:
+        keys += " and %d more" % (len(plan.ignored) - shown)
     log.warning("the %sowned-labels annotation lists keys edgeagent never owns (not its own "
-                "labels): ignored, left untouched: %s", prefix, ", ".join(plan.ignored))
+                "labels): ignored, left untouched: %s", prefix, keys)
 
 
 async def patch_node_labels(client: "KubeClient", name: str,
