@@ -165,6 +165,13 @@ def test_not_a_regular_file_and_over_the_cap(tmp_path):
     assert "larger than 1024 KiB" in str(bounded(load_kubeconfig, str(big)))
 
 
+@pytest.mark.parametrize("pem", [b"-----BEGIN CERTIFICATE-----" * (MAX_FILE // 27),
+                                 b"-----BEGIN CERTIFICATE-----\n" + b"A" * MAX_FILE,
+                                 b"-----END CERTIFICATE-----" * (MAX_FILE // 25)])
+def test_certificate_files_at_the_cap(pem):
+    assert bounded(subject_cn, pem) is None
+
+
 @FUZZ
 @given(st.binary(max_size=600))
 def test_certificate_common_name_of_any_bytes(der):
