@@ -289,7 +289,11 @@ def test_body_cap_is_counted_not_a_single_read(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("body", ["", "{not json", "[1, 2]", '{"kind": "Status"}',
-                                  '{"metadata": "x"}', "[" * 100000])
+                                  '{"metadata": "x"}', "[" * 100000,
+                                  # an int64 has 19 digits; int() of many is quadratic
+                                  '{"metadata": {"generation": %s}}' % ("9" * 4000)],
+                         ids=["empty", "not-json", "list", "status", "no-metadata", "deep",
+                              "huge-int"])
 def test_a_success_that_is_not_a_node_stops_the_caller(tmp_path, body):
     async def scenario():
         async with KubeApiServer(str(tmp_path)) as api:

@@ -196,6 +196,11 @@ def test_order_explicit_then_k3s_then_kubeadm_then_in_cluster(tmp_path, ca):
     creds = find_credentials(root, None, env=env)
     assert creds.server == "https://[fd00::1]:443" and creds.source.startswith("in-cluster")
     assert make_ssl_context(creds)[1] == "sa-token"
+    for bad in ({"KUBERNETES_SERVICE_HOST": "h", "KUBERNETES_SERVICE_PORT": "99999"},
+                {"KUBERNETES_SERVICE_HOST": "a b\n", "KUBERNETES_SERVICE_PORT": "443"}):
+        with pytest.raises(CredentialsError, match="make no valid URL") as e:
+            find_credentials(root, None, env=bad)
+        assert "\n" not in str(e.value)
     with pytest.raises(NoCredentials):
         find_credentials(root, None, env={})
     explicit = write(str(tmp_path / "explicit.yaml"), K3S_KUBELET.replace(

@@ -130,6 +130,15 @@ def _status_message(status: int, body: Any, text: str) -> Tuple[str, str]:
     return (snippet or "HTTP %d" % status), ""
 
 
+def _json_int(digits: str) -> int:
+    # Kubernetes integers are int64 (19 digits); int() of millions of digits is quadratic
+    # (minutes for a 4 MiB body) where Python has no int_max_str_digits limit (before 3.11 and
+    # its 3.8.14+ backport).
+    if len(digits) > 40:
+        raise ValueError("an integer of %d digits" % len(digits))
+    return int(digits)
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -264,7 +273,7 @@ class KubeClient:
         self._count(method, str(status))
         text = raw.decode("utf-8", "replace")
         try:
-            parsed = json.loads(text) if text else None
+            parsed = json.loads(text, parse_int=_json_int) if text else None
         except (ValueError, RecursionError):
             parsed = None
             if 200 <= status < 300:

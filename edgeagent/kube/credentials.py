@@ -297,7 +297,11 @@ def in_cluster(root: "HostRoot", env: Mapping[str, str]) -> Optional[Credentials
             raise CredentialsError("%s: %s %s: no such file" % (where, what, p))
     if ":" in host and not host.startswith("["):
         host = "[%s]" % host  # IPv6 service address
-    return Credentials(server="https://%s:%s" % (host, port), source=where, ca_file=ca_file,
+    server = "https://%s:%s" % (host, port)
+    if not _valid_url(server):
+        raise CredentialsError("%s: KUBERNETES_SERVICE_HOST/_PORT make no valid URL: %s"
+                               % (where, _show(server, True)))
+    return Credentials(server=server, source=where, ca_file=ca_file,
                        token_file=token_file, files=(token_file, ca_file))
 
 
