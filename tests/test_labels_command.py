@@ -86,6 +86,19 @@ def test_forbidden_node_is_one_line_exit_1(server, capsys):
     assert not server.api.requests_by("PATCH")
 
 
+def test_an_unreadable_node_stops_remove_and_apply(server, capsys):
+    api = server.api
+    api.edit_node("jetson-1", {"metadata": {"labels": {"edgeagent.io/board": "x"},
+                                            "annotations": {ANN: "edgeagent.io/board"}}})
+    for flag in ("--remove", "--apply"):
+        api.inject(200, body="{\"kind\": \"Node\", \"metad", method="GET")
+        code, out, err = run_cli(base(server) + [flag], capsys)
+        assert code == 1 and err.count("\n") == 1
+        assert "not JSON" in err and "nothing was written" in err
+    assert not api.requests_by("PATCH")
+    assert api.labels("jetson-1")["edgeagent.io/board"] == "x"
+
+
 def test_remove_owned_labels_for_uninstall(server, tmp_path, capsys):
     args = build_parser().parse_args(base(server))
     assert remove_owned_labels(load_cli(args)) == 0
