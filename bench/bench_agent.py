@@ -223,7 +223,8 @@ def api_requests_per_hour():
     from edgeagent.hostpaths import HostRoot
     from edgeagent.labels.compute import compute_labels
 
-    labels = compute_labels(discover(HostRoot(DEMO_PACKAGE_DIR)), load_config(env={}))
+    labels = compute_labels(discover(HostRoot(DEMO_PACKAGE_DIR)),
+                            load_config(env={}).options.labels)
     result = asyncio.run(bench_labels.steady(labels, 10, 1.0, 10.0))
     return result["per_hour"], result["per_check"]
 

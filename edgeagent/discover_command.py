@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(inv: Invocation) -> int:
     inventory = discover_inventory(inv.root, inv.args.fdt)
-    labels = inventory_labels(inventory, inv.config)
+    labels = inventory_labels(inventory, inv.config.options.labels)
     if inv.args.json:
         doc = inventory.to_json()
         doc["labels"] = labels

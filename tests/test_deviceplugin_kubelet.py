@@ -481,8 +481,10 @@ def test_a_failed_stat_of_kubelet_sock_is_not_a_kubelet_restart(root, cleanup, c
     agent, kubelet = run(root, cleanup, **{"device_plugin.builtin_profiles": False})
     kubelet.wait_registrations(1)
     serving = os.stat(agent.socket(GPU)).st_ino
-    os.unlink(kubelet.socket)
-    os.symlink(kubelet.socket, kubelet.socket)        # stat: ELOOP
+    # A link to itself renamed over the socket: stat gives ELOOP, and never ENOENT in between
+    # (an unlink first would leave a moment in which the kubelet really is gone).
+    os.symlink(kubelet.socket, kubelet.socket + ".loop")
+    os.replace(kubelet.socket + ".loop", kubelet.socket)
     wait_until(lambda: agent.component.problem() is not None, what="problem reported")
     assert "cannot check" in agent.component.problem()
     time.sleep(0.5)                                   # ten polls

@@ -8,15 +8,15 @@ import logging
 from typing import TYPE_CHECKING, Dict
 
 if TYPE_CHECKING:  # pragma: no cover - types only
-    from edgeagent.config import Config
+    from edgeagent.config import LabelsOptions
     from edgeagent.discovery.inventory import Inventory
 
 
-def inventory_labels(inventory: "Inventory", config: "Config") -> Dict[str, str]:
+def inventory_labels(inventory: "Inventory", options: "LabelsOptions") -> Dict[str, str]:
     """The labels this node should carry; a label dropped as invalid is logged as a warning."""
     from edgeagent.labels.compute import compute_labels
 
-    result = compute_labels(inventory, config)
+    result = compute_labels(inventory, options)
     for problem in result.problems:
         logging.getLogger("edgeagent.labels").warning("%s", problem)
     return result.labels

@@ -77,7 +77,7 @@ def install_demo_tegrastats(root: Any, host_path: str) -> Optional[str]:
 
 
 def build(ctx: Any) -> List[Component]:
-    """The metrics component factory (app.COMPONENT_FACTORIES["metrics"])."""
+    """The metrics components; called once by app.build_components."""
     from prometheus_client import ProcessCollector
 
     from edgeagent.metrics.collector import AgentCollector, TegrastatsCollector
