@@ -54,6 +54,7 @@ test_tools() {
   command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
   command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
   command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+  command -v dtc >/dev/null 2>&1 || missing+=(device-tree-compiler)
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${missing[*]} (Debian packages the tests use)"

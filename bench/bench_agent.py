@@ -1,7 +1,7 @@
 """The whole agent's budget table (issue 6), from one command.
 
 Runs the one-file build (dist/edgeagent.pyz or $EDGEAGENT_PYZ) the way a node runs it: `run` with
-every component on, on a fixture Jetson (tests/e2e/host.py: a real devicetree, L4T release, GPU
+every component on, on a fixture Jetson (tests/peers/hosts.py: a real devicetree, L4T release, GPU
 device nodes, tegrastats replaying real lines at 1 Hz), registered with a grpcio kubelet and
 labelling its Node on the HTTPS test API server, all shipped defaults except the labels' start-up
 jitter (0, so the steady window starts sooner). Then:
@@ -92,9 +92,9 @@ class Node:
     """A fixture host with its kubelet and API server, and the agent on it."""
 
     def __init__(self, board: str) -> None:
-        from tests.e2e.host import PLUGIN_DIR, FixtureHost
+        from tests.peers.hosts import PLUGIN_DIR, FixtureHost
         from tests.e2e.peers import ApiServerThread
-        from tests.fakekubelet import FakeKubelet
+        from tests.peers.kubelet import FakeKubelet
 
         self.host = FixtureHost(board)
         self.port = free_port()
@@ -128,7 +128,7 @@ def time_to_ready(node: Node, shiv_root: str) -> float:
 def allocate_latencies(node: Node, device: str, calls: int):
     from edgeagent.deviceplugin.plugin import socket_name
     from edgeagent.deviceplugin.proto import v1beta1 as api
-    from tests.fakekubelet import PluginClient
+    from tests.peers.kubelet import PluginClient
 
     client = PluginClient(os.path.join(node.kubelet.directory, socket_name("nvidia.com/gpu")))
     try:
@@ -195,7 +195,7 @@ def parse_cost():
     try:
         import bench_exporter
     except ImportError:  # the exporter's bench is not here: measure the same way, in short
-        from tests.e2e.host import fixture_tegrastats_lines
+        from tests.peers.hosts import fixture_tegrastats_lines
         from edgeagent.tegrastats.parser import parse_line
 
         lines = fixture_tegrastats_lines(("",))
@@ -223,7 +223,8 @@ def api_requests_per_hour():
     from edgeagent.hostpaths import HostRoot
     from edgeagent.labels.compute import compute_labels
 
-    labels = compute_labels(discover(HostRoot(DEMO_PACKAGE_DIR)), load_config(env={}))
+    labels = compute_labels(discover(HostRoot(DEMO_PACKAGE_DIR)),
+                            load_config(env={}).options.labels)
     result = asyncio.run(bench_labels.steady(labels, 10, 1.0, 10.0))
     return result["per_hour"], result["per_check"]
 

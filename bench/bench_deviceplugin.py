@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""Device plugin benchmark: Allocate latency seen by a grpcio client, and how long after a new
-kubelet.sock appears the plugin is registered again.
+"""Device plugin benchmark: Allocate latency seen by a grpcio client, how long after a new
+kubelet.sock appears the plugin is registered again, and GetPreferredAllocation with
+sharing.replicas = 1024 (its latency, and how long the plugin's event loop stalls meanwhile,
+seen as the worst GetDevicePluginOptions latency of a second client polling every 5 ms).
 
     python bench/bench_deviceplugin.py [--calls 1000] [--restarts 10] [--strategy device-specs]
+                                       [--preferred 50]
 
 Runs the real component (production poll and health intervals) in its own process, on the
-packaged demo Jetson in a temporary root, against the grpcio kubelet of the tests in this one. Budget: Allocate p99 < 5 ms,
-re-registration < 1 s. Exit status 1 when over budget.
+packaged demo Jetson in a temporary root, against the grpcio kubelet of the tests
+(tests/peers/kubelet.py) in this one. Budget: Allocate p99 < 5 ms, re-registration < 1 s,
+GetPreferredAllocation of 1024 replicas p99 < 50 ms with no loop stall over 50 ms. Exit status 1
+when over budget.
 """
 
 import argparse
@@ -15,18 +20,23 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from edgeagent.deviceplugin.plugin import socket_name  # noqa: E402
-from edgeagent.deviceplugin.proto import v1beta1 as api  # noqa: E402
-from tests.dpharness import AgentThread, make_root, write  # noqa: E402
-from tests.fakekubelet import FakeKubelet, PluginClient  # noqa: E402
+from tests.dpharness import AgentThread  # noqa: E402
+from tests.peers.hosts import short_root as make_root  # noqa: E402
+from tests.peers.hosts import write  # noqa: E402
+from tests.peers.kubelet import FakeKubelet, PluginClient, allocate_request  # noqa: E402
 
 ALLOCATE_P99_BUDGET_MS = 5.0
 REREGISTER_BUDGET_S = 1.0
+PREFERRED_P99_BUDGET_MS = 50.0
+LOOP_STALL_BUDGET_MS = 50.0
+REPLICAS = 1024
 
 L4T_CSV = "".join("dev, /dev/%s\n" % n for n in (
     "nvhost-ctrl", "nvhost-ctrl-gpu", "nvhost-gpu", "nvhost-as-gpu", "nvmap")) + "".join(
@@ -39,10 +49,11 @@ def percentile(values, p):
     return ordered[k]
 
 
-def agent_child(root, strategy):
+def agent_child(root, strategy, replicas="1"):
     """The plugin process: runs until its stdin closes."""
     agent = AgentThread(root, {"device_plugin.device_list_strategy": strategy,
-                               "device_plugin.health_interval_seconds": 2.0},
+                               "device_plugin.health_interval_seconds": 2.0,
+                               "sharing.replicas": int(replicas)},
                         poll_interval=0.5)   # the component's production default
     agent.start()
     sys.stdin.read()
@@ -50,15 +61,69 @@ def agent_child(root, strategy):
     return 0
 
 
+def preferred_rows(calls):
+    """GetPreferredAllocation with every one of 1024 replicas available, asking for all of
+    them (the worst case) and for one (what a pod asking for one replica sends)."""
+    root = make_root()
+    child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--agent-child", root,
+                              "envvar", str(REPLICAS)], stdin=subprocess.PIPE)
+    kubelet = FakeKubelet(os.path.join(root, "var/lib/kubelet/device-plugins")).start()
+    rows, failed = [], False
+    try:
+        kubelet.wait_registrations(2, timeout=30)
+        path = os.path.join(kubelet.directory, socket_name("nvidia.com/gpu"))
+        client, prober = PluginClient(path), PluginClient(path)
+        ids = ["0::%d" % k for k in range(1, REPLICAS + 1)]
+        for size in (REPLICAS, 1):
+            assert len(client.preferred(ids, [], size)) == size
+            stalls = []
+            done = threading.Event()
+
+            def probe():
+                while not done.is_set():
+                    t0 = time.perf_counter()
+                    prober.options(timeout=10)
+                    stalls.append((time.perf_counter() - t0) * 1000)
+                    time.sleep(0.005)
+
+            thread = threading.Thread(target=probe)
+            thread.start()
+            times = []
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                client.preferred(ids, [], size)
+                times.append((time.perf_counter() - t0) * 1000)
+            done.set()
+            thread.join()
+            p99 = percentile(times, 99)
+            rows.append(("GetPreferredAllocation %d of %d replicas p50 (%d calls)"
+                         % (size, REPLICAS, calls), "%.1f ms" % percentile(times, 50), ""))
+            rows.append(("GetPreferredAllocation %d of %d replicas p99" % (size, REPLICAS),
+                         "%.1f ms" % p99, "< %.0f ms" % PREFERRED_P99_BUDGET_MS))
+            rows.append(("  GetDevicePluginOptions meanwhile, max (loop stall)",
+                         "%.1f ms" % max(stalls), "< %.0f ms" % LOOP_STALL_BUDGET_MS))
+            failed |= p99 >= PREFERRED_P99_BUDGET_MS or max(stalls) >= LOOP_STALL_BUDGET_MS
+        client.close()
+        prober.close()
+    finally:
+        child.stdin.close()
+        child.wait(10)
+        kubelet.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    return rows, failed
+
+
 def main():
     if sys.argv[1:2] == ["--agent-child"]:
-        return agent_child(sys.argv[2], sys.argv[3])
+        return agent_child(*sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--restarts", type=int, default=10)
     parser.add_argument("--strategy", default="device-specs",
                         choices=("envvar", "cdi", "device-specs"),
                         help="device-specs answers the largest responses (200+ mounts)")
+    parser.add_argument("--preferred", type=int, default=50,
+                        help="GetPreferredAllocation calls with %d replicas" % REPLICAS)
     args = parser.parse_args()
 
     root = make_root()
@@ -82,10 +147,8 @@ def main():
         assert first.container_responses, "no answer"
         # Time the wire and the plugin, not this client: decode nothing (betterproto would
         # take longer to parse 200 mounts than the kubelet's Go code does).
-        raw = client.channel.unary_unary("/v1beta1.DevicePlugin/Allocate",
-                                         request_serializer=None, response_deserializer=None)
-        request = bytes(api.AllocateRequest(container_requests=[
-            api.ContainerAllocateRequest(devices_ids=["0"])]))
+        raw = client.raw_allocate()
+        request = allocate_request(["0"])
         size = len(raw(request, timeout=5))
         for _ in range(50):                         # warm-up: connection, caches
             raw(request, timeout=5)
@@ -123,6 +186,11 @@ def main():
         child.wait(10)
         kubelet.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+    if args.preferred:
+        more, over = preferred_rows(args.preferred)
+        rows += more
+        failed |= over
 
     width = max(len(r[0]) for r in rows)
     print("%-*s  %10s  %s" % (width, "measure", "value", "budget"))

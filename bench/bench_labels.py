@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from edgeagent.config import load_config  # noqa: E402
 from edgeagent.discovery.scan import discover  # noqa: E402
-from edgeagent.feed import InventoryFeed  # noqa: E402
+from edgeagent.discovery.feed import InventoryFeed  # noqa: E402
 from edgeagent.hostpaths import HostRoot  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
@@ -39,7 +39,7 @@ from edgeagent.kube.client import CredentialCache, KubeClient, KubeMetrics  # no
 from edgeagent.kube.credentials import Credentials  # noqa: E402
 from edgeagent.labels.compute import compute_labels  # noqa: E402
 from edgeagent.labels.reconciler import DRIFT_JITTER, Reconciler  # noqa: E402
-from tests.kubeapi import KubeApiServer  # noqa: E402
+from tests.peers.kubeapi import KubeApiServer  # noqa: E402
 
 DEFAULT_DRIFT = 600.0
 
@@ -103,7 +103,7 @@ async def stampede(labels, agents, jitter, max_rps):
         async with KubeApiServer(folder, nodes=names) as api:
             api.max_rps = max_rps
             registry = CollectorRegistry()
-            metrics = KubeMetrics.for_registry(registry)
+            metrics = KubeMetrics(registry)
             elapsed, _ = await run_agents(api, names, labels, 3600, jitter,
                                           lambda: labelled(api, names), 900, metrics)
             failed = sum(registry.get_sample_value("edgeagent_kube_requests_total",
@@ -139,7 +139,8 @@ def main() -> None:
 
     from edgeagent.app import DEMO_PACKAGE_DIR
 
-    labels = compute_labels(discover(HostRoot(DEMO_PACKAGE_DIR)), load_config(env={}))
+    labels = compute_labels(discover(HostRoot(DEMO_PACKAGE_DIR)),
+                            load_config(env={}).options.labels)
     print("labels per node: %d (the demo AGX Xavier)" % len(labels.labels))
     s = asyncio.run(steady(labels, args.steady_agents, args.steady_drift, args.steady_seconds))
     print("\nsteady state (labels already right)")

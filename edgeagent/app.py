@@ -1,37 +1,26 @@
-"""The agent: the only module that knows every component. Builds them from config and runs the
-supervisor until SIGTERM/SIGINT."""
+"""The agent: the only module that knows every component. Builds the enabled ones from the typed
+options and runs the supervisor until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import shutil
 import signal
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, List, Mapping, Optional
 
-from edgeagent.config import Config
-from edgeagent.discovery.devicetree import DeviceTreeError
+from edgeagent.config import Config, Options
+from edgeagent.discovery.component import DiscoveryComponent
+from edgeagent.discovery.feed import InventoryFeed
 from edgeagent.discovery.inventory import Inventory
-from edgeagent.discovery.scan import discover
-from edgeagent.feed import InventoryFeed
 from edgeagent.hostpaths import HostRoot
 from edgeagent.sdnotify import Notifier
 from edgeagent.supervisor import Component, ComponentStatus, Supervisor
 
 log = logging.getLogger("edgeagent")
-
-# Component name -> "module:function" building it; imported only when enabled, so a host that
-# disables a component never pays for its imports. Each factory takes an AgentContext and
-# returns a list of Components (empty when the host has nothing for it to do).
-COMPONENT_FACTORIES: Dict[str, str] = {
-    "device-plugin": "edgeagent.deviceplugin.component:build",
-    "metrics": "edgeagent.metrics.component:build",
-    "labels": "edgeagent.labels.component:build",
-}
 
 DEMO_PACKAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo", "host")
 
@@ -48,40 +37,10 @@ class AgentContext:
     demo: bool = False
     dry_run: bool = False
 
-
-class DiscoveryComponent(Component):
-    """Re-scans the host now and then and publishes a changed inventory (labels follow it)."""
-
-    name = "discovery"
-
-    def __init__(self, root: HostRoot, feed: InventoryFeed, interval: float = 60.0) -> None:
-        self.root = root
-        self.feed = feed
-        self.interval = interval
-
-    async def run(self, started: Callable[[], None]) -> None:
-        loop = asyncio.get_event_loop()
-        started()
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                # Reading the tree is blocking file I/O (tens of ms): keep it off the loop.
-                inventory = await loop.run_in_executor(None, discover, self.root)
-            except DeviceTreeError as e:
-                log.warning("re-scan failed, keeping the previous inventory: %s", e)
-                continue
-            if self.feed.publish(inventory):
-                log.info("inventory changed: %s", describe_inventory(inventory))
-
-
-def describe_inventory(inv: Inventory) -> str:
-    gpu = "no GPU"
-    if inv.gpu is not None:
-        gpu = "GPU %s %s (%s)" % (inv.gpu.path, ",".join(inv.gpu.compatible), inv.gpu.status)
-    accel = ", ".join(sorted({"%s x%d" % (a.kind, inv.accelerator_count(a.kind))
-                              for a in inv.accelerators})) or "none"
-    return "board %r, soc %s, L4T %s (JetPack %s), %s, accelerators: %s" % (
-        inv.board_model, inv.soc, inv.l4t, inv.jetpack, gpu, accel)
+    @property
+    def options(self) -> Options:
+        """The typed options; a component reads its own section (``ctx.options.labels``)."""
+        return self.config.options
 
 
 def materialize_demo_host() -> str:
@@ -94,62 +53,44 @@ def materialize_demo_host() -> str:
     return target
 
 
-def build_components(ctx: AgentContext, disabled: List[str]) -> List[Component]:
+def build_components(ctx: AgentContext) -> List[Component]:
+    """Discovery, then every enabled component. Each feature is imported only when enabled,
+    so a host that disables one never pays for its imports. A factory takes the AgentContext
+    and returns a list of Components (empty when the host has nothing for it to do)."""
+    options = ctx.options
     components: List[Component] = [DiscoveryComponent(
-        ctx.root, ctx.inventory, ctx.config.options.discovery.rescan_seconds)]
-    for name, target in COMPONENT_FACTORIES.items():
-        if name in disabled:
-            log.info("component %s disabled", name)
-            continue
-        module_name, func = target.split(":")
-        factory = getattr(importlib.import_module(module_name), func)
-        components.extend(factory(ctx))
+        ctx.root, ctx.inventory, options.discovery)]
+    if options.enabled("device-plugin"):
+        from edgeagent.deviceplugin.component import build as build_device_plugin
+
+        components.extend(build_device_plugin(ctx))
+    if options.enabled("metrics"):
+        from edgeagent.metrics.component import build as build_metrics
+
+        components.extend(build_metrics(ctx))
+    if options.enabled("labels"):
+        from edgeagent.labels.component import build as build_labels
+
+        components.extend(build_labels(ctx))
+    for name in options.disable:
+        log.info("component %s disabled", name)
     return components
-
-
-def _task_label(task: "asyncio.Task[object]") -> str:
-    coro = task.get_coro()
-    return getattr(coro, "__qualname__", None) or repr(coro)
-
-
-def run_until_complete_bounded(main: Awaitable[int], grace: float = 0.3) -> int:
-    """``asyncio.run(main)`` without its unbounded clean-up: asyncio.run waits for every task
-    it cancels, so one task that ignores cancellation would hold SIGTERM's exit forever. Here
-    tasks still running when ``main`` returns get ``grace`` seconds, then are abandoned."""
-    loop = asyncio.new_event_loop()
-    try:
-        asyncio.set_event_loop(loop)
-        return loop.run_until_complete(main)
-    finally:
-        try:
-            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.wait(pending, timeout=grace))
-                late = [t for t in pending if not t.done()]
-                if late:
-                    log.warning("%d task(s) still running at exit; not waiting for them: %s",
-                                len(late), ", ".join(sorted(_task_label(t) for t in late)))
-                    for task in late:
-                        # Said once above; without this each one would be reported again as
-                        # "Task was destroyed but it is pending!" whenever it is collected.
-                        # Task has the attribute on every supported Python (3.8-3.13).
-                        task._log_destroy_pending = False  # type: ignore[attr-defined]
-            loop.run_until_complete(asyncio.wait([loop.create_task(loop.shutdown_asyncgens())],
-                                                 timeout=grace))
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()  # shuts the default executor down without waiting for its threads
 
 
 async def run_agent(root: HostRoot, config: Config, inventory: Inventory, demo: bool = False,
                     stop: Optional[asyncio.Event] = None,
-                    notifier: Optional[Notifier] = None) -> int:
-    """Run every enabled component until ``stop`` is set (SIGTERM/SIGINT when not given)."""
+                    notifier: Optional[Notifier] = None,
+                    early_stop: Callable[[], bool] = lambda: False) -> int:
+    """Run every enabled component until ``stop`` is set (SIGTERM/SIGINT when not given).
+    ``early_stop`` says whether a stop signal came before the loop's handlers were installed."""
     from prometheus_client import CollectorRegistry
 
+    from edgeagent.daemonexecutor import DaemonExecutor
+
     loop = asyncio.get_event_loop()
+    # Blocking reads (a re-scan, a health probe) run in daemon threads: one stuck in a hung
+    # file must not hold the process after SIGTERM.
+    loop.set_default_executor(DaemonExecutor())
     stop = stop or asyncio.Event()
     own_signals = []
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -158,19 +99,24 @@ async def run_agent(root: HostRoot, config: Config, inventory: Inventory, demo: 
             own_signals.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
             pass
+    if early_stop():
+        stop.set()  # asked to stop during start-up: start nothing
     notifier = notifier or Notifier()
     feed = InventoryFeed(inventory)
     supervisor_ref: List[Supervisor] = []
     ctx = AgentContext(
         root=root, config=config, inventory=feed, registry=CollectorRegistry(auto_describe=True),
         status=lambda: supervisor_ref[0].status() if supervisor_ref else {},
-        demo=demo, dry_run=bool(config["dry_run"]) or demo,
+        demo=demo, dry_run=config.options.kube.dry_run or demo,
     )
-    components = build_components(ctx, list(config["disable"]))
-    supervisor = Supervisor(components, notifier)
-    supervisor_ref.append(supervisor)
-    log.info("starting %s", ", ".join(c.name for c in components))
     try:
+        if stop.is_set():
+            log.info("asked to stop during start-up: starting nothing")
+            return 0
+        components = build_components(ctx)
+        supervisor = Supervisor(components, notifier)
+        supervisor_ref.append(supervisor)
+        log.info("starting %s", ", ".join(c.name for c in components))
         return await supervisor.run(stop)
     finally:
         for sig in own_signals:

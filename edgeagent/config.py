@@ -6,8 +6,10 @@ their source are reported the same way: one line naming the file (or variable), 
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -20,6 +22,16 @@ COMPONENTS = ("device-plugin", "labels", "metrics")
 # in 9100-9999 since 2023, 9745 included; new exporters get ports outside that range. 19745 is in
 # no allocation we could find and below Linux's ephemeral range (32768+). See README "Metrics".
 DEFAULT_METRICS_PORT = 19745
+# The longest config file read: the documented example is 6 KiB; a cap keeps `--config /dev/zero`
+# or a runaway file from eating memory before the TOML parser says a word.
+MAX_CONFIG_BYTES = 1 << 20
+# Numbers come from operators, environment variables and flags: ASCII digits only (str.isdigit()
+# and int() also take '²', '١٢' and fullwidth digits), and few enough of them that no conversion
+# reaches Python's int/str digit limit (3.11+ raises ValueError past 4300 digits).
+_INT_TEXT = re.compile(r"[+-]?[0-9]{1,18}\Z")
+_FLOAT_TEXT = re.compile(r"[+-]?(?:[0-9]{1,18}(?:\.[0-9]{0,18})?|\.[0-9]{1,18})"
+                         r"(?:[eE][+-]?[0-9]{1,3})?\Z")
+_PORT_TEXT = re.compile(r"[0-9]{1,5}\Z")
 
 
 class _Invalid(ValueError):
@@ -55,14 +67,13 @@ def _int(lo: int, hi: int) -> Callable[[Any], int]:
         if isinstance(v, bool):
             raise _Invalid("must be an integer, got %s" % _show(v))
         if isinstance(v, str):
-            try:
-                v = int(v.strip(), 10)
-            except ValueError:
-                raise _Invalid("must be an integer, got %s" % _show(v)) from None
+            if not _INT_TEXT.match(v.strip()):
+                raise _Invalid("must be an integer, got %s" % _show(v))
+            v = int(v.strip(), 10)
         if not isinstance(v, int):
             raise _Invalid("must be an integer, got %s" % _show(v))
         if not lo <= v <= hi:
-            raise _Invalid("must be between %d and %d, got %d" % (lo, hi, v))
+            raise _Invalid("must be between %d and %d, got %s" % (lo, hi, _show(v)))
         return v
 
     return parse
@@ -73,14 +84,13 @@ def _float(lo: float, hi: float) -> Callable[[Any], float]:
         if isinstance(v, bool):
             raise _Invalid("must be a number, got %s" % _show(v))
         if isinstance(v, str):
-            try:
-                v = float(v.strip())
-            except ValueError:
-                raise _Invalid("must be a number, got %s" % _show(v)) from None
+            if not _FLOAT_TEXT.match(v.strip()):  # no "nan", "inf", "1_0" or non-ASCII digits
+                raise _Invalid("must be a number, got %s" % _show(v))
+            v = float(v.strip())
         if not isinstance(v, (int, float)) or v != v:
             raise _Invalid("must be a number, got %s" % _show(v))
         if not lo <= v <= hi:
-            raise _Invalid("must be between %g and %g, got %g" % (lo, hi, v))
+            raise _Invalid("must be between %g and %g, got %s" % (lo, hi, _show(v)))
         return float(v)
 
     return parse
@@ -115,7 +125,7 @@ def _components(v: Any) -> Tuple[str, ...]:
 def _address(v: Any) -> Tuple[str, int]:
     s = _str(v).strip()
     host, sep, port = s.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not _PORT_TEXT.match(port) or not 0 < int(port) < 65536:
         raise _Invalid("must be HOST:PORT with a port from 1 to 65535, got %s" % _show(v))
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
@@ -399,6 +409,8 @@ class Config:
         self.options = _options(self._values, self.sources)
 
     def __getitem__(self, key: str) -> Any:
+        # Transitional: the modules still reading dotted keys move to ``options`` (issue 12);
+        # then this goes. Nothing in this module relies on it.
         return self._values[key]
 
     def replace(self, **overrides: Any) -> "Config":
@@ -415,46 +427,120 @@ class Config:
 
 
 def _show(v: Any) -> str:
-    text = repr(v)
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10 ** 60:
+        return "a %d-bit integer" % v.bit_length()  # repr() of a huge int raises on 3.11+
+    if isinstance(v, (dict, list, tuple)) and len(v) > 20:
+        return "a %s of %d items" % (type(v).__name__, len(v))
+    try:
+        text = repr(v)
+    except (ValueError, RecursionError):
+        return "a %s" % type(v).__name__
     return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _parse(key: str, value: Any, where: str) -> Any:
     option = OPTIONS.get(key)
     if option is None:
-        raise ConfigError("%s: unknown key %r" % (where, key))
+        raise ConfigError("%s: unknown key %s" % (where, _show(key)))
     try:
         return option.parse(value)
     except _Invalid as e:
         raise ConfigError("%s: %s: %s" % (where, key, e)) from None
 
 
-def _flatten(table: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+_SECTIONS = {o.key.rsplit(".", 1)[0] for o in SCHEMA if "." in o.key}
+
+
+def _flatten(table: Mapping[str, Any]) -> Dict[str, Any]:
+    """Dotted keys of a parsed TOML document. Only the schema's own sections are descended into
+    (one level: no option is deeper), so a hostile file nested 2,000 tables deep costs one step
+    and comes out as one unknown key, never a RecursionError."""
     flat: Dict[str, Any] = {}
     for k, v in table.items():
-        key = prefix + k
-        if isinstance(v, dict) and key not in OPTIONS:
-            flat.update(_flatten(v, key + "."))
+        if isinstance(v, dict) and k not in OPTIONS:
+            # An unknown table is reported by its first dotted key ("foo.x"), deeper ones by a
+            # two-part prefix: either way an unknown key, found without recursion.
+            for sub, value in v.items():
+                flat[k + "." + sub] = value
+                if k not in _SECTIONS:
+                    break
         else:
-            flat[key] = v
+            flat[k] = v
     return flat
 
 
-def _read_toml(path: str) -> Dict[str, Any]:
+def read_config_text(path: str, limit: int = MAX_CONFIG_BYTES) -> bytes:
+    """The bytes of the config file ``path``: a regular file (never a FIFO, a device or
+    /dev/zero) of at most ``limit`` bytes. Raises ConfigError with one line."""
+    where = "config file %s" % _show_path(path)
+    try:
+        # O_NONBLOCK: opening a FIFO for reading would wait for a writer forever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:  # ELOOP, EIO, ENAMETOOLONG too: still an operator's problem, one line
+        raise ConfigError("%s: %s" % (where, file_problem(e, missing="not found"))) from None
+    except ValueError:  # an embedded NUL byte
+        raise ConfigError("%s: not a valid path" % where) from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ConfigError("%s: is a directory" % where)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError("%s: not a regular file" % where)
+        if st.st_size > limit:
+            raise ConfigError("%s: too big (%d bytes; at most %d)" % (where, st.st_size, limit))
+        chunks: List[bytes] = []
+        size = 0
+        while True:  # counted, not trusted to st_size: a file may grow while it is read
+            chunk = os.read(fd, min(65536, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise ConfigError("%s: too big (more than %d bytes)" % (where, limit))
+        return b"".join(chunks)
+    except OSError as e:
+        if e.errno == errno.EISDIR:
+            raise ConfigError("%s: is a directory" % where) from None
+        raise ConfigError("%s: %s" % (where, file_problem(e))) from None
+    finally:
+        os.close(fd)
+
+
+def _show_path(path: str) -> str:
+    return path if len(path) <= 200 else path[:197] + "..."
+
+
+def parse_toml(data: bytes, where: str) -> Dict[str, Any]:
+    """A TOML document; any problem (syntax, encoding, nesting, a number too long for Python's
+    int/str limit) is one ConfigError line naming ``where``."""
     try:
         import tomllib  # type: ignore[import-not-found]
     except ImportError:  # Python < 3.11
         import tomli as tomllib  # type: ignore[no-redef]
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except OSError as e:  # ELOOP, EIO, ENAMETOOLONG too: still an operator's problem, one line
-        problem = file_problem(e, missing="not found")
-        raise ConfigError("config file %s: %s" % (path, problem)) from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError("config file %s: invalid TOML: %s" % (path, e)) from None
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError("config file %s: not UTF-8 text" % path) from None
+        raise ConfigError("%s: not UTF-8 text" % where) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("%s: invalid TOML: %s" % (where, _one_line(str(e)))) from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError("%s: invalid TOML: nested too deeply" % where) from None
+    except ValueError as e:
+        if "digits" in str(e):  # int()'s digit limit on 3.11+, raised from inside tomllib
+            raise ConfigError("%s: a number has too many digits" % where) from None
+        raise ConfigError("%s: invalid TOML: %s" % (where, _one_line(str(e)))) from None
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _read_toml(path: str) -> Dict[str, Any]:
+    return parse_toml(read_config_text(path), "config file %s" % _show_path(path))
 
 
 def load_config(
@@ -471,7 +557,7 @@ def load_config(
     sources: Dict[str, str] = {o.key: "default" for o in SCHEMA}
     if path is not None:
         for key, raw in _flatten(_read_toml(path)).items():
-            values[key] = _parse(key, raw, "config file %s" % path)
+            values[key] = _parse(key, raw, "config file %s" % _show_path(path))
             sources[key] = path
     env = os.environ if env is None else env
     for option in SCHEMA:

@@ -1,13 +1,14 @@
 """What every command receives (the parsed flags, the host root, the loaded config) and the few
-helpers commands share. Feature command modules import this, never ``edgeagent.cli``."""
+helpers commands share. Feature command modules import this, never ``edgeagent.cli``; it
+imports no feature at module level and no feature package that imports it back (the import
+graph test holds it to that)."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, Optional
+from typing import TYPE_CHECKING, Optional
 
 from edgeagent.errors import OperatorError
 
@@ -48,13 +49,3 @@ def discover_inventory(root: "HostRoot", fdt: Optional[str] = None) -> "Inventor
         return discover(root, fdt)
     except DeviceTreeError as e:
         raise OperatorError("devicetree: %s" % e) from None
-
-
-def inventory_labels(inventory: "Inventory", config: "Config") -> Dict[str, str]:
-    """The labels this node should carry; a label dropped as invalid is logged as a warning."""
-    from edgeagent.labels.compute import compute_labels
-
-    result = compute_labels(inventory, config)
-    for problem in result.problems:
-        logging.getLogger("edgeagent.labels").warning("%s", problem)
-    return result.labels

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from typing import Mapping, Optional
 
 log = logging.getLogger(__name__)
+_USEC = re.compile(r"[0-9]{1,20}\Z")
 
 
 class Notifier:
@@ -24,7 +26,9 @@ class Notifier:
         pid = env.get("WATCHDOG_PID", "")
         # WATCHDOG_PID names the process that must ping; another process (a child) must not.
         mine = not pid or pid == str(os.getpid())
-        self.watchdog_usec = int(usec) if usec.isdigit() and int(usec) > 0 and mine else 0
+        # ASCII digits, at most 20 of them (a 64-bit usec): str.isdigit() also takes '²'.
+        valid = bool(_USEC.match(usec))
+        self.watchdog_usec = int(usec) if valid and int(usec) > 0 and mine else 0
 
     @property
     def enabled(self) -> bool:

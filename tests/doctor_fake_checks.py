@@ -1,4 +1,4 @@
-"""Check modules the doctor-runner tests load by name (like registry.CHECK_MODULES entries)."""
+"""Check modules the doctor-runner tests hand to the runner (as doctor.runner imports its own)."""
 
 import asyncio
 import threading

@@ -1,41 +1,18 @@
-"""Run the device-plugin component on its own thread and event loop against a fake host root,
-so tests can drive it with blocking grpcio calls."""
+"""Run the device-plugin component on its own thread and event loop against a fake host root
+(tests/peers/hosts.py builds it), so tests can drive it with blocking grpcio calls."""
 
 import asyncio
 import os
-import shutil
-import tempfile
 import threading
 from typing import Any, Dict, Optional
 
-from edgeagent.app import DEMO_PACKAGE_DIR, AgentContext
 from edgeagent.config import load_config
 from edgeagent.deviceplugin.component import DevicePluginComponent
 from edgeagent.deviceplugin.plugin import socket_name
 from edgeagent.discovery.scan import discover
-from edgeagent.feed import InventoryFeed
+from edgeagent.discovery.feed import InventoryFeed
 from edgeagent.hostpaths import HostRoot
-
-PLUGIN_DIR = "/var/lib/kubelet/device-plugins"
-
-
-def make_root(demo: bool = True) -> str:
-    """A short temporary host root (unix socket paths must fit in 108 bytes for grpcio):
-    the packaged demo Jetson AGX Xavier, plus the kubelet's device-plugin directory."""
-    root = tempfile.mkdtemp(prefix="eadp-", dir="/tmp")
-    if demo:
-        shutil.copytree(DEMO_PACKAGE_DIR, root, dirs_exist_ok=True)
-    os.makedirs(os.path.join(root, PLUGIN_DIR.lstrip("/")), exist_ok=True)
-    return root
-
-
-def write(root: str, host_path: str, text: str = "") -> str:
-    path = os.path.join(root, host_path.lstrip("/"))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
-    return path
-
+from tests.peers.hosts import PLUGIN_DIR
 
 class AgentThread:
     """The component under test. ``overrides`` are config keys (dotted)."""
@@ -52,9 +29,9 @@ class AgentThread:
         self.inventory = inventory if inventory is not None else discover(self.root)
         self.feed = InventoryFeed(self.inventory)
         self.registry = CollectorRegistry(auto_describe=True)
-        ctx = AgentContext(root=self.root, config=self.config, inventory=self.feed,
-                           registry=self.registry, status=lambda: {})
-        self.component = DevicePluginComponent(ctx, poll_interval=poll_interval)
+        self.component = DevicePluginComponent(self.root, self.config.options.device_plugin,
+                                               self.feed, self.registry,
+                                               poll_interval=poll_interval)
         self.directory = os.path.join(root, PLUGIN_DIR.lstrip("/"))
         self.started = threading.Event()
         self.error: Optional[BaseException] = None

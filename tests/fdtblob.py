@@ -76,3 +76,20 @@ def chain_blob(depth):
     for _ in range(depth):
         w.end()
     return w.finish().blob()
+
+
+def build_fdt(root):
+    """Serialise a model tree (a DtNode and its children) to a v17 blob with StructWriter: the
+    tests' own writer, sharing no code with the parser under test."""
+    w = StructWriter()
+
+    def emit(node):
+        w.begin(node.name)
+        for name, value in node.props.items():
+            w.prop(name, value)
+        for child in node.children:
+            emit(child)
+        w.end()
+
+    emit(root)
+    return w.finish().blob()

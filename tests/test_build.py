@@ -16,7 +16,7 @@ import pytest
 
 import edgeagent
 from tests.conftest import REPO
-from tests.hosts import make_host
+from tests.peers.hosts import make_host
 
 BUILD_SH = os.path.join(REPO, "build.sh")
 ELF_MACHINES = {62: "x86-64", 183: "aarch64", 40: "arm"}

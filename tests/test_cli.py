@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO, dtb_path
-from tests.hosts import make_host, write
+from tests.peers.hosts import make_host, write
 
 XAVIER = "tegra194-p2972-0000.dtb"
 ORIN = "tegra234-p3768-0000+p3767-0005.dtb"
@@ -266,3 +266,49 @@ def test_broken_pipe_is_not_a_traceback(tmp_path):
     proc.wait(timeout=60)
     proc.stderr.close()
     assert "Traceback" not in err
+
+
+# --- the catch-all: an internal error is one line too --------------------------------------------
+
+CRASH = """
+import sys
+from edgeagent import version_command
+
+def boom(inv):
+    raise KeyError("no such thing")
+
+version_command.main = boom
+from edgeagent.cli import main
+main(sys.argv[1:])
+"""
+
+
+def _crash(*args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEAGENT_")}
+    env["PYTHONPATH"] = REPO
+    return subprocess.run([sys.executable, "-c", CRASH] + list(args), env=env, cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=60)
+
+
+def test_an_internal_error_is_one_line_exit_1():
+    result = _crash("version")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "edgeagent: error: internal error: KeyError: 'no such thing' (a bug in edgeagent: rerun "
+        "with --log-level debug for the traceback and report it)"]
+
+
+def test_debug_level_shows_the_traceback():
+    result = _crash("--log-level", "debug", "version")
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "KeyError: 'no such thing'" in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("edgeagent: error: internal error: ")
+
+
+def test_the_commands_are_the_documented_ones():
+    from edgeagent.cli import build_parser
+
+    sub = [a for a in build_parser()._actions if a.dest == "command"][0]
+    assert list(sub.choices) == ["version", "discover", "run", "install", "uninstall", "doctor",
+                                 "tegrastats", "labels"]

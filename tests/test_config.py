@@ -29,17 +29,17 @@ def error_of(**kwargs):
 
 def test_defaults():
     config = load_config(env={})
-    assert config["log_level"] == "info"
-    assert config["log_format"] == "text"
-    assert config["metrics.address"] == ("0.0.0.0", DEFAULT_METRICS_PORT)
-    assert config["device_plugin.directory"] == "/var/lib/kubelet/device-plugins"
-    assert config["sharing.replicas"] == 1
-    assert config["labels.prefix"] == "edgeagent.io/"
-    assert config["disable"] == ()
-    assert config["dry_run"] is False
-    assert config["node_name"] is None and config["kubeconfig"] is None
-    assert config["tegrastats.path"] == "/usr/bin/tegrastats"
-    assert config["device_plugin.resources"] == ()
+    assert config.options.log_level == "info"
+    assert config.options.log_format == "text"
+    assert config.options.metrics.address == ("0.0.0.0", DEFAULT_METRICS_PORT)
+    assert config.options.device_plugin.directory == "/var/lib/kubelet/device-plugins"
+    assert config.options.device_plugin.sharing.replicas == 1
+    assert config.options.labels.prefix == "edgeagent.io/"
+    assert config.options.disable == ()
+    assert config.options.kube.dry_run is False
+    assert config.options.kube.node_name is None and config.options.kube.kubeconfig is None
+    assert config.options.tegrastats.path == "/usr/bin/tegrastats"
+    assert config.options.device_plugin.resources == ()
     assert set(config.sources.values()) == {"default"}
     assert config.path is None
 
@@ -84,13 +84,13 @@ name = "example.com/tpu"
 usb_ids = ["1A6E:089A", "18d1:9302"]
 """)
     config = load_config(path, env={})
-    assert config["log_level"] == "debug"
-    assert config["node_name"] == "jetson-01"
-    assert config["disable"] == ("labels",)
-    assert config["metrics.address"] == ("127.0.0.1", 9100)
-    assert config["sharing.replicas"] == 4
-    assert config["labels.prefix"] == "example.com/"
-    assert config["device_plugin.resources"] == (
+    assert config.options.log_level == "debug"
+    assert config.options.kube.node_name == "jetson-01"
+    assert config.options.disable == ("labels",)
+    assert config.options.metrics.address == ("127.0.0.1", 9100)
+    assert config.options.device_plugin.sharing.replicas == 4
+    assert config.options.labels.prefix == "example.com/"
+    assert config.options.device_plugin.resources == (
         ResourceConfig("example.com/camera", ("/dev/video*",), (), 2),
         ResourceConfig("example.com/tpu", (), ("1a6e:089a", "18d1:9302"), 1))
     assert config.sources["sharing.replicas"] == path
@@ -101,7 +101,7 @@ usb_ids = ["1A6E:089A", "18d1:9302"]
 def test_dotted_keys_at_the_top_level_work_too(tmp_path):
     path = toml(tmp_path, 'sharing.replicas = 3\n"tegrastats".interval_ms = 500\n')
     config = load_config(path, env={})
-    assert (config["sharing.replicas"], config["tegrastats.interval_ms"]) == (3, 500)
+    assert (config.options.device_plugin.sharing.replicas, config.options.tegrastats.interval_ms) == (3, 500)
 
 
 @pytest.mark.parametrize("var, key, text, value", [
@@ -121,7 +121,7 @@ def test_dotted_keys_at_the_top_level_work_too(tmp_path):
 ])
 def test_environment(var, key, text, value):
     config = load_config(env={var: text})
-    assert config[key] == value
+    assert config.as_dict()[key] == value
     assert config.sources[key] == var
 
 
@@ -130,7 +130,7 @@ def test_environment_names_follow_the_keys():
     assert OPTIONS["sharing.replicas"].env_name == "EDGEAGENT_SHARING_REPLICAS"
     # a table of tables cannot come from one variable
     config = load_config(env={"EDGEAGENT_DEVICE_PLUGIN_RESOURCES": "nonsense"})
-    assert config["device_plugin.resources"] == ()
+    assert config.options.device_plugin.resources == ()
 
 
 def test_unknown_environment_variables_are_ignored():
@@ -142,9 +142,9 @@ def test_unknown_environment_variables_are_ignored():
 def test_flags(tmp_path):
     config = load_config(env={}, flags={"metrics.address": "127.0.0.1:9200", "dry_run": True,
                                         "disable": "device-plugin", "node_name": None})
-    assert config["metrics.address"] == ("127.0.0.1", 9200)
-    assert config["dry_run"] is True
-    assert config["disable"] == ("device-plugin",)
+    assert config.options.metrics.address == ("127.0.0.1", 9200)
+    assert config.options.kube.dry_run is True
+    assert config.options.disable == ("device-plugin",)
     assert config.sources["metrics.address"] == "command line"
     assert config.sources["node_name"] == "default"          # None: flag not given
 
@@ -154,10 +154,10 @@ def test_precedence_default_file_env_flag(tmp_path):
                           '[sharing]\nreplicas = 2\n')
     env = {"EDGEAGENT_LOG_LEVEL": "error", "EDGEAGENT_SHARING_REPLICAS": "3"}
     config = load_config(path, env=env, flags={"log_level": "debug"})
-    assert config["log_level"] == "debug"            # flag beats env and file
-    assert config["sharing.replicas"] == 3           # env beats file
-    assert config["node_name"] == "from-file"        # file beats default
-    assert config["tegrastats.interval_ms"] == 1000  # default
+    assert config.options.log_level == "debug"            # flag beats env and file
+    assert config.options.device_plugin.sharing.replicas == 3           # env beats file
+    assert config.options.kube.node_name == "from-file"        # file beats default
+    assert config.options.tegrastats.interval_ms == 1000  # default
     assert config.sources == {**{o.key: "default" for o in SCHEMA}, "log_level": "command line",
                               "sharing.replicas": "EDGEAGENT_SHARING_REPLICAS",
                               "node_name": path}
@@ -165,13 +165,13 @@ def test_precedence_default_file_env_flag(tmp_path):
 
 def test_default_environment_is_the_process_environment(monkeypatch):
     monkeypatch.setenv("EDGEAGENT_SHARING_REPLICAS", "5")
-    assert load_config()["sharing.replicas"] == 5
+    assert load_config().options.device_plugin.sharing.replicas == 5
 
 
 def test_replace_validates():
     config = load_config(env={})
     other = config.replace(**{"sharing.replicas": 4})
-    assert other["sharing.replicas"] == 4 and config["sharing.replicas"] == 1
+    assert other.options.device_plugin.sharing.replicas == 4 and config.options.device_plugin.sharing.replicas == 1
     assert other.sources["sharing.replicas"] == "override"
     with pytest.raises(ConfigError, match="override: sharing.replicas: must be between 1 and 1024"):
         config.replace(**{"sharing.replicas": 0})
@@ -314,7 +314,7 @@ def test_unknown_keys(tmp_path, text, key):
 def test_resources(tmp_path, text, problem):
     path = toml(tmp_path, text)
     if problem is None:
-        assert load_config(path, env={})["device_plugin.resources"][0].paths == ("/dev/x",)
+        assert load_config(path, env={}).options.device_plugin.resources[0].paths == ("/dev/x",)
         return
     message = error_of(path=path, env={})
     assert message.startswith("config file %s: device_plugin.resources: " % path), message
@@ -347,7 +347,7 @@ def test_label_prefix(prefix, problem):
         message = error_of(env={"EDGEAGENT_LABELS_PREFIX": prefix})
         assert message.startswith("environment EDGEAGENT_LABELS_PREFIX: labels.prefix: ")
     else:
-        assert load_config(env={"EDGEAGENT_LABELS_PREFIX": prefix})["labels.prefix"] == prefix
+        assert load_config(env={"EDGEAGENT_LABELS_PREFIX": prefix}).options.labels.prefix == prefix
 
 
 # --- the file itself ----------------------------------------------------------------------------

@@ -5,13 +5,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeagent.deviceplugin.allocate import (AllocationError, ContainerPlan, DevicePlan,
-                                             MountPlan, Strategy, choose_strategy,
-                                             plan_allocate, plan_container,
-                                             preferred_allocation)
-from edgeagent.deviceplugin.model import Resource, Unit
-from edgeagent.deviceplugin.runtimefacts import CdiSpec, RuntimeConfig, RuntimeFacts
+                                             MountPlan, Strategy, choose_strategy, plan_units,
+                                             preferred_allocation, validate_allocate,
+                                             validate_request)
+from edgeagent.deviceplugin.model import Resource, Unit, natural_key
+from edgeagent.discovery.runtimefacts import CdiSpec, RuntimeConfig, RuntimeFacts
 
 GPU_NODES = ("/dev/nvhost-ctrl-gpu", "/dev/nvhost-gpu", "/dev/nvmap")
+
+
+def plan_container(resource, ids, strategy, facts):
+    return plan_units(resource, validate_request(resource, ids), strategy, facts)
+
+
+def plan_allocate(resource, requests, strategy, facts):
+    """What the server answers: every container validated first, then planned."""
+    return [plan_units(resource, list(units), strategy, facts)
+            for units in validate_allocate(resource, requests)]
 
 
 def gpu(replicas=1, healthy=True, limit=0, name="nvidia.com/gpu"):
@@ -176,3 +186,113 @@ def test_preferred_allocation_properties(units, replicas, data):
     if chosen_units:
         top = max(counts[u] for u in chosen_units)
         assert all(counts.get(u, 0) >= top - 1 for u in free_units)
+
+
+def spread_by_scanning(resource, available, must_include, size):
+    """The rule as first written (best of all candidates for every slot, quadratic): the
+    oracle for the heap-based preferred_allocation."""
+    devices = resource.device_map()
+    chosen = []
+    for d in must_include:
+        if d not in chosen:
+            chosen.append(d)
+    if size <= len(chosen):
+        return chosen
+    candidates = [d for d in dict.fromkeys(available)
+                  if d not in chosen and d in devices and devices[d].healthy]
+    free, taken = {}, {}
+    for d in candidates:
+        free[devices[d].unit] = free.get(devices[d].unit, 0) + 1
+    for d in chosen:
+        if d in devices:
+            taken[devices[d].unit] = taken.get(devices[d].unit, 0) + 1
+    while len(chosen) < size and candidates:
+        best = min(candidates, key=lambda d: (taken.get(devices[d].unit, 0),
+                                              -free[devices[d].unit], natural_key(d)))
+        candidates.remove(best)
+        unit = devices[best].unit
+        chosen.append(best)
+        taken[unit] = taken.get(unit, 0) + 1
+        free[unit] -= 1
+    return chosen
+
+
+@settings(max_examples=150, deadline=None)
+@given(units=st.integers(1, 5), replicas=st.integers(1, 6), healthy=st.lists(st.booleans(),
+                                                                               min_size=5),
+       data=st.data())
+def test_preferred_allocation_follows_the_rule_as_first_written(units, replicas, healthy, data):
+    res = Resource("example.com/x", "config",
+                   tuple(Unit("u%d" % i, ("/dev/u%d" % i,), healthy[i]) for i in range(units)),
+                   replicas=replicas)
+    all_ids = [d.id for d in res.devices] + ["stranger", "u9::1"]
+    available = data.draw(st.lists(st.sampled_from(all_ids)))       # repeats allowed
+    must = data.draw(st.lists(st.sampled_from(all_ids), max_size=3))
+    size = data.draw(st.integers(0, len(all_ids) + 1))
+    assert (preferred_allocation(res, available, must, size)
+            == spread_by_scanning(res, available, must, size))
+
+
+class CountedId(str):
+    """A device id whose comparisons and hashing run Python code, so a scan over a list of
+    ids (``x in list``, ``list.remove``) shows up in a line count like any Python loop."""
+
+    def __eq__(self, other):
+        return str.__eq__(self, other)
+
+    def __ne__(self, other):
+        return str.__ne__(self, other)
+
+    def __hash__(self):
+        return str.__hash__(self)
+
+
+def lines_run(fn, *args):
+    """Python lines executed by ``fn(*args)``: a measure of work that does not depend on the
+    machine's speed or load."""
+    import sys
+
+    count = [0]
+
+    def tracer(frame, event, arg):
+        if event == "line":
+            count[0] += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        fn(*args)
+    finally:
+        sys.settrace(None)
+    return count[0]
+
+
+@pytest.mark.parametrize("units", [1, 4])
+def test_preferred_allocation_work_grows_linearly_with_replicas(units):
+    """sharing.replicas = 1024 took 1.5-3 s per call and stalled the loop: the work for 1024
+    replicas must be about 4x that for 256 (n log n: 4.4x at most here), not 16x."""
+    def work(replicas):
+        res = Resource("example.com/x", "config",
+                       tuple(Unit("u%d" % i, ("/dev/u%d" % i,), True) for i in range(units)),
+                       replicas=replicas // units)
+        ids = [CountedId(d.id) for d in res.devices]
+        must = ids[::97]
+        got = []
+        n = lines_run(lambda: got.extend(preferred_allocation(res, ids, must, len(ids))))
+        assert sorted(got) == sorted(ids)
+        return n
+
+    small, large = work(256), work(1024)
+    assert large < 5 * small, (small, large)
+    assert large < 60 * 1024, large          # a few dozen lines per replica, not hundreds
+    # the old rule on the same input does quadratic work: the measure can tell them apart
+    res = Resource("example.com/x", "config", (Unit("u0", ("/dev/u0",), True),), replicas=256)
+    ids = [CountedId(d.id) for d in res.devices]
+    assert lines_run(spread_by_scanning, res, ids, [], 256) > 20 * work(256) / units
+
+
+def test_validate_allocate():
+    res = gpu(replicas=2)
+    assert validate_allocate(res, [["0::2"], ["0::1", "0::2"]]) == [("0",), ("0",)]
+    with pytest.raises(AllocationError, match="without container requests"):
+        validate_allocate(res, [])

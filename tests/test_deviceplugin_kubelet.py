@@ -9,9 +9,10 @@ import stat
 import grpc
 import pytest
 
-from edgeagent.deviceplugin.proto import v1beta1 as api
-from tests.dpharness import AgentThread, make_root, write
-from tests.fakekubelet import FakeKubelet, PluginClient, Watch
+from tests.dpharness import AgentThread
+from tests.peers.hosts import short_root as make_root
+from tests.peers.hosts import write
+from tests.peers.kubelet import FakeKubelet, PluginClient, Watch
 from tests.tools import wait_until
 
 GPU = "nvidia.com/gpu"
@@ -110,12 +111,13 @@ def test_serves_without_a_kubelet_and_registers_when_it_appears(root, cleanup, c
     assert os.path.exists(agent.socket(GPU))           # started() only once sockets serve
     client = PluginClient(agent.socket(GPU))
     try:
-        opts = client.options(api.Empty(), timeout=5)
+        opts = client.options(timeout=5)
         assert opts.get_preferred_allocation_available
     finally:
         client.close()
     waiting = [r for r in caplog.records if "waiting for the kubelet" in r.getMessage()]
     assert len(waiting) == 2                           # once per resource, no spam
+    assert agent.component.problem() is None           # waiting for a kubelet is normal
     assert "kubelet.sock" in waiting[0].getMessage()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     kubelet = FakeKubelet(agent.directory).start()
@@ -207,14 +209,14 @@ def test_allocate_strategies(root, cleanup, strategy, files, expect):
     c = resp.container_responses[0]
     if expect == "cdi":
         assert [d.name for d in c.cdi_devices] == ["nvidia.com/gpu=0"]
-        assert c.annotations == {"cdi.k8s.io/edgeagent_nvidia.com_gpu": "nvidia.com/gpu=0"}
-        assert c.envs == {"NVIDIA_VISIBLE_DEVICES": "void"}
+        assert dict(c.annotations) == {"cdi.k8s.io/edgeagent_nvidia.com_gpu": "nvidia.com/gpu=0"}
+        assert dict(c.envs) == {"NVIDIA_VISIBLE_DEVICES": "void"}
         assert not c.devices and not c.mounts
     elif expect == "envvar":
-        assert c.envs == {"NVIDIA_VISIBLE_DEVICES": "all"}
+        assert dict(c.envs) == {"NVIDIA_VISIBLE_DEVICES": "all"}
         assert not c.devices and not c.mounts and not c.cdi_devices
     else:
-        assert c.envs == {"NVIDIA_VISIBLE_DEVICES": "void"}
+        assert dict(c.envs) == {"NVIDIA_VISIBLE_DEVICES": "void"}
         hosts = [d.host_path for d in c.devices]
         # the CSV's dev lines that exist here, then the GPU's own nodes; no missing node
         assert hosts[:3] == ["/dev/nvhost-ctrl-gpu", "/dev/nvhost-gpu", "/dev/nvmap"]
@@ -294,8 +296,7 @@ def test_unhealthy_device_is_refused_and_prestart_is_a_noop(root, cleanup):
     agent, kubelet = run(root, cleanup, **{"device_plugin.builtin_profiles": False})
     kubelet.wait_registrations(1)
     client = kubelet.clients[GPU]
-    assert bytes(client.prestart_rpc(api.PreStartContainerRequest(devices_ids=["0"]),
-                                     timeout=5)) == b""
+    assert client.prestart(["0"]).SerializeToString() == b""
     os.unlink(os.path.join(root, "dev/nvhost-gpu"))
     kubelet.watch(GPU).wait_for(lambda d: d == [("0", "Unhealthy")])
     with pytest.raises(grpc.RpcError) as e:
@@ -343,10 +344,14 @@ def test_registration_failures_back_off_and_log_once(root, cleanup, caplog):
     failures = [r for r in caplog.records if "registration failed" in r.getMessage()]
     assert len(failures) == 1 and "already registered" in failures[0].getMessage()
     assert 'edgeagent_device_plugin_registered{resource="nvidia.com/gpu"} 0.0' in agent.metrics()
+    # /healthz reports the agent degraded meanwhile, with the kubelet's reason
+    problem = agent.component.problem()
+    assert problem.startswith("nvidia.com/gpu: registration failed") and "already" in problem
     kubelet.reject = None
     kubelet.wait_registrations(1, timeout=15)
     wait_until(lambda: any("registered with the kubelet" in r.getMessage()
                            for r in caplog.records), what="registered log")
+    wait_until(lambda: agent.component.problem() is None, what="problem cleared")
 
 
 def test_shutdown_removes_sockets_and_ends_streams(root, cleanup):
@@ -399,3 +404,150 @@ def test_waits_for_the_kubelets_directory(root, cleanup, caplog):
     kubelet.wait_registrations(1)
     msgs = [r.getMessage() for r in caplog.records]
     assert sum("device-plugin directory" in m for m in msgs) == 1
+
+
+def test_a_stopped_server_closes_the_connections_it_accepted():
+    """asyncio's Server.close() leaves accepted connections open: a kubelet still connected
+    would be answered by a stopped plugin from stale state. stop_server must close them (with
+    close_clients() on 3.13+, else through grpclib's _protocol_factory: this fails the day a
+    grpclib release stops calling it)."""
+    import asyncio
+    import tempfile
+
+    from edgeagent.deviceplugin.model import Resource, Unit
+    from edgeagent.deviceplugin.server import (DevicePluginService, PluginServer, ResourceState,
+                                               stop_server)
+    from edgeagent.deviceplugin.sockets import bind_unix
+
+    directory = tempfile.mkdtemp(prefix="eadrop-", dir="/tmp")
+    path = os.path.join(directory, "p.sock")
+    state = ResourceState(Resource(GPU, "gpu", (Unit("0", (), True),), gpu=True))
+    # the HTTP/2 client preface and an empty SETTINGS frame (RFC 9113 3.4)
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+    async def scenario():
+        server = PluginServer([DevicePluginService(state)])
+        await server.start(sock=bind_unix(path))
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(preface)
+        await writer.drain()
+        frame = await asyncio.wait_for(reader.readexactly(9), 5)
+        assert frame[3] == 0x4                        # the server's SETTINGS: we are connected
+        await stop_server(server, timeout=1.0)
+        try:
+            await asyncio.wait_for(reader.read(), 3)  # until EOF
+        finally:
+            writer.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_a_thousand_replicas_through_the_kubelet(root, cleanup):
+    agent, kubelet = run(root, cleanup, **{"sharing.replicas": 1024,
+                                           "device_plugin.builtin_profiles": False,
+                                           "device_plugin.device_list_strategy": "envvar"})
+    kubelet.wait_registrations(1)
+    ids = [i for i, _ in kubelet.watch(GPU).wait_for(lambda d: len(d) == 1024)]
+    assert ids[:2] == ["0::1", "0::2"] and ids[-1] == "0::1024"
+    client = kubelet.clients[GPU]
+    assert client.preferred(ids[::-1], [], 1) == ["0::1"]
+    assert client.preferred(ids, ["0::1024"], 1024) == ["0::1024"] + ids[:-1]
+    assert client.allocate(["0::1000"]).container_responses[0].envs[
+        "NVIDIA_VISIBLE_DEVICES"] == "all"
+
+
+def test_socket_identity_is_none_only_when_the_file_is_gone(tmp_path):
+    from edgeagent.deviceplugin.sockets import identity
+
+    assert identity(str(tmp_path / "nothing")) is None                      # ENOENT
+    (tmp_path / "file").write_text("")
+    assert identity(str(tmp_path / "file" / "below")) is None               # ENOTDIR
+    loop = tmp_path / "loop"
+    os.symlink(str(loop), str(loop))
+    with pytest.raises(OSError) as e:                                       # ELOOP: unknown
+        identity(str(loop))
+    assert not isinstance(e.value, FileNotFoundError)
+
+
+def test_a_failed_stat_of_kubelet_sock_is_not_a_kubelet_restart(root, cleanup, caplog):
+    """A stat that fails other than with ENOENT (here ELOOP; in the field ENOMEM or EIO) says
+    nothing about the kubelet: no re-registration, no socket torn down, one warning."""
+    import time
+
+    caplog.set_level(logging.INFO, logger="edgeagent.deviceplugin")
+    agent, kubelet = run(root, cleanup, **{"device_plugin.builtin_profiles": False})
+    kubelet.wait_registrations(1)
+    serving = os.stat(agent.socket(GPU)).st_ino
+    # A link to itself renamed over the socket: stat gives ELOOP, and never ENOENT in between
+    # (an unlink first would leave a moment in which the kubelet really is gone).
+    os.symlink(kubelet.socket, kubelet.socket + ".loop")
+    os.replace(kubelet.socket + ".loop", kubelet.socket)
+    wait_until(lambda: agent.component.problem() is not None, what="problem reported")
+    assert "cannot check" in agent.component.problem()
+    time.sleep(0.5)                                   # ten polls
+    assert len(kubelet.requests) == 1 and kubelet.attempts == 1
+    assert os.stat(agent.socket(GPU)).st_ino == serving
+    assert 'edgeagent_device_plugin_registered{resource="nvidia.com/gpu"} 1.0' in agent.metrics()
+    assert sum("not taken as gone" in r.getMessage() for r in caplog.records) == 1
+    os.unlink(kubelet.socket)
+    kubelet.restart(wipe=False)                       # a real new kubelet.sock
+    kubelet.wait_registrations(2)
+    wait_until(lambda: agent.component.problem() is None, what="problem cleared")
+
+
+@pytest.mark.parametrize("version, name, words", [
+    ("v1alpha", "nvidia.com/gpu", "version v1alpha is not supported"),
+    ("v1beta1", "gpu", "invalid name"),
+    ("v1beta1", "kubernetes.io/gpu", "invalid name"),
+    ("v1beta1", "requests.nvidia.com/gpu", "invalid name"),
+])
+def test_the_test_kubelet_refuses_what_the_kubelet_refuses(root, cleanup, version, name, words):
+    """The peer must be as strict as the devicemanager's Register, or a plugin bug it
+    accepts would pass here and fail on a node."""
+    from tests.peers.kubelet import api as kapi
+    from tests.peers.kubelet import api_grpc
+
+    kubelet = FakeKubelet(os.path.join(root, "var/lib/kubelet/device-plugins")).start()
+    cleanup.append(kubelet)
+    channel = grpc.insecure_channel("unix:" + kubelet.socket)
+    try:
+        with pytest.raises(grpc.RpcError) as e:
+            api_grpc.RegistrationStub(channel).Register(kapi.RegisterRequest(
+                version=version, endpoint="x.sock", resource_name=name), timeout=5)
+        assert words in e.value.details()
+    finally:
+        channel.close()
+    assert kubelet.requests == []
+
+
+def test_a_second_agent_does_not_take_the_socket_of_the_first(root, cleanup, caplog):
+    caplog.set_level(logging.INFO, logger="edgeagent.deviceplugin")
+    first, kubelet = run(root, cleanup, **{"device_plugin.builtin_profiles": False})
+    kubelet.wait_registrations(1)
+    serving = os.stat(first.socket(GPU)).st_ino
+    second = AgentThread(root, {"device_plugin.builtin_profiles": False})
+    cleanup.append(second)
+    second.start()                                     # READY all the same
+    wait_until(lambda: second.component.problem() is not None, what="second's problem")
+    assert "served by another process" in second.component.problem()
+    assert os.stat(first.socket(GPU)).st_ino == serving
+    assert len(kubelet.requests) == 1 and first.component.problem() is None
+    first.stop()                                       # the first goes: the second takes over
+    kubelet.wait_registrations(2, timeout=15)
+    wait_until(lambda: second.component.problem() is None, what="second serving")
+    assert kubelet.clients[GPU].allocate(["0"]).container_responses
+
+
+def test_a_refused_request_of_a_thousand_ids_logs_one_short_line(root, cleanup, caplog):
+    caplog.set_level(logging.INFO, logger="edgeagent.deviceplugin")
+    agent, kubelet = run(root, cleanup, **{"device_plugin.builtin_profiles": False})
+    kubelet.wait_registrations(1)
+    with pytest.raises(grpc.RpcError) as e:
+        kubelet.clients[GPU].allocate(["gpu-%d" % i for i in range(1000)])
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(e.value.details()) < 500                 # the answer names the first id only
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 1 and len(refused[0]) < 600, refused

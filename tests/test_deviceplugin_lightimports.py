@@ -41,6 +41,30 @@ print(json.dumps({"loaded": sorted(m for m in sys.modules if m.startswith(
     assert found["version"] == "2.0.0b7"
 
 
+def test_plain_betterproto_still_loads_what_the_stand_ins_avoid():
+    """The day a betterproto release stops importing dateutil's parser and importlib.metadata,
+    lightimports.py has no reason left: delete it (and this test)."""
+    found = run_fresh("""
+import json, sys
+import edgeagent.deviceplugin.server
+print(json.dumps({"parser": "dateutil.parser._parser" in sys.modules,
+                  "metadata": "importlib.metadata" in sys.modules
+                              or "importlib_metadata" in sys.modules}))
+""")
+    assert found == {"parser": True, "metadata": True}
+
+
+def test_betterproto_takes_only_isoparse_from_dateutil():
+    """The stand-in is enough only while betterproto's import reads nothing else from
+    dateutil.parser (anything else would load the real parser at once)."""
+    import betterproto
+
+    with open(betterproto.__file__) as f:
+        source = f.read()
+    imports = [line.strip() for line in source.splitlines() if "dateutil" in line]
+    assert imports == ["from dateutil.parser import isoparse"], imports
+
+
 def test_the_pinned_version_is_the_installed_one():
     from importlib import metadata  # Python 3.8+
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from edgeagent.config import ResourceConfig
+from edgeagent.config import DevicePluginOptions, ResourceConfig, SharingOptions, load_config
 from edgeagent.deviceplugin.model import (DLA_RESOURCE, EDGETPU_RESOURCE, GPU_RESOURCE,
-                                          SHARED_GPU_RESOURCE, HostFacts, Options, UsbNode,
+                                          SHARED_GPU_RESOURCE, HostFacts, UsbNode,
                                           build_resources, health_changes, natural_key,
                                           path_device_id, scan_plan)
 from edgeagent.discovery.inventory import Accelerator, Gpu, Inventory
@@ -34,7 +34,23 @@ def ids(resource):
     return [(d.id, d.health) for d in resource.devices]
 
 
+def Options(replicas=1, rename_by_default=False, fail_requests_greater_than_one=False,
+            builtin_profiles=True, resources=()):
+    """The config's DevicePluginOptions, defaults but for what a case sets."""
+    return DevicePluginOptions(
+        directory="/var/lib/kubelet/device-plugins", device_list_strategy="auto",
+        health_interval_seconds=2.0, builtin_profiles=builtin_profiles,
+        resources=tuple(resources),
+        sharing=SharingOptions(replicas, rename_by_default, fail_requests_greater_than_one))
+
+
 NO_PROFILES = Options(builtin_profiles=False)
+
+
+def test_the_helper_matches_the_configs_defaults():
+    assert Options() == load_config(None, env={}).options.device_plugin
+    assert Options(replicas=4, rename_by_default=True) == load_config(None, env={}).replace(
+        **{"sharing.replicas": 4, "sharing.rename_by_default": True}).options.device_plugin
 
 
 @pytest.mark.parametrize("inv, host, options, expect", [

@@ -235,3 +235,59 @@ def test_committed_code_is_fresh(tmp_path):
     stale = [name for name in fresh if fresh[name] != committed[name]]
     assert not stale, ("committed code in edgeagent/deviceplugin/proto is stale (%s): run "
                        "./build.sh protos" % ", ".join(stale))
+
+
+# --- what the server encodes itself, read by the kubelet's own messages ------------------------
+
+def _plans():
+    from edgeagent.deviceplugin.allocate import ContainerPlan, DevicePlan, MountPlan
+
+    many = tuple(MountPlan("/usr/lib/tegra/lib%d.so" % i, "/usr/lib/tegra/lib%d.so" % i)
+                 for i in range(200))                     # a part longer than 16 KiB
+    return [
+        ContainerPlan(envs={"NVIDIA_VISIBLE_DEVICES": "void"}, mounts=many,
+                      devices=(DevicePlan("/dev/nvmap", "/dev/nvmap"),)),
+        ContainerPlan(envs={"NVIDIA_VISIBLE_DEVICES": "all"}),
+        ContainerPlan(annotations={"cdi.k8s.io/x": "nvidia.com/gpu=0"},
+                      cdi_devices=("nvidia.com/gpu=0",)),
+        ContainerPlan(),                                  # an empty answer: zero-length part
+    ]
+
+
+def test_allocate_response_by_hand_is_betterprotos_and_the_kubelets():
+    """server.allocate_response wraps cached parts by hand (see server.py for the numbers):
+    the bytes must stay exactly betterproto's, and what the kubelet's messages read."""
+    from edgeagent.deviceplugin.server import allocate_response, to_proto
+    from tests.peers.kubelet import api as kubelet_api
+
+    plans = _plans()
+    ours = allocate_response([bytes(to_proto(p)) for p in plans])
+    assert ours == bytes(api.AllocateResponse(container_responses=[to_proto(p) for p in plans]))
+    got = kubelet_api.AllocateResponse.FromString(ours).container_responses
+    assert len(got) == 4
+    assert [m.host_path for m in got[0].mounts] == [m.host_path for m in plans[0].mounts]
+    assert all(m.read_only for m in got[0].mounts)
+    assert [(d.host_path, d.permissions) for d in got[0].devices] == [("/dev/nvmap", "rw")]
+    assert dict(got[1].envs) == {"NVIDIA_VISIBLE_DEVICES": "all"}
+    assert [c.name for c in got[2].cdi_devices] == ["nvidia.com/gpu=0"]
+    assert got[3] == kubelet_api.ContainerAllocateResponse()
+
+
+def test_listings_and_preferred_answers_are_what_the_kubelet_reads():
+    from edgeagent.deviceplugin.model import Resource, Unit
+    from edgeagent.deviceplugin.server import listing_for, preferred_response
+    from tests.peers.kubelet import api as kubelet_api
+
+    res = Resource("nvidia.com/gpu", "gpu", (Unit("0", ("/dev/nvhost-gpu",), False, "gone"),),
+                   replicas=300, gpu=True)
+    listing = listing_for(res)
+    got = kubelet_api.ListAndWatchResponse.FromString(listing.data)
+    assert [(d.ID, d.health) for d in got.devices] == [
+        ("0::%d" % k, "Unhealthy") for k in range(1, 301)]
+    assert listing_for(res, listing) is listing            # unchanged: not encoded again
+    healthy = Resource(res.name, res.kind, (Unit("0", ("/dev/nvhost-gpu",), True),),
+                       replicas=300, gpu=True)
+    assert listing_for(healthy, listing) is not listing
+    data = preferred_response(healthy, [(["0::7", "0::3"], [], 1), (["0::9"], ["0::2"], 2)])
+    answers = kubelet_api.PreferredAllocationResponse.FromString(data).container_responses
+    assert [list(a.deviceIDs) for a in answers] == [["0::3"], ["0::2", "0::9"]]

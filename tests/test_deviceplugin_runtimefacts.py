@@ -4,12 +4,16 @@ import os
 import shutil
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from edgeagent.deviceplugin.runtimefacts import (RuntimeFactsCache, SpecError, parse_cdi_spec,
+from edgeagent.discovery.runtimefacts import (RuntimeFactsCache, SpecError, parse_cdi_spec,
                                                  parse_csv, parse_docker_daemon_json,
                                                  parse_runtime_toml, read_runtime_facts)
 from edgeagent.hostpaths import HostRoot
-from tests.dpharness import make_root, write
+from tests.costbound import bounded
+from tests.peers.hosts import short_root as make_root
+from tests.peers.hosts import write
 
 # The shape `nvidia-ctk cdi generate --mode=csv` writes on a Jetson (trimmed).
 NVIDIA_CTK_YAML = """---
@@ -48,6 +52,9 @@ kind: nvidia.com/gpu
      "    containerEdits:\n      env:\n      - name: not-a-device\n", "nvidia.com/gpu", ("all",)),
     ('{"cdiVersion": "0.5.0", "kind": "vendor.com/tpu", "devices": [{"name": "a"}, '
      '{"name": "b"}]}', "vendor.com/tpu", ("a", "b")),
+    # Any YAML another tool may write: flow style, quoting, explicit document markers.
+    ("kind: nvidia.com/gpu\ndevices: [{name: x}, {name: \"0\"}]\n...\n", "nvidia.com/gpu",
+     ("x", "0")),
 ])
 def test_cdi_specs(text, kind, devices):
     spec = parse_cdi_spec(text, "/etc/cdi/x")
@@ -58,16 +65,50 @@ def test_cdi_specs(text, kind, devices):
 @pytest.mark.parametrize("text, words", [
     ("cdiVersion: 0.5.0\ndevices:\n- name: x\n", "no valid kind"),
     ("kind: nvidia.com/gpu\n", "no devices list"),
-    ("kind: nvidia.com/gpu\ndevices: [{name: x}]\n", "flow style"),
     ("kind: nvidia.com/gpu\ndevices:\n- containerEdits: {}\n", "devices without names"),
-    ("kind: nvidia.com/gpu\ndevices:\n\t- name: x\n", "tab"),
+    ("kind: nvidia.com/gpu\ndevices:\n\t- name: x\n", "invalid YAML"),
     ("{\"kind\": \"nvidia.com/gpu\", ", "invalid JSON"),
-    ("just words\n", "cannot parse"),
+    ("just words\n", "not a CDI spec"),
+    ("kind: nvidia.com/gpu\ndevices: [&a {name: x}, *a]\n", "aliases are not accepted"),
+    ("a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\n", "aliases are not accepted"),
+    ("kind: nvidia.com/gpu\ndevices: " + "[" * 100 + "]" * 100 + "\n", "nested deeper than 32"),
+    ("[" * 100000 + "\n", "nest"),   # libyaml stops it first (its own depth limit)
+    ("{\"kind\": " + "[" * 100000 + "]" * 100000 + "}", "nested too deep"),
+    ("kind: nvidia.com/gpu\n---\nkind: x\n", "2 YAML documents"),
+    ("kind: nvidia.com/gpu\ndevices:\n- name: x\n  bad: [\n", "invalid YAML"),
 ])
 def test_bad_cdi_specs(text, words):
     with pytest.raises(SpecError) as e:
         parse_cdi_spec(text, "/etc/cdi/bad.yaml")
     assert words in str(e.value) and "/etc/cdi/bad.yaml" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_yaml_uses_the_c_loader_where_the_wheel_has_it():
+    import yaml
+
+    from edgeagent.discovery.runtimefacts import _yaml_loader
+
+    assert _yaml_loader() is (yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader)
+
+
+YAML_PIECES = ["kind: nvidia.com/gpu\n", "devices:\n", "- name: x\n", "  name: '0'\n", "[", "]",
+               "{", "}", "&a ", "*a", "!!python/object:os.system ", "---\n", "\t", ": ", ", ",
+               "'", '"', "#", "\n", "- ", "  ", "? ", "| \n", "\x00", "\ufeff", "9" * 50]
+
+
+@pytest.mark.timeout(300)
+@settings(max_examples=int(os.environ.get("EDGEAGENT_FUZZ_EXAMPLES", "250")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(YAML_PIECES), max_size=80).map("".join)
+       | st.text(max_size=400))
+def test_fuzzed_cdi_specs_parse_or_fail_in_one_line_within_bounds(text):
+    result = bounded(lambda: parse_cdi_spec(text, "/etc/cdi/fuzz.yaml"), 2.0, 16 << 20,
+                     (SpecError,))
+    if isinstance(result, SpecError):
+        assert str(result).startswith("/etc/cdi/fuzz.yaml") and "\n" not in str(result)
+    else:
+        assert result.devices and all(isinstance(n, str) for n in result.devices)
 
 
 def test_csv_lines():
@@ -185,6 +226,26 @@ def test_read_runtime_facts_from_a_root(root):
     assert "drivers.csv:4" in problems
 
 
+def test_an_oversize_spec_is_a_problem_not_a_truncated_read(root):
+    write(root, "/etc/cdi/nvidia.yaml", NVIDIA_CTK_YAML + "#" * (1 << 20))
+    facts = read_runtime_facts(HostRoot(root))
+    assert facts.cdi_specs == ()
+    assert "/etc/cdi/nvidia.yaml: over 1048576 bytes" in facts.problems
+
+
+def test_links_out_of_the_root_are_not_followed(root, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "nvidia.yaml").write_text(NVIDIA_CTK_YAML)
+    (outside / "daemon.json").write_text('{"runtimes": {"nvidia": {}}}')
+    os.makedirs(os.path.join(root, "etc/docker"))
+    os.symlink(str(outside), os.path.join(root, "etc/cdi"))                       # absolute
+    os.symlink("../../../../../../../../" + str(outside).lstrip("/") + "/daemon.json",
+               os.path.join(root, "etc/docker/daemon.json"))                     # relative
+    facts = read_runtime_facts(HostRoot(root))
+    assert facts.cdi_specs == () and facts.runtimes == ()
+
+
 def test_cache_rereads_only_on_change(root):
     cache = RuntimeFactsCache(HostRoot(root), max_age=3600)
     assert cache.refresh(now=1.0) is True
@@ -196,3 +257,14 @@ def test_cache_rereads_only_on_change(root):
     write(root, "/etc/cdi/nvidia.yaml", NVIDIA_CTK_YAML.replace("name: all", "name: allx"))
     assert cache.refresh(now=4.0) is True              # same mtime second, other size
     assert cache.refresh(now=4000.0) is True           # max_age: CSV targets re-checked
+
+
+def test_deeply_nested_runtime_toml_is_walked_without_recursion():
+    text = "[" + ".".join("t%d" % i for i in range(3000)) + "]\nx = 1\n" \
+           "[plugins.cri.containerd.runtimes.nvidia]\nruntime_type = 'io.containerd.runc.v2'\n"
+    try:
+        config = parse_runtime_toml(text, "containerd", "/etc/containerd/config.toml")
+    except SpecError as e:       # a TOML library that refuses the depth itself: one line
+        assert "/etc/containerd/config.toml" in str(e) and "\n" not in str(e)
+    else:
+        assert config.nvidia_runtimes == ("nvidia",)

@@ -2,17 +2,21 @@
 
 import os
 import shutil
+import tempfile
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from edgeagent.discovery.devicetree import DeviceTreeError
-from edgeagent.discovery.dirtree import MAX_PROPERTY_BYTES, read_dir_tree, write_dir_tree
+from edgeagent.discovery.devicetree import DeviceTreeError, DtNode
+from edgeagent.discovery.dirtree import MAX_PROPERTY_BYTES, read_dir_tree
 from edgeagent.discovery.fdt import MAX_DEPTH, parse_fdt
 from edgeagent.discovery.inventory import HostFacts, build_inventory
 from edgeagent.discovery.scan import discover, read_devicetree
 from edgeagent.hostpaths import HostRoot
 from tests.conftest import all_dtbs, dtb_path
-from tests.hosts import make_host, put_tree, write, write_kernel_dir_tree
+from tests.costbound import bounded
+from tests.peers.hosts import dtb_to_dir, make_host, put_tree, write
 
 
 def blob_tree(name):
@@ -22,9 +26,11 @@ def blob_tree(name):
 
 @pytest.mark.parametrize("name", all_dtbs())
 def test_directory_form_gives_the_same_model_as_the_blob(name, tmp_path):
+    # Two independent readings of one DTB: our parser, and dtc's decompilation written out as
+    # the kernel's directory form.
     tree = blob_tree(name)
     directory = str(tmp_path / "device-tree")
-    write_kernel_dir_tree(tree, directory)
+    dtb_to_dir(dtb_path(name), directory)
     assert os.path.exists(os.path.join(directory, "name"))   # the kernel's extra properties
     from_dir = read_dir_tree(directory, "/proc/device-tree")
     assert from_dir.source == "/proc/device-tree"
@@ -38,10 +44,9 @@ def test_directory_form_gives_the_same_model_as_the_blob(name, tmp_path):
                                                              b.accelerators)
 
 
-def test_plain_write_dir_tree_reads_back(tmp_path):
-    tree = blob_tree("tegra194-p2972-0000.dtb")
-    write_dir_tree(tree, str(tmp_path))
-    assert read_dir_tree(str(tmp_path), "x").root == tree.root
+def test_without_the_kernel_name_properties_too(tmp_path):
+    dtb_to_dir(dtb_path("tegra194-p2972-0000.dtb"), str(tmp_path), kernel_names=False)
+    assert read_dir_tree(str(tmp_path), "x").root == blob_tree("tegra194-p2972-0000.dtb").root
 
 
 def test_a_real_name_property_is_kept(tmp_path):
@@ -96,7 +101,7 @@ def model(tree):
 def test_preference_proc_then_sys_then_fdt(tmp_path):
     root = str(tmp_path)
     put_tree(root, NANO, "proc")
-    write_kernel_dir_tree(blob_tree(XAVIER), os.path.join(root, "sys/firmware/devicetree/base"))
+    dtb_to_dir(dtb_path(XAVIER), os.path.join(root, "sys/firmware/devicetree/base"))
     shutil.copyfile(dtb_path(ORIN), os.path.join(root, "sys/firmware/fdt"))
     host = HostRoot(root)
 
@@ -179,3 +184,76 @@ def test_discover_is_the_same_for_every_form(tmp_path, form):
                                            "sys": "/proc/device-tree"}[form]
     strip = lambda doc: {k: v for k, v in doc.items() if k != "devicetree"}  # noqa: E731
     assert strip(inventory.to_json()) == strip(expected.to_json())
+
+
+# --- fuzzing: any folder gives the tree it holds, or one error line, within bounds ----------------
+
+NAME = st.sampled_from(["compatible", "status", "name", "reg", "gpu@0", "a", "b@1,2", "#cells",
+                        "x" * 200, "\u00e9t\u00e9", "n"])
+FILE = st.tuples(st.just("file"), st.binary(max_size=64))
+SPECIAL = st.sampled_from([("link", "/etc/passwd"), ("link", "../../../.."), ("link", "."),
+                           ("fifo", None)])
+
+
+def folders(depth):
+    entry = st.one_of(FILE, SPECIAL) if depth == 0 else st.one_of(
+        FILE, SPECIAL, st.deferred(lambda: folders(depth - 1)))
+    return st.tuples(st.just("dir"), st.dictionaries(NAME, entry, max_size=6))
+
+
+def materialise(folder, real):
+    """Write a generated folder; return the node it should read as (links and FIFOs are not
+    part of the tree), built here from the generated data, not by the reader."""
+    os.makedirs(real, exist_ok=True)
+    props, children = {}, []
+    for name, (kind, value) in sorted(folder[1].items()):
+        path = os.path.join(real, name)
+        if kind == "file":
+            with open(path, "wb") as f:
+                f.write(value)
+            props[name] = value
+        elif kind == "link":
+            os.symlink(value, path)
+        elif kind == "fifo":
+            os.mkfifo(path)
+        else:
+            children.append((name, materialise((kind, value), path)))
+    return props, children
+
+
+def expected_node(name, path, content):
+    props, children = content
+    props = dict(props)
+    if props.get("name") == name.split("@")[0].encode() + b"\0":
+        del props["name"]
+    kids = tuple(expected_node(n, (path.rstrip("/") + "/" + n), c) for n, c in children)
+    return DtNode(name, path, props, kids)
+
+
+@pytest.mark.timeout(300)
+@settings(max_examples=int(os.environ.get("EDGEAGENT_FUZZ_EXAMPLES", "150")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(folders(3))
+def test_fuzzed_folders_read_as_written_or_fail_in_one_line(folder):
+    base = tempfile.mkdtemp(prefix="eadt-")
+    try:
+        content = materialise(folder, os.path.join(base, "dt"))
+        result = bounded(lambda: read_dir_tree(os.path.join(base, "dt"), "/proc/device-tree"),
+                         2.0, 16 << 20, (DeviceTreeError,))
+    finally:
+        shutil.rmtree(base)
+    if isinstance(result, DeviceTreeError):
+        assert str(result).startswith("/proc/device-tree: ") and "\n" not in str(result)
+        assert "empty directory" in str(result) and not content[0] and not content[1]
+        return
+    assert result.root == expected_node("", "/", content)
+
+
+def test_many_big_properties_hit_the_total_bound(tmp_path):
+    from edgeagent.discovery.dirtree import MAX_TREE_BYTES
+
+    for i in range(MAX_TREE_BYTES // MAX_PROPERTY_BYTES + 1):
+        write(str(tmp_path), "/n%d/blob" % i, b"\0" * MAX_PROPERTY_BYTES)
+    error = bounded(lambda: read_dir_tree(str(tmp_path), "/proc/device-tree"), 10.0,
+                    MAX_TREE_BYTES + (8 << 20), (DeviceTreeError,))
+    assert "over %d bytes in total" % MAX_TREE_BYTES in str(error)

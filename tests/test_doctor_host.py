@@ -10,10 +10,10 @@ from edgeagent.doctor import checks_host as h
 from edgeagent.doctor.model import FAIL, PASS, SKIP, WARN
 from edgeagent.doctor.runner import build_context
 from edgeagent.hostpaths import HostRoot
-from edgeagent.install import install
-from edgeagent.unitfile import CACHE_DIR, PYZ_PATH, UNIT_PATH, WANTS_LINK
-from tests.hostroots import (NANO, ORIN_NANO, RPI4, XAVIER, fake_pyz, make_root, write,
-                             write_dir_tree)
+from edgeagent.install.command import install
+from edgeagent.install.layout import CACHE_DIR, PYZ_PATH, UNIT_PATH, WANTS_LINK
+from tests.peers.hosts import (NANO, ORIN_NANO, RPI4, XAVIER, fake_pyz, make_root, write,
+                               write_proc_tree)
 
 TODAY = datetime.date(2026, 1, 15)
 
@@ -57,6 +57,16 @@ def test_devicetree_warn_without_a_tree(tmp_path):
     assert r.status == WARN and "not a devicetree board" in r.detail and r.fix
 
 
+def test_links_out_of_the_root_reach_no_check(tmp_path):
+    outside = tmp_path / "outside"
+    write(outside, "/nv_tegra_release", "# R36 (release), REVISION: 4.4, GCID: 1\n")
+    root = make_root(tmp_path, release=None)
+    os.symlink(str(outside / "nv_tegra_release"), str(root / "etc/nv_tegra_release"))
+    r = one(h.check_l4t(ctx_for(root)))
+    assert r.status == WARN and "without /etc/nv_tegra_release" in r.detail
+    assert "36" not in r.detail
+
+
 def test_devicetree_warn_when_a_probe_fails(tmp_path):
     root = make_root(tmp_path)
     os.unlink(str(root / "proc/meminfo"))
@@ -67,7 +77,7 @@ def test_devicetree_warn_when_a_probe_fails(tmp_path):
 
 def test_devicetree_warn_when_the_board_is_anonymous(tmp_path):
     root = make_root(tmp_path, dtb=None, release=None, dev=())
-    write_dir_tree(root, {"/": {"#address-cells": b"\0\0\0\x02"}, "/cpus": {}})
+    write_proc_tree(root, {"/": {"#address-cells": b"\0\0\0\x02"}, "/cpus": {}})
     r = one(h.check_devicetree(ctx_for(root)))
     assert r.status == WARN and "board not recognised" in r.detail
 
@@ -137,7 +147,7 @@ def test_gpu_fail_on_orin_without_driver(tmp_path):
 
 
 def _tree_with_gpu(root, compatible, status):
-    write_dir_tree(root, {
+    write_proc_tree(root, {
         "/": {"model": b"Test Jetson\0", "compatible": b"nvidia,test\0nvidia,tegra194\0"},
         "/gpu@17000000": {"compatible": compatible + b"\0", "status": status + b"\0"},
     })

@@ -9,9 +9,9 @@ import pytest
 from edgeagent.config import load_config
 from edgeagent.doctor.checks_kube import CHECKS, clock_result
 from edgeagent.doctor.model import FAIL, PASS, SKIP, WARN, DoctorContext
-from edgeagent.doctor.registry import CHECK_MODULES
+from edgeagent.doctor.runner import default_check_modules
 from edgeagent.hostpaths import HostRoot
-from tests.kubeapi import ThreadedKubeApi
+from tests.peers.kubeapi import ThreadedKubeApi
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def statuses(results):
 
 
 def test_registered():
-    assert "edgeagent.doctor.checks_kube" in CHECK_MODULES
+    assert "edgeagent.doctor.checks_kube" in default_check_modules()
 
 
 @pytest.mark.parametrize("flavor,ca", [("kubeadm", "data"), ("k3s", "file")])
@@ -164,3 +164,39 @@ def test_slow_api_server_stays_within_the_network_budget(server, tmp_path):
     # Three 1.2 s answers do not fit the budget: the last step is cut short, not waited for.
     assert results["kube.patch"].status in (SKIP, WARN)
     assert len(results) == 6
+
+
+def test_a_token_over_plain_http_warns(tmp_path):
+    server = ThreadedKubeApi(str(tmp_path / "api"), tls=False)
+    try:
+        path = server.api.write_kubeconfig(auth="token", ca="none")
+        results = doctor(tmp_path, kubeconfig=path, node_name="jetson-1")
+        assert results["kube.node"].status == PASS
+        assert results["kube.tls"].status == WARN
+        assert "bearer token travels in clear text" in results["kube.tls"].detail
+    finally:
+        server.close()
+
+
+def test_reading_another_nodes_node_is_forbidden_with_a_fix(server, tmp_path):
+    root = tmp_path / "root"
+    server.api.write_kubelet_root(str(root), "jetson-1")
+    server.api.add_node("jetson-2")
+    results = doctor(root, node_name="jetson-2")
+    assert results["kube.node"].status == FAIL
+    assert "only its own Node" in results["kube.node"].detail
+    assert "--node-name" in results["kube.node"].fix
+
+
+@pytest.mark.parametrize("text", ["key" + " " * 100000 + ": v\n", "a: " + "9" * 5000 + "\n",
+                                  "".join("%sk%d:\n" % (" " * (i % 100), i) for i in range(1500)),
+                                  "a: &x [1]\nb: *x\n"])
+def test_a_hostile_kubeconfig_fails_in_one_line_at_once(tmp_path, text):
+    path = tmp_path / "kubeconfig"
+    path.write_text(text)
+    start = time.monotonic()
+    results = doctor(tmp_path, kubeconfig=str(path))
+    assert time.monotonic() - start < 2
+    assert results["kube.credentials"].status == FAIL
+    assert "\n" not in results["kube.credentials"].detail
+    assert results["kube.credentials"].detail.startswith("kubeconfig %s: " % path)

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from edgeagent.config import load_config
-from edgeagent.doctor import registry
+from edgeagent.doctor.runner import default_check_modules
 from edgeagent.doctor.checks_metrics import CHECKS, check_metrics_port, check_tegrastats
 from edgeagent.doctor.model import DoctorContext
 from edgeagent.hostpaths import HostRoot
@@ -39,7 +39,7 @@ def check(ctx, fn=check_tegrastats):
 
 
 def test_the_module_is_registered():
-    assert "edgeagent.doctor.checks_metrics" in registry.CHECK_MODULES
+    assert "edgeagent.doctor.checks_metrics" in default_check_modules()
     assert CHECKS == [check_tegrastats, check_metrics_port]
 
 

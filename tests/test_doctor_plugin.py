@@ -11,9 +11,10 @@ from edgeagent.deviceplugin.plugin import socket_name
 from edgeagent.deviceplugin.sockets import bind_unix
 from edgeagent.doctor import checks_plugin as cp
 from edgeagent.doctor.model import DoctorContext
-from edgeagent.doctor.registry import CHECK_MODULES
+from edgeagent.doctor.runner import default_check_modules
 from edgeagent.hostpaths import HostRoot
-from tests.dpharness import PLUGIN_DIR, make_root, write
+from tests.peers.hosts import PLUGIN_DIR, write
+from tests.peers.hosts import short_root as make_root
 from tests.test_deviceplugin_runtimefacts import CONTAINERD_V2, K3S, NVIDIA_CTK_YAML
 
 CSV = "/etc/nvidia-container-runtime/host-files-for-container.d/l4t.csv"
@@ -53,7 +54,7 @@ def one(result):
 
 
 def test_registered_in_the_doctor_registry():
-    assert "edgeagent.doctor.checks_plugin" in CHECK_MODULES
+    assert "edgeagent.doctor.checks_plugin" in default_check_modules()
     assert len(cp.CHECKS) == 7
 
 
@@ -237,3 +238,17 @@ def test_runtime_checks_skip_without_a_gpu():
     finally:
         shutil.rmtree(bare)
 
+
+
+def test_an_oversized_or_broken_checkpoint_is_unknown_not_a_crash(root):
+    listen(root, GPU_SOCK)
+    listen(root, DLA_SOCK)
+    # larger than any kubelet writes: not read whole, not parsed
+    write(root[0], PLUGIN_DIR + "/kubelet_internal_checkpoint",
+          '{"Data": {"RegisteredDevices": {"nvidia.com/gpu": ["0"]}}, "x": "%s"}'
+          % ("y" * (cp.MAX_CHECKPOINT_BYTES + 1)))
+    r = cp.check_plugin_registered(ctx(root[0]))
+    assert r.status == "PASS" and "checkpoint" not in r.detail
+    write(root[0], PLUGIN_DIR + "/kubelet_internal_checkpoint", "[" * 100000)
+    r = cp.check_plugin_registered(ctx(root[0]))
+    assert r.status == "PASS" and "checkpoint" not in r.detail

@@ -10,19 +10,27 @@ import time
 from edgeagent.config import load_config
 from edgeagent.doctor import command
 from edgeagent.doctor.model import FAIL, PASS, SKIP, WARN, CheckResult
-from edgeagent.doctor.registry import CHECK_MODULES
+from edgeagent.doctor.runner import DEFAULT_SOURCES, default_check_modules
 from edgeagent.hostpaths import HostRoot
-from tests import doctor_fake_checks
+from tests import doctor_fake_checks, doctor_fake_hanging, doctor_fake_slow
 from tests.conftest import REPO
-from tests.hostroots import make_root
+from tests.peers.hosts import make_root
 
 
 def collect(root, modules, **limits):
     return command.collect(HostRoot(str(root)), load_config(None, env={}), modules, **limits)
 
 
+def source(module):
+    return lambda: module
+
+
+def _no_such_module():
+    import tests.no_such_module  # noqa: F401
+
+
 def test_checks_run_in_order_and_failures_become_lines(tmp_path):
-    results = collect(make_root(tmp_path), ["tests.doctor_fake_checks"])
+    results = collect(make_root(tmp_path), [source(doctor_fake_checks)])
     assert [r.check for r in results] == ["plain", "async one", "async two", "raises",
                                           "returns garbage", "exits"]
     assert results[0].status == PASS
@@ -38,7 +46,7 @@ def test_checks_run_in_order_and_failures_become_lines(tmp_path):
 def test_hanging_checks_are_cut_off(tmp_path):
     started = time.monotonic()
     try:
-        results = collect(make_root(tmp_path), ["tests.doctor_fake_hanging"],
+        results = collect(make_root(tmp_path), [source(doctor_fake_hanging)],
                           check_timeout=0.3, deadline=3.0)
     finally:
         doctor_fake_checks.RELEASE.set()
@@ -49,25 +57,29 @@ def test_hanging_checks_are_cut_off(tmp_path):
 
 
 def test_the_deadline_skips_what_is_left(tmp_path):
-    results = collect(make_root(tmp_path), ["tests.doctor_fake_slow"], deadline=0.45)
+    results = collect(make_root(tmp_path), [source(doctor_fake_slow)], deadline=0.45)
     assert [r.status for r in results][-1] == SKIP
     assert "time budget" in results[-1].detail
     assert all(r.status != FAIL or "did not finish" in r.detail for r in results)
 
 
 def test_a_module_that_does_not_load_is_a_fail_line(tmp_path):
-    results = collect(make_root(tmp_path), ["tests.no_such_module", "tests.doctor_fake_slow"])
-    assert results[0].status == FAIL and "cannot load tests.no_such_module" in results[0].detail
+    results = collect(make_root(tmp_path), [_no_such_module, source(doctor_fake_slow)])
+    assert results[0].status == FAIL and "cannot load no_such_module" in results[0].detail
+    assert "No module named 'tests.no_such_module'" in results[0].detail
     assert results[1].check == "slow"
 
 
-def test_short_names_are_looked_up_in_the_doctor_package(tmp_path):
-    results = collect(make_root(tmp_path), ["checks_host"])
+def test_the_doctor_runs_every_check_module_host_first():
+    assert default_check_modules() == ["edgeagent.doctor.checks_host",
+                                       "edgeagent.doctor.checks_plugin",
+                                       "edgeagent.doctor.checks_kube",
+                                       "edgeagent.doctor.checks_metrics"]
+
+
+def test_host_checks_come_first_in_the_report(tmp_path):
+    results = collect(make_root(tmp_path), DEFAULT_SOURCES[:1])
     assert results[0].check == "devicetree"
-
-
-def test_registry_lists_the_host_checks_first():
-    assert CHECK_MODULES[0] == "edgeagent.doctor.checks_host"
 
 
 def test_render_text_and_exit_code():
@@ -129,7 +141,7 @@ def test_doctor_exits_0_when_nothing_failed(tmp_path):
     proc = _doctor(["--root", str(root), "install", "--pyz", _fake(tmp_path),
                     "--python", "/usr/bin/python3.12"])
     assert proc.returncode == 0, proc.stderr
-    host = collect(root, ["checks_host"])
+    host = collect(root, DEFAULT_SOURCES[:1])
     assert [r for r in host if r.status == FAIL] == []
     assert command.exit_code(host) == 0
     # the command's exit code follows its FAIL lines (other areas' checks may fail here: a
@@ -140,7 +152,7 @@ def test_doctor_exits_0_when_nothing_failed(tmp_path):
 
 
 def _fake(tmp_path):
-    from tests.hostroots import fake_pyz
+    from tests.peers.hosts import fake_pyz
 
     path = tmp_path / "edgeagent.pyz"
     if not path.exists():

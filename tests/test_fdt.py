@@ -9,10 +9,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from edgeagent.discovery.devicetree import DeviceTree, DeviceTreeError, DtNode
-from edgeagent.discovery.fdt import MAX_BLOB_BYTES, MAX_DEPTH, MAX_NODES, build_fdt, parse_fdt
+from edgeagent.discovery.fdt import (MAX_BLOB_BYTES, MAX_DEPTH, MAX_NODES, MAX_PROPERTIES,
+                                      MAX_PROPERTY_NAME, MAX_TEXT_BYTES, parse_fdt)
 from edgeagent.discovery.inventory import HostFacts, build_inventory
 from tests.conftest import all_dtbs, dtb_path
-from tests.fdtblob import NOP, StructWriter, chain_blob, header, with_header
+from tests.costbound import bounded
+from tests.fdtblob import NOP, StructWriter, build_fdt, chain_blob, header, with_header
 
 BLOBS = {name: open(dtb_path(name), "rb").read() for name in all_dtbs()}
 
@@ -100,9 +102,9 @@ def test_round_trip_of_a_hand_made_tree():
     assert tree.root == root
     node = tree.get("/soc/npu@1000")
     assert node.compatible == ("a,b", "c,d")
-    assert node.u32s("reg") == [0x1000]
+    assert struct.unpack(">I", node.prop("reg")) == (0x1000,)
     assert node.prop("empty") == b""
-    assert node.strings("missing") == [] and tree.root.u32s("model") == []
+    assert node.strings("missing") == []
 
 
 def test_v16_blob_without_struct_size_parses():
@@ -275,6 +277,63 @@ def test_error_is_raised_not_returned_for_empty_input():
     expect_error(b"", "truncated: 0 bytes")
 
 
+# --- hostile blobs: bounded time and memory, one-line errors --------------------------------------
+
+def long_string_blob(size, props, string=None):
+    """The blob of issue 11: ``props`` properties whose name offsets all point into one long
+    string (at offsets 0, 1, 2...), each a different, nearly blob-sized name."""
+    string = string if string is not None else b"p" * size + b"\0"
+    out = bytearray(struct.pack(">I", 1) + b"\0\0\0\0")
+    for i in range(props):
+        out += struct.pack(">III", 3, 0, i % len(string))
+    out += struct.pack(">II", 2, 9)
+    off_struct = 56
+    off_strings = off_struct + len(out)
+    head = struct.pack(">10I", 0xD00DFEED, off_strings + len(string), off_struct, off_strings, 40,
+                       17, 16, 0, len(string), len(out))
+    return head + b"\0" * 16 + bytes(out) + string
+
+
+@pytest.mark.parametrize("size, props", [(1 << 20, 20_000), (6 << 20, 150_000)])
+def test_property_names_into_one_long_string(size, props):
+    # Before: 1 GiB and MemoryError. Now: refused at the first over-long name.
+    blob = long_string_blob(size, props)
+    error = bounded(lambda: parse_fdt(blob, "bad.dtb"), 5.0, 4 * len(blob) + (8 << 20),
+                    (DeviceTreeError,))
+    assert isinstance(error, DeviceTreeError)
+    assert "longer than %d bytes" % MAX_PROPERTY_NAME in str(error) and "\n" not in str(error)
+
+
+def test_many_short_names_into_one_string_hit_the_name_budget():
+    # Names just under the length cap, each at a new offset: the total is what is bounded.
+    blob = long_string_blob(0, 200_000, (b"p" * (MAX_PROPERTY_NAME - 1) + b"\0") * 1000)
+    error = bounded(lambda: parse_fdt(blob, "bad.dtb"), 3.0, 48 << 20, (DeviceTreeError,))
+    assert isinstance(error, DeviceTreeError), "parsed: %r" % error
+    assert any(w in str(error) for w in ("over %d bytes in total" % MAX_TEXT_BYTES,
+                                         "more than %d properties" % MAX_PROPERTIES))
+
+
+def test_long_paths_hit_the_name_budget():
+    # A chain of 63 long names, then thousands of leaves: every leaf path repeats 63 KiB.
+    w = StructWriter().begin("")
+    for i in range(MAX_DEPTH - 2):
+        w.begin("n%d-" % i + "x" * 1000)
+    for i in range(MAX_NODES - MAX_DEPTH):
+        w.begin("l%d" % i).end()
+    for _ in range(MAX_DEPTH - 1):
+        w.end()
+    blob = w.finish().blob()
+    error = bounded(lambda: parse_fdt(blob, "bad.dtb"), 5.0, 48 << 20, (DeviceTreeError,))
+    assert "over %d bytes in total" % MAX_TEXT_BYTES in str(error)
+
+
+def test_property_count_limit():
+    # The cheapest property there is (12 bytes, empty, one name): only the count bounds them.
+    blob = long_string_blob(0, MAX_PROPERTIES + 1, b"p\0")
+    error = bounded(lambda: parse_fdt(blob, "bad.dtb"), 3.0, 64 << 20, (DeviceTreeError,))
+    assert "more than %d properties" % MAX_PROPERTIES in str(error)
+
+
 # --- fuzzing -------------------------------------------------------------------------------------
 
 NAMES = sorted(BLOBS)
@@ -327,19 +386,67 @@ def mutated_blobs(draw):
     return bytes(blob)
 
 
+# Per input: a real blob (at most 142 KiB) parses in ~10 ms and a few MiB under tracemalloc;
+# the bounds leave room for a loaded machine, not for a quadratic path.
+FUZZ_SECONDS = 2.0
+FUZZ_PEAK_BYTES = 32 << 20
+
+
 @pytest.mark.timeout(300)
 @settings(max_examples=int(os.environ.get("EDGEAGENT_FUZZ_EXAMPLES", "250")), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(mutated_blobs())
 def test_mutated_real_blobs_give_an_inventory_or_a_devicetree_error(blob):
-    try:
-        tree = parse_fdt(blob, "fuzz")
-    except DeviceTreeError as e:
-        assert str(e).startswith("fuzz: ") and "\n" not in str(e)
-        event("error: " + str(e).split(":")[1].split(" at ")[0].strip()[:40])
+    tree = bounded(lambda: parse_fdt(blob, "fuzz"), FUZZ_SECONDS, FUZZ_PEAK_BYTES,
+                   (DeviceTreeError,))
+    if isinstance(tree, DeviceTreeError):
+        assert str(tree).startswith("fuzz: ") and "\n" not in str(tree)
+        event("error: " + str(tree).split(":")[1].split(" at ")[0].strip()[:40])
         return
     event("parsed")
     inventory = build_inventory(HostFacts(tree=tree))
     json.dumps(inventory.to_json())
     assert isinstance(tree, DeviceTree)
     assert inventory.devicetree_source == "fuzz"
+
+
+@st.composite
+def token_streams(draw):
+    """Blobs built token by token from a small alphabet, valid header: the parser's state
+    machine meets every order of tokens, lengths and name offsets."""
+    w = StructWriter()
+    for _ in range(draw(st.integers(0, 60))):
+        kind = draw(st.sampled_from(["begin", "begin", "end", "prop", "prop", "nop", "raw"]))
+        if kind == "begin":
+            w.begin(draw(st.sampled_from(["", "a", "b@1", "x" * 300, "a/b"])))
+        elif kind == "end":
+            w.end()
+        elif kind == "prop":
+            w.prop(draw(st.sampled_from(["compatible", "status", "p" * 300, "model"])),
+                   draw(st.binary(max_size=40)))
+        elif kind == "nop":
+            w.token(NOP)
+        else:
+            w.token(draw(st.integers(0, 2 ** 32 - 1)))
+    if draw(st.booleans()):
+        w.finish()
+    blob = bytearray(w.blob())
+    if len(blob) > 64 and draw(st.booleans()):   # a name offset anywhere in (or past) strings
+        h = header(blob)
+        pos = draw(st.integers(h["off_dt_struct"], len(blob) - 4)) & ~3
+        blob[pos:pos + 4] = struct.pack(">I", draw(st.integers(0, len(blob))))
+    return bytes(blob)
+
+
+@pytest.mark.timeout(300)
+@settings(max_examples=int(os.environ.get("EDGEAGENT_FUZZ_EXAMPLES", "250")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(token_streams())
+def test_token_streams_parse_or_fail_in_one_line_within_bounds(blob):
+    tree = bounded(lambda: parse_fdt(blob, "fuzz"), FUZZ_SECONDS, FUZZ_PEAK_BYTES,
+                   (DeviceTreeError,))
+    if isinstance(tree, DeviceTreeError):
+        assert str(tree).startswith("fuzz: ") and "\n" not in str(tree)
+        return
+    assert tree.root.path == "/"
+    assert all(len(p) <= MAX_PROPERTY_NAME for n in tree.walk() for p in n.props)

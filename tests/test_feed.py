@@ -2,8 +2,8 @@
 
 import asyncio
 
+from edgeagent.discovery.feed import InventoryFeed
 from edgeagent.discovery.inventory import HostFacts, build_inventory
-from edgeagent.feed import InventoryFeed
 
 A = build_inventory(HostFacts(meminfo="MemTotal: 1000 kB\n"))
 B = build_inventory(HostFacts(meminfo="MemTotal: 2000 kB\n"))

@@ -10,12 +10,12 @@ import pytest
 from edgeagent.cli import main
 from edgeagent.errors import OperatorError
 from edgeagent.hostpaths import HostRoot
-from edgeagent.install import (find_pyz, install, shiv_build_id, stale_builds, uninstall,
-                               want_label_removal)
-from edgeagent.unitfile import (CACHE_DIR, COMMAND_PATH, CONFIG_PATH, PYZ_PATH, UNIT_PATH,
-                                WANTS_LINK, example_config, parse_unit, unit_environment,
-                                installed_paths, render_unit, unit_template)
-from tests.hostroots import fake_pyz, make_root, write
+from edgeagent.install.command import install, uninstall, want_label_removal
+from edgeagent.install.layout import (CACHE_DIR, COMMAND_PATH, CONFIG_PATH, PYZ_PATH, UNIT_PATH,
+                                      WANTS_LINK, example_config, installed_paths, parse_unit,
+                                      render_unit, unit_environment, unit_template)
+from edgeagent.install.pyz import find_pyz, shiv_build_id, stale_builds
+from tests.peers.hosts import fake_pyz, make_root, write
 
 
 def p(root, host_path):
@@ -304,7 +304,7 @@ def test_uninstall_command_calls_the_labels_helper(board, tmp_path, capsys, monk
     seen = []
 
     def remove_owned_labels(cli):
-        seen.append((cli.config["node_name"], os.path.exists(p(board, PYZ_PATH))))
+        seen.append((cli.config.options.kube.node_name, os.path.exists(p(board, PYZ_PATH))))
         return 0
 
     # The real labels command talks to an API server (tested in test_labels_command); here
@@ -347,7 +347,7 @@ def test_the_systemd_folder_holds_the_packaged_files():
 
 
 def test_resolve_in_root_keeps_links_inside_the_root(tmp_path):
-    from edgeagent.unitfile import resolve_in_root
+    from edgeagent.install.layout import resolve_in_root
 
     root = HostRoot(str(tmp_path))
     write(tmp_path, "/usr/bin/python3.8", "")

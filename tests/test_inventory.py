@@ -3,14 +3,15 @@
 import pytest
 
 from edgeagent.discovery.devicetree import DeviceTree, DtNode
-from edgeagent.discovery.fdt import build_fdt, parse_fdt
+from edgeagent.discovery.fdt import parse_fdt
 from edgeagent.discovery.inventory import (
-    JETPACK_BY_L4T, NVIDIA_IGPUS, HostFacts, UsbDevice, build_inventory, effective_status,
+    JETPACK_BY_L4T, NVIDIA_IGPUS, HostFacts, UsbNode, build_inventory, effective_status,
     jetpack_for, parse_l4t_release, parse_meminfo_total, soc_from_soc0)
 from edgeagent.discovery.scan import discover
 from edgeagent.hostpaths import HostRoot
 from tests.conftest import all_dtbs, dtb_path
-from tests.hosts import NV_TEGRA_RELEASE, make_host
+from tests.fdtblob import build_fdt
+from tests.peers.hosts import NV_TEGRA_RELEASE, make_host
 
 NANO = "tegra210-p3450-0000.dtb"
 TX2NX = "tegra186-p3509-0000+p3636-0001.dtb"
@@ -276,9 +277,9 @@ def test_coral_pcie_and_usb(tmp_path):
 
 
 def test_usb_ids_are_read_case_insensitively():
-    inv = build_inventory(HostFacts(usb_devices=(UsbDevice("/sys/bus/usb/devices/1-1", "1a6e",
-                                                           "089a"),)))
+    inv = build_inventory(HostFacts(usb=(UsbNode("1-1", "1a6e", "089a"),)))
     assert inv.accelerators[0].kind == "edgetpu"
+    assert inv.accelerators[0].path == "/sys/bus/usb/devices/1-1"
 
 
 def test_nvdla_from_dev_nodes_when_the_tree_has_none(tmp_path):
@@ -289,6 +290,17 @@ def test_nvdla_from_dev_nodes_when_the_tree_has_none(tmp_path):
     nvdla = [(a.path, a.device) for a in inv.accelerators if a.kind == "nvdla"]
     assert nvdla == [("/dev/nvhost-nvdla0", "/dev/nvhost-nvdla0"),
                      ("/dev/nvhost-nvdla1", "/dev/nvhost-nvdla1")]
+
+
+def test_nvdla_engines_of_jetpack_6_have_only_ctrl_nodes(tmp_path):
+    # r36's devices.csv lists /dev/nvhost-ctrl-nvdla<N> only: still one engine each, as the
+    # device plugin's profile counts them (one table of device nodes for both).
+    root = make_host(str(tmp_path), ORIN, release="R36.3.0",
+                     dev=["/dev/nvhost-ctrl-nvdla0", "/dev/nvhost-ctrl-nvdla1"])
+    inv = discover(HostRoot(root))
+    nvdla = [(a.path, a.device) for a in inv.accelerators if a.kind == "nvdla"]
+    assert nvdla == [("/dev/nvhost-ctrl-nvdla0", "/dev/nvhost-ctrl-nvdla0"),
+                     ("/dev/nvhost-ctrl-nvdla1", "/dev/nvhost-ctrl-nvdla1")]
 
 
 def test_nvdla_and_pva_nodes_of_an_l4t_tree_use_their_dev_nodes():

@@ -1,4 +1,4 @@
-"""Kubeconfig reading (YAML subset, JSON), the credentials order, node names."""
+"""Kubeconfig reading (PyYAML, bounded), the credentials order, node names."""
 
 import base64
 import os
@@ -12,7 +12,7 @@ from edgeagent.hostpaths import HostRoot
 from edgeagent.kube.certinfo import node_name_from_cert, subject_cn
 from edgeagent.kube.credentials import find_credentials, load_kubeconfig
 from edgeagent.kube.errors import CredentialsError, NoCredentials
-from edgeagent.kube.miniyaml import YamlError, loads
+from edgeagent.kube.safeyaml import YamlError, loads
 from edgeagent.kube.nodename import resolve_node_name
 from edgeagent.kube.tls import make_ssl_context
 from tests.tools import require_tool
@@ -98,7 +98,7 @@ def kubeadm_root(tmp_path, ca, node="jetson-7"):
     return HostRoot(str(root))
 
 
-# --- YAML subset --------------------------------------------------------------------------
+# --- YAML (PyYAML's safe loader, bounded) ----------------------------------------------------
 
 def test_yaml_k3s_kubeconfig():
     doc = loads(K3S_KUBELET)
@@ -107,45 +107,30 @@ def test_yaml_k3s_kubeconfig():
     assert doc["preferences"] == {}
 
 
-def test_yaml_constructs():
-    doc = loads("""\
-# comment
-a: 'it''s'   # trailing
-b: "x\\ty\\u00e9"
-c:
-  - one
-  - two: 2
-    three: [x, "y"]
-d: |
-  line1
-  line2
-e: >-
-  folded
-  text
-f: true
-g: ~
-h: 'a: b # c'
-i: -
-""".replace("i: -\n", ""))
-    assert doc == {"a": "it's", "b": "x\tyé", "c": ["one", {"two": 2, "three": ["x", "y"]}],
-                   "d": "line1\nline2\n", "e": "folded text", "f": True, "g": None,
-                   "h": "a: b # c"}
-    assert loads('{"json": [1, 2]}') == {"json": [1, 2]}
+def test_yaml_scalars_are_text_booleans_or_null():
+    doc = loads("a: 'it''s'\nb: 0x1F\nc: 12345\nd: 1.5\ne: 2024-01-01\nf: true\ng: ~\n"
+                "h: |\n  line1\n  line2\n")
+    assert doc == {"a": "it's", "b": "0x1F", "c": "12345", "d": "1.5", "e": "2024-01-01",
+                   "f": True, "g": None, "h": "line1\nline2\n"}
+    assert loads('{"json": [1, 2]}') == {"json": ["1", "2"]}
     assert loads("") is None
 
 
-def test_yaml_an_empty_value_does_not_take_a_later_entry_further_left():
-    # A lone "-" further left starts the next entry of an outer sequence, as in YAML proper.
-    assert loads("items:\n- a:\n-\n  c: 2\n") == {"items": [{"a": None}, {"c": 2}]}
-
-
-@pytest.mark.parametrize("text", [
-    "a: &x 1\nb: *x\n", "a: 1\n---\nb: 2\n", "a:\n\t- x\n", "a: [1,\n  2]\n",
-    "a: 1\na: 2\n", "a: 'open\n", "just text\n", "a: 1\n   b: 2\n", "x:\n  y:\n-\n",
+@pytest.mark.parametrize("text,message", [
+    ("a: &x [1]\nb: *x\n", "line 2: aliases (*x) are not accepted"),
+    ("a: 1\n---\nb: 2\n", "line 2: expected a single document"),
+    ("a: 'open\n", "line 2: "),
+    ("a: !!binary aGk=\n", "line 1: tag tag:yaml.org,2002:binary is not accepted"),
+    ("a: !!python/object:os.system x\n", "is not accepted"),
+    ("a: !!int 1\n", "is not accepted"),
+    ("x: " + "[" * 65 + "]" * 65 + "\n", "line 1: nested more than 64 levels deep"),
+    ("".join("%sk%d:\n" % (" " * i, i) for i in range(1500)), "nested more than 64 levels"),
+    ("[" + "a," * 20001 + "]", "more than 20000 values"),
 ])
-def test_yaml_outside_the_subset_is_refused(text):
-    with pytest.raises(YamlError):
+def test_yaml_hazards_are_one_line_errors(text, message):
+    with pytest.raises(YamlError) as e:
         loads(text)
+    assert message in str(e.value) and "\n" not in str(e.value)
 
 
 def test_kubectl_written_kubeconfig(tmp_path):
@@ -193,7 +178,8 @@ def test_kubeadm_kubelet_conf_with_rotating_pem(tmp_path, ca):
     assert creds.cert_file == creds.key_file
     make_ssl_context(creds)
     config = load_config(env={})
-    assert resolve_node_name(config, root, creds, env={}) == ("jetson-7", "client certificate")
+    assert resolve_node_name(config.options.kube, root, creds, env={}) == (
+        "jetson-7", "client certificate")
 
 
 def test_order_explicit_then_k3s_then_kubeadm_then_in_cluster(tmp_path, ca):
@@ -210,6 +196,11 @@ def test_order_explicit_then_k3s_then_kubeadm_then_in_cluster(tmp_path, ca):
     creds = find_credentials(root, None, env=env)
     assert creds.server == "https://[fd00::1]:443" and creds.source.startswith("in-cluster")
     assert make_ssl_context(creds)[1] == "sa-token"
+    for bad in ({"KUBERNETES_SERVICE_HOST": "h", "KUBERNETES_SERVICE_PORT": "99999"},
+                {"KUBERNETES_SERVICE_HOST": "a b\n", "KUBERNETES_SERVICE_PORT": "443"}):
+        with pytest.raises(CredentialsError, match="make no valid URL") as e:
+            find_credentials(root, None, env=bad)
+        assert "\n" not in str(e.value)
     with pytest.raises(NoCredentials):
         find_credentials(root, None, env={})
     explicit = write(str(tmp_path / "explicit.yaml"), K3S_KUBELET.replace(
@@ -246,7 +237,12 @@ def test_missing_file_is_one_line_operator_error(tmp_path, ca, capsys):
      "without its key"),
     (lambda t: t + "    exec:\n      command: aws\n", "exec is not supported"),
     (lambda t: t.replace("cluster: local", "cluster: other"), "no cluster named 'other'"),
-    (lambda t: "a: &anchor 1\n", "anchors"),
+    (lambda t: "a: &anchor 1\nb: *anchor\n", "line 2: aliases"),
+    (lambda t: t.replace("https://127.0.0.1:6443", "https://127.0.0.1:99999"),
+     "is not a valid URL"),
+    (lambda t: t.replace("client-certificate: /var",
+                         "token: \"a\\nb\"\n    client-certificate: /var"),
+     "token holds control"),
 ])
 def test_bad_kubeconfigs(tmp_path, ca, mutate, message):
     root = k3s_root(tmp_path, ca)
@@ -283,9 +279,10 @@ def test_node_name_order(tmp_path, ca):
     root = k3s_root(tmp_path, ca, node="from-cert")
     creds = find_credentials(root, None, env={})
     write(root.path("/proc/sys/kernel/hostname"), "Jetson-Host\n")
-    cfg = load_config(env={})
-    assert resolve_node_name(cfg.replace(node_name="given"), root, creds, env={"NODE_NAME": "e"})[
-        0] == "given"
+    cfg = load_config(env={}).options.kube
+    given = load_config(env={}).replace(node_name="given").options.kube
+    assert resolve_node_name(given, root, creds, env={"NODE_NAME": "e"}) == (
+        "given", "config node_name")
     assert resolve_node_name(cfg, root, creds, env={"NODE_NAME": "from-env"}) == (
         "from-env", "NODE_NAME")
     assert resolve_node_name(cfg, root, creds, env={}) == ("from-cert", "client certificate")

@@ -45,9 +45,14 @@ def config():
     return load_config(env={})
 
 
+def opts(config, overrides):
+    """The labels options of ``config`` with some keys changed."""
+    return config.replace(**overrides).options.labels
+
+
 def test_jetson_nano_matches_the_devicetree_labeller_readme(config):
     inv = inventory(nano_l4t_tree())
-    labels = compute_labels(inv, config).labels
+    labels = compute_labels(inv, config.options.labels).labels
     dt = {k: v for k, v in labels.items() if k.startswith("beta.devicetree.org/")}
     assert dt == {
         "beta.devicetree.org/nvidia-jetson-nano": "1",
@@ -56,14 +61,14 @@ def test_jetson_nano_matches_the_devicetree_labeller_readme(config):
         "beta.devicetree.org/nvidia-gm20b": "1",
     }
     # `-n gpu pwm-fan` in the labeller is labels.extra_nodes here.
-    more = compute_labels(inv, config.replace(**{"labels.extra_nodes": ["gpu", "pwm-fan"]}))
+    more = compute_labels(inv, opts(config, {"labels.extra_nodes": ["gpu", "pwm-fan"]}))
     assert more.labels["beta.devicetree.org/pwm-fan"] == "1"
     assert more.labels["beta.devicetree.org/nvidia-gm20b"] == "1"  # the GPU node counted once
     assert more.problems == ()
 
 
 def test_gpu_feature_discovery_labels_on_a_nano(config):
-    labels = compute_labels(inventory(nano_l4t_tree()), config).labels
+    labels = compute_labels(inventory(nano_l4t_tree()), config.options.labels).labels
     gpu = {k: v for k, v in labels.items() if k.startswith("nvidia.com/")}
     assert gpu == {
         "nvidia.com/gpu.present": "true",
@@ -81,14 +86,14 @@ def test_gpu_feature_discovery_labels_on_a_nano(config):
 
 def test_time_slicing_and_switches(config):
     inv = inventory(nano_l4t_tree())
-    shared = compute_labels(inv, config.replace(**{"sharing.replicas": 4})).labels
+    shared = compute_labels(inv, opts(config, {"sharing.replicas": 4})).labels
     assert shared["nvidia.com/gpu.replicas"] == "4"
     assert shared["nvidia.com/gpu.sharing-strategy"] == "time-slicing"
     assert shared["nvidia.com/gpu.product"] == "NVIDIA-Tegra-X1-SHARED"
-    renamed = compute_labels(inv, config.replace(**{"sharing.replicas": 4,
+    renamed = compute_labels(inv, opts(config, {"sharing.replicas": 4,
                                                    "sharing.rename_by_default": True})).labels
     assert renamed["nvidia.com/gpu.product"] == "NVIDIA-Tegra-X1"
-    off = compute_labels(inv, config.replace(**{"labels.nvidia_gpu_labels": False,
+    off = compute_labels(inv, opts(config, {"labels.nvidia_gpu_labels": False,
                                                 "labels.devicetree_labels": False})).labels
     assert not [k for k in off if k.startswith(("nvidia.com/", "beta.devicetree.org/"))]
     assert off["edgeagent.io/board"] == "NVIDIA-Jetson-Nano-Developer-Kit"
@@ -96,7 +101,7 @@ def test_time_slicing_and_switches(config):
 
 def test_own_labels_under_the_prefix(config):
     labels = compute_labels(inventory(nano_l4t_tree()),
-                            config.replace(**{"labels.prefix": "example.org/"})).labels
+                            opts(config, {"labels.prefix": "example.org/"})).labels
     own = {k: v for k, v in labels.items() if k.startswith("example.org/")}
     assert own == {"example.org/board": "NVIDIA-Jetson-Nano-Developer-Kit",
                    "example.org/soc": "tegra210", "example.org/l4t": "32.7.1",
@@ -104,7 +109,8 @@ def test_own_labels_under_the_prefix(config):
 
 
 def test_disabled_gpu_gives_no_gpu_labels(config):
-    labels = compute_labels(inventory(nano_l4t_tree(gpu_status="disabled")), config).labels
+    labels = compute_labels(inventory(nano_l4t_tree(gpu_status="disabled")),
+                            config.options.labels).labels
     assert not [k for k in labels if k.startswith("nvidia.com/")]
     assert "beta.devicetree.org/nvidia-gm20b" not in labels
 
@@ -112,7 +118,7 @@ def test_disabled_gpu_gives_no_gpu_labels(config):
 def test_demo_host_accelerator_counts(config):
     from edgeagent.app import DEMO_PACKAGE_DIR
 
-    labels = compute_labels(discover(HostRoot(DEMO_PACKAGE_DIR)), config).labels
+    labels = compute_labels(discover(HostRoot(DEMO_PACKAGE_DIR)), config.options.labels).labels
     assert labels["edgeagent.io/nvdla.count"] == "2"
     assert labels["edgeagent.io/jetpack"] == "5.1.2"
     assert labels["edgeagent.io/l4t"] == "35.4.1"
@@ -123,7 +129,7 @@ def test_demo_host_accelerator_counts(config):
 @pytest.mark.parametrize("dtb", all_dtbs())
 def test_every_real_board_gives_only_valid_labels(dtb, config, tmp_path):
     inv = discover(HostRoot(str(tmp_path)), dtb_path(dtb))
-    result = compute_labels(inv, config.replace(**{"labels.extra_nodes": ["gpu", "/cpus"]}))
+    result = compute_labels(inv, opts(config, {"labels.extra_nodes": ["gpu", "/cpus"]}))
     assert result.labels
     for k, v in result.labels.items():
         assert is_valid_key(k) and is_valid_value(v), (k, v)
@@ -133,7 +139,7 @@ def test_every_real_board_gives_only_valid_labels(dtb, config, tmp_path):
 
 def test_orin_plus_compatible_is_mapped_not_dropped(config, tmp_path):
     inv = discover(HostRoot(str(tmp_path)), dtb_path("tegra234-p3768-0000+p3767-0005.dtb"))
-    labels = compute_labels(inv, config).labels
+    labels = compute_labels(inv, config.options.labels).labels
     assert labels["beta.devicetree.org/nvidia-p3768-0000-p3767-0005"] == "1"
 
 
@@ -147,7 +153,7 @@ def test_invalid_candidate_is_dropped_alone():
 
 def test_unknown_extra_node_is_reported(config):
     result = compute_labels(inventory(nano_l4t_tree()),
-                            config.replace(**{"labels.extra_nodes": ["no-such-node"]}))
+                            opts(config, {"labels.extra_nodes": ["no-such-node"]}))
     assert result.problems == ("labels.extra_nodes: no devicetree node matches 'no-such-node'",)
 
 
@@ -161,7 +167,7 @@ def test_occurrences_are_counted():
 
 def test_no_devicetree_host_gives_no_devicetree_labels(config):
     inv = build_inventory(HostFacts())
-    assert compute_labels(inv, config).labels == {}
+    assert compute_labels(inv, config.options.labels).labels == {}
 
 
 def test_discover_json_shows_the_labels(tmp_path, capsys):

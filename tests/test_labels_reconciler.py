@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from edgeagent.backoff import Backoff
 from edgeagent.config import load_config
 from edgeagent.discovery.scan import discover
-from edgeagent.feed import InventoryFeed
+from edgeagent.discovery.feed import InventoryFeed
 from edgeagent.hostpaths import HostRoot
 from edgeagent.kube.client import CredentialCache, KubeClient
 from edgeagent.kube.credentials import load_kubeconfig
@@ -21,7 +21,7 @@ from edgeagent.labels.compute import compute_labels
 from edgeagent.labels.metrics import LabelMetrics
 from edgeagent.labels.reconciler import Reconciler, classify
 from tests.conftest import dtb_path
-from tests.kubeapi import KubeApiServer
+from tests.peers.kubeapi import KubeApiServer
 
 ANN = "edgeagent.io/owned-labels"
 
@@ -54,7 +54,7 @@ def make(api_or_path, inventory, node="jetson-1", drift=0.1, dry_run=False, regi
     client = KubeClient(CredentialCache(loader), timeout=2.0)
     feed = InventoryFeed(inventory)
     metrics = LabelMetrics(registry or CollectorRegistry())
-    rec = Reconciler(feed=feed, compute=lambda inv: compute_labels(inv, config),
+    rec = Reconciler(feed=feed, compute=lambda inv: compute_labels(inv, config.options.labels),
                      prefix="edgeagent.io/", node_name=lambda: node, client=client,
                      metrics=metrics, dry_run=dry_run, drift_seconds=drift,
                      rng=random.Random(1))
@@ -89,7 +89,7 @@ def test_labels_applied_once_then_only_drift_reads(tmp_path, nano):
     async def scenario():
         async with KubeApiServer(str(tmp_path)) as api:
             rec, _, client = make(api, nano, registry=registry)
-            desired = compute_labels(nano, load_config(env={})).labels
+            desired = compute_labels(nano, load_config(env={}).options.labels).labels
 
             async def body():
                 await until(lambda: len(api.requests_by("GET")) >= 5, what="drift checks")
@@ -191,16 +191,20 @@ def test_forbidden_is_logged_once_and_retried(tmp_path, nano, caplog):
             rec, _, client = make(api, nano, node="jetson-2", registry=registry)
 
             async def body():
-                await until(lambda: len(api.requests_by("PATCH")) >= 3, what="retries")
+                await until(lambda: len(api.requests_by("GET")) >= 3, what="retries")
             await running(rec, client, body)
-            assert {r.status for r in api.requests_by("PATCH")} == {403}
+            # The Node authorizer (1.32+) refuses even the read: nothing is ever sent.
+            assert {r.status for r in api.requests_by("GET")} == {403}
+            assert not api.requests_by("PATCH")
             assert rec.state == "forbidden"
+            assert "forbidden" in rec.problem()
 
     with caplog.at_level(logging.INFO, logger="edgeagent.labels.reconciler"):
         arun(scenario())
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "forbidden" in warnings[0].getMessage()
-    assert "NodeRestriction" in warnings[0].getMessage()
+    assert "only its own Node" in warnings[0].getMessage()
+    assert "--node-name" in warnings[0].getMessage()
     assert sample(registry, "edgeagent_labels_patches_total", result="error") >= 2
 
 
@@ -242,7 +246,7 @@ def test_missing_credentials_and_missing_node(tmp_path, nano, caplog):
 
     with caplog.at_level(logging.WARNING, logger="edgeagent.labels.reconciler"):
         arun(scenario())
-    assert len(caplog.records) == 2
+    assert len([r for r in caplog.records if r.name == "edgeagent.labels.reconciler"]) == 2
 
 
 def test_dry_run_reads_but_never_writes(tmp_path, nano, caplog):
@@ -304,6 +308,7 @@ def test_explicit_bad_kubeconfig_fails_the_build(tmp_path):
         config = load_config(env={}).replace(kubeconfig=str(tmp_path / "missing"))
         root = HostRoot(str(tmp_path))
         demo = False
+        registry = None
 
     with pytest.raises(CredentialsError, match="no such file"):
         build(Ctx())
@@ -323,3 +328,127 @@ def test_dry_run_without_credentials_still_shows_the_patch(nano, caplog):
         arun(scenario())
     dry = [r.getMessage() for r in caplog.records if "dry run" in r.getMessage()]
     assert len(dry) == 1 and "against an empty Node" in dry[0]
+
+
+# --- ownership is a guard: against the chunking test API server --------------------------------
+
+HOSTILE = {"kubernetes.io/hostname": "jetson-1", "topology.kubernetes.io/zone": "rack-3",
+           "team": "vision", "nvidia.com/gpu.mode": "compute",
+           "nvidia.com/cuda.driver.major": "540"}
+
+
+def test_a_hostile_annotation_deletes_nothing_run(tmp_path, nano, caplog):
+    async def scenario():
+        async with KubeApiServer(str(tmp_path)) as api:
+            api.edit_node("jetson-1", {"metadata": {
+                "labels": dict(HOSTILE, **{"edgeagent.io/stale": "1"}),
+                "annotations": {ANN: ",".join(sorted(HOSTILE) + ["edgeagent.io/stale"])}}})
+            rec, _, client = make(api, nano)
+
+            async def body():
+                await until(lambda: len(api.requests_by("GET")) >= 4, what="drift checks")
+            await running(rec, client, body)
+            labels = api.labels("jetson-1")
+            for key, value in HOSTILE.items():
+                assert labels[key] == value, key
+            assert "edgeagent.io/stale" not in labels       # its own, no longer computed: gone
+            owned = api.annotations("jetson-1")[ANN].split(",")
+            assert not set(owned) & set(HOSTILE)
+            assert len(api.requests_by("PATCH")) == 1
+
+    with caplog.at_level(logging.WARNING, logger="edgeagent.labels.reconciler"):
+        arun(scenario())
+    warnings = [r.getMessage() for r in caplog.records if "owned-labels" in r.getMessage()]
+    assert len(warnings) == 1                                # once, not every reconcile
+    assert all(key in warnings[0] for key in HOSTILE)
+
+
+def test_a_hostile_annotation_deletes_nothing_labels_remove(tmp_path, capsys):
+    from edgeagent.app import DEMO_PACKAGE_DIR
+    from edgeagent.cli import main
+    from tests.peers.kubeapi import ThreadedKubeApi
+
+    server = ThreadedKubeApi(str(tmp_path / "api"))
+    try:
+        api = server.api
+        api.edit_node("jetson-1", {"metadata": {
+            "labels": dict(HOSTILE, **{"edgeagent.io/board": "x"}),
+            "annotations": {ANN: ",".join(sorted(HOSTILE) + ["edgeagent.io/board"])}}})
+        with pytest.raises(SystemExit) as e:
+            main(["--root", DEMO_PACKAGE_DIR, "labels", "--remove", "--kubeconfig",
+                  api.write_kubeconfig(), "--node-name", "jetson-1"])
+        assert e.value.code == 0
+        out = capsys.readouterr()
+        assert "removed 1 label (edgeagent.io/board)" in out.out
+        labels = api.labels("jetson-1")
+        for key, value in HOSTILE.items():
+            assert labels[key] == value, key
+        assert "edgeagent.io/board" not in labels and ANN not in api.annotations("jetson-1")
+    finally:
+        server.close()
+
+
+def test_an_administrators_gpu_product_is_neither_overwritten_nor_claimed(tmp_path, nano):
+    async def scenario():
+        async with KubeApiServer(str(tmp_path)) as api:
+            api.edit_node("jetson-1", {"metadata": {"labels": {
+                "nvidia.com/gpu.product": "Custom-Product"}}})
+            rec, _, client = make(api, nano)
+
+            async def body():
+                await until(lambda: len(api.requests_by("GET")) >= 3, what="drift checks")
+            await running(rec, client, body)
+            assert api.labels("jetson-1")["nvidia.com/gpu.product"] == "Custom-Product"
+            owned = api.annotations("jetson-1")[ANN].split(",")
+            assert "nvidia.com/gpu.product" not in owned
+            assert "nvidia.com/gpu.family" in owned             # the rest is labelled
+            patch = api.requests_by("PATCH")
+            assert len(patch) == 1
+
+    arun(scenario())
+
+
+@pytest.mark.parametrize("body", ["", "{trunc", '{"kind": "Status"}'])
+def test_an_unreadable_node_stops_the_write(tmp_path, nano, body):
+    async def scenario():
+        async with KubeApiServer(str(tmp_path)) as api:
+            api.edit_node("jetson-1", {"metadata": {
+                "labels": {"edgeagent.io/board": "x"}, "annotations": {ANN: "edgeagent.io/board"}}})
+            rec, _, client = make(api, nano)
+            api.inject(200, body=body, method="GET", count=3)
+
+            async def body_():
+                await until(lambda: api.requests_by("PATCH"), what="the patch after recovery")
+            await running(rec, client, body_)
+            patches = api.requests_by("PATCH")
+            gets = api.requests_by("GET")
+            assert len(gets) >= 4 and gets[0].time < patches[0].time
+            # Never planned against "{}": the first PATCH came after a real read.
+            assert len([g for g in gets if g.time < patches[0].time]) == 4
+
+    arun(scenario())
+
+
+def test_problem_while_there_are_no_credentials(nano):
+    async def scenario():
+        rec, _, client = make(None, nano)
+        assert rec.problem() is None
+
+        async def body():
+            await until(lambda: rec.state == "no-credentials", what="no credentials")
+        await running(rec, client, body)
+        assert "no-credentials" in rec.problem()
+
+    arun(scenario())
+
+
+def test_the_ignored_keys_warning_stays_short(caplog):
+    from edgeagent.labels.plan import plan_labels
+    from edgeagent.labels.reconciler import warn_ignored
+
+    keys = ["team.example/k%d" % i for i in range(5000)]
+    node = {"metadata": {"annotations": {ANN: ",".join(keys)}}}
+    with caplog.at_level(logging.WARNING):
+        warn_ignored(plan_labels(node, {}, "edgeagent.io/"), "edgeagent.io/")
+    [message] = [r.getMessage() for r in caplog.records]
+    assert message.endswith("and 4990 more") and len(message) < 600

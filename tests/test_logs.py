@@ -102,3 +102,107 @@ def test_default_handler_follows_a_swapped_stderr(monkeypatch):
         root.setLevel(saved[1])
     out = second.getvalue()
     assert "edgeagent.t: two" in out and "Logging error" not in out
+
+
+# --- repeated messages ------------------------------------------------------------------------
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def _records(filt, clock, items):
+    """Feed (advance, logger, level, msg, args) through ``filt``; return what passed, rendered."""
+    passed = []
+    for advance, name, level, msg, args in items:
+        clock.now += advance
+        record = logging.LogRecord(name, level, __file__, 1, msg, args, None)
+        if filt.filter(record):
+            passed.append(record.getMessage())
+    return passed
+
+
+def test_identical_errors_pass_once_a_window_then_say_how_many_were_dropped():
+    from edgeagent.logs import RepeatFilter
+
+    clock = Clock()
+    filt = RepeatFilter(interval=60, clock=clock)
+    flood = [(0.001, "asyncio", logging.ERROR, "accept failed: %s", ("EMFILE",))] * 10000
+    assert _records(filt, clock, flood) == ["accept failed: EMFILE"]
+    later = [(60, "asyncio", logging.ERROR, "accept failed: %s", ("EMFILE",))]
+    assert _records(filt, clock, later) == ["accept failed: EMFILE (repeated 9999 times)"]
+    quiet = [(61, "asyncio", logging.ERROR, "accept failed: %s", ("EMFILE",))]
+    assert _records(filt, clock, quiet) == ["accept failed: EMFILE"]   # nothing was dropped
+
+
+def test_different_messages_loggers_and_levels_are_not_merged():
+    from edgeagent.logs import RepeatFilter
+
+    clock = Clock()
+    filt = RepeatFilter(interval=60, clock=clock)
+    items = [(0, "a", logging.ERROR, "x", None), (0, "b", logging.ERROR, "x", None),
+             (0, "a", logging.WARNING, "x", None), (0, "a", logging.ERROR, "y", None),
+             (0, "a", logging.ERROR, "x", None)]
+    assert _records(filt, clock, items) == ["x", "x", "x", "y"]
+
+
+def test_info_and_debug_are_never_dropped():
+    from edgeagent.logs import RepeatFilter
+
+    clock = Clock()
+    filt = RepeatFilter(interval=60, clock=clock)
+    items = [(0, "a", logging.INFO, "same", None)] * 3 + [(0, "a", logging.DEBUG, "same", None)]
+    assert len(_records(filt, clock, items)) == 4
+
+
+def test_memory_is_bounded_by_distinct_messages():
+    from edgeagent.logs import RepeatFilter
+
+    clock = Clock()
+    filt = RepeatFilter(interval=60, max_keys=100, clock=clock)
+    items = [(0, "a", logging.ERROR, "message %d", (i,)) for i in range(10000)]
+    assert len(_records(filt, clock, items)) == 10000
+    assert len(filt._seen) == 100
+
+
+def test_setup_logging_rate_limits_every_logger(tmp_path):
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    stream = io.StringIO()
+    setup_logging("info", "text", stream=stream, env={})
+    try:
+        for _ in range(1000):
+            logging.getLogger("asyncio").error("socket.accept() out of system resource")
+            logging.getLogger("edgeagent.metrics").warning("scrape failed")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2, lines
+
+
+def test_flush_reports_what_a_stopped_flood_dropped():
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    stream = io.StringIO()
+    setup_logging("info", "text", stream=stream, env={})
+    try:
+        from edgeagent.logs import flush_repeated
+
+        for _ in range(50):
+            logging.getLogger("edgeagent.kube").error("API server unreachable")
+        logging.getLogger("edgeagent.kube").warning("said once")
+        flush_repeated()
+        flush_repeated()    # nothing new dropped: nothing more to say
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0].endswith("edgeagent.kube: API server unreachable")
+    assert lines[1].endswith("edgeagent.kube: said once")
+    assert lines[2].endswith("edgeagent.kube: API server unreachable (repeated 49 times)")
+    assert "ERROR" in lines[2]

@@ -10,7 +10,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgeagent.discovery.inventory import Inventory
-from edgeagent.feed import InventoryFeed
+from edgeagent.discovery.feed import InventoryFeed
 from edgeagent.metrics.collector import TEGRASTATS_HELP, AgentCollector, TegrastatsCollector
 from edgeagent.supervisor import ComponentStatus
 from edgeagent.tegrastats.runner import TegrastatsState

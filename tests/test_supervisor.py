@@ -1,8 +1,6 @@
 """The supervisor and the systemd notify protocol, with a real AF_UNIX datagram socket."""
 
 import asyncio
-import gc
-import logging
 import os
 import shutil
 import socket
@@ -12,7 +10,6 @@ import time
 import pytest
 
 from edgeagent import supervisor as supervisor_module
-from edgeagent.app import run_until_complete_bounded
 from edgeagent.backoff import Backoff
 from edgeagent.sdnotify import Notifier
 from edgeagent.supervisor import Component, RestartPolicy, Supervisor
@@ -295,45 +292,6 @@ def test_bounded_shutdown_with_a_component_that_ignores_cancellation():
         return code
 
     assert run_async(main()) == 0
-
-
-def test_process_level_cleanup_is_bounded_too(caplog):
-    # asyncio.run() would wait for this task forever; run_until_complete_bounded does not.
-    state = {}
-
-    async def main():
-        async def stuck():
-            while True:
-                try:
-                    await asyncio.sleep(3600)
-                except asyncio.CancelledError:
-                    state["cancelled"] = state.get("cancelled", 0) + 1
-
-        state["task"] = asyncio.ensure_future(stuck())
-        await asyncio.sleep(0)
-        return 7
-
-    started = time.monotonic()
-    with caplog.at_level(logging.WARNING):
-        assert run_until_complete_bounded(main(), grace=0.1) == 7
-    assert time.monotonic() - started < PATIENCE
-    assert state["cancelled"] >= 1 and not state["task"].done()
-    said = [r.getMessage() for r in caplog.records]
-    assert any("1 task(s) still running at exit" in m and "stuck" in m for m in said), said
-    # Said once: collecting the abandoned task must not report it again.
-    caplog.clear()
-    del state["task"]
-    gc.collect()
-    assert not [r for r in caplog.records if "destroyed" in r.getMessage()]
-
-
-def test_run_until_complete_bounded_returns_the_value_and_closes_the_loop():
-    async def main():
-        await asyncio.sleep(0)
-        return asyncio.get_event_loop()
-
-    loop = run_until_complete_bounded(main())
-    assert loop.is_closed()
 
 
 # --- READY and sd_notify ------------------------------------------------------------------------

@@ -8,7 +8,10 @@ import subprocess
 import pytest
 
 from edgeagent.config import OPTIONS, SCHEMA, load_config
-from edgeagent.unitfile import UNIT_NAME, example_config, parse_unit, render_unit, unit_template
+from edgeagent.install.layout import (UNIT_NAME, example_config, parse_unit, render_unit,
+                                      unit_template)
+from edgeagent.rlimits import WANTED_NOFILE
+from edgeagent.runlock import LOCK_PATH
 from tests.conftest import REPO
 from tests.tools import require_tool
 
@@ -78,6 +81,10 @@ def test_the_unit_has_what_the_issue_asks_for():
     assert one["Service.Restart"] == "always"
     assert one["Service.WatchdogSec"] == "30s"
     assert one["Service.CacheDirectory"] == "edgeagent"
+    # the single-instance lock lives in /run/edgeagent (edgeagent.runlock.LOCK_PATH)
+    assert one["Service.RuntimeDirectory"] == "edgeagent"
+    assert LOCK_PATH == "/run/%s/lock" % one["Service.RuntimeDirectory"]
+    assert one["Service.LimitNOFILE"] == str(WANTED_NOFILE)
     assert one["Service.Environment"] == "SHIV_ROOT=/var/cache/edgeagent"
     assert one["Service.ProtectSystem"] == "strict"
     assert unit["Service.ReadWritePaths"] == ["-/var/lib/kubelet/device-plugins"]

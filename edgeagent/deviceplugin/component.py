@@ -7,17 +7,24 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Tuple
 
+from edgeagent.config import DevicePluginOptions
 from edgeagent.deviceplugin import allocate as alloc
-from edgeagent.deviceplugin.hostscan import scan
-from edgeagent.deviceplugin.model import (GPU_RESOURCE, SHARED_GPU_RESOURCE, Options, Resource,
+from edgeagent.discovery.scan import probe_host as scan
+from edgeagent.deviceplugin.model import (GPU_RESOURCE, SHARED_GPU_RESOURCE, Resource,
                                           build_resources, describe_units, health_changes,
                                           scan_plan)
-from edgeagent.deviceplugin.runtimefacts import RuntimeFacts, RuntimeFactsCache
+from edgeagent.discovery.runtimefacts import RuntimeFacts, RuntimeFactsCache
 from edgeagent.supervisor import Component
 
-if TYPE_CHECKING:  # the server and plugin modules import grpclib: only once the loop runs
+if TYPE_CHECKING:  # pragma: no cover - types only; grpclib is imported once the loop runs
+    from prometheus_client import CollectorRegistry
+
+    from edgeagent.app import AgentContext
     from edgeagent.deviceplugin.plugin import ResourcePlugin
-    from edgeagent.deviceplugin.server import ResourceState
+    from edgeagent.deviceplugin.server import Listing, ResourceState
+    from edgeagent.discovery.inventory import Inventory
+    from edgeagent.discovery.feed import InventoryFeed
+    from edgeagent.hostpaths import HostRoot
 
 log = logging.getLogger(__name__)
 
@@ -28,41 +35,58 @@ class DevicePluginComponent(Component):
 
     name = "device-plugin"
 
-    def __init__(self, ctx, poll_interval: float = 0.5) -> None:
-        self.root = ctx.root
-        self.feed = ctx.inventory
-        self.options = Options.from_config(ctx.config)
-        self.directory = ctx.root.path(ctx.config["device_plugin.directory"])
-        self.interval = float(ctx.config["device_plugin.health_interval_seconds"])
-        self.configured_strategy = ctx.config["device_plugin.device_list_strategy"]
+    def __init__(self, root: HostRoot, options: DevicePluginOptions, feed: InventoryFeed,
+                 registry: CollectorRegistry, poll_interval: float = 0.5) -> None:
+        self.root = root
+        self.feed = feed
+        self.options = options
+        self.directory = root.path(options.directory)
+        self.interval = float(options.health_interval_seconds)
         self.poll_interval = poll_interval
-        self.runtime = RuntimeFactsCache(ctx.root)
-        self.states: Dict[str, "ResourceState"] = {}
-        self.plugins: Dict[str, Tuple["ResourcePlugin", asyncio.Task]] = {}
+        self.runtime = RuntimeFactsCache(root)
+        self.states: Dict[str, ResourceState] = {}
+        self.plugins: Dict[str, Tuple[ResourcePlugin, asyncio.Task]] = {}
         self.strategy: Optional[alloc.Strategy] = None
         self._problems: Tuple[str, ...] = ()
-        for rc in self.options.resources:
+        for rc in options.resources:
             if rc.name in (GPU_RESOURCE, SHARED_GPU_RESOURCE):
                 log.warning("[[device_plugin.resources]] %s is ignored: the GPU's resource name "
                             "is not configurable", rc.name)
         from edgeagent.deviceplugin.metrics import DevicePluginCollector
 
-        ctx.registry.register(DevicePluginCollector(lambda: dict(self.states)))
+        registry.register(DevicePluginCollector(lambda: dict(self.states)))
+
+    def problem(self) -> Optional[str]:
+        """The first resource that cannot register or serve, and why."""
+        for name, (plugin, _) in sorted(self.plugins.items()):
+            if plugin.problem is not None:
+                return "%s: %s" % (name, plugin.problem)
+        return None
 
     # --- the blocking part, in a worker thread ----------------------------------------------
 
-    def check(self, inventory, previous: Mapping[str, Resource]) -> Tuple[Dict[str, Resource],
-                                                                          RuntimeFacts]:
+    def check(self, inventory: Inventory, previous: Mapping[str, Resource]) -> Tuple[
+            Dict[str, Resource], RuntimeFacts]:
         facts = scan(self.root, scan_plan(inventory, self.options, previous))
         resources = build_resources(inventory, facts, self.options, previous)
         if any(r.gpu for r in resources.values()):
             self.runtime.refresh()
         return resources, self.runtime.current
 
+    def listings(self, resources: Mapping[str, Resource]) -> Dict[str, Listing]:
+        """The encoded device list of each resource, reusing unchanged ones."""
+        from edgeagent.deviceplugin.server import listing_for
+
+        out: Dict[str, Listing] = {}
+        for name, resource in resources.items():
+            state = self.states.get(name)
+            out[name] = listing_for(resource, state.listing if state is not None else None)
+        return out
+
     # --- the loop ---------------------------------------------------------------------------
 
     def _note_runtime(self, facts: RuntimeFacts) -> None:
-        strategy = alloc.choose_strategy(self.configured_strategy, facts)
+        strategy = alloc.choose_strategy(self.options.device_list_strategy, facts)
         if strategy != self.strategy:
             self.strategy = strategy
             log.info("GPU containers get the %s strategy: %s", strategy.name, strategy.why)
@@ -78,10 +102,8 @@ class DevicePluginComponent(Component):
             for p in facts.problems:
                 log.warning("container runtime facts: %s", p)
 
-    def _apply(self, resources: Mapping[str, Resource], facts: RuntimeFacts) -> None:
-        from edgeagent.deviceplugin.lightimports import prepare_betterproto
-
-        prepare_betterproto()   # before plugin/server import betterproto: 2 MiB less resident
+    def _apply(self, resources: Mapping[str, Resource], facts: RuntimeFacts,
+               listings: Mapping[str, Listing]) -> None:
         from edgeagent.deviceplugin.plugin import ResourcePlugin
         from edgeagent.deviceplugin.server import ResourceState
 
@@ -92,11 +114,11 @@ class DevicePluginComponent(Component):
             state = self.states.get(name)
             before = state.resource if state is not None else None
             if state is None:
-                state = ResourceState(resource, strategy, facts)
+                state = ResourceState(resource, strategy, facts, listings[name])
                 self.states[name] = state
                 log.info("%s: advertising %s", name, describe_units(resource))
             else:
-                state.update(resource, strategy, facts)
+                state.update(resource, strategy, facts, listings[name])
                 for healthy, line in health_changes(before, resource):
                     log.log(logging.INFO if healthy else logging.WARNING, "%s", line)
             if name not in self.plugins:
@@ -115,6 +137,9 @@ class DevicePluginComponent(Component):
                 raise RuntimeError("the %s plugin stopped: %s" % (name, exc or "cancelled"))
 
     async def run(self, started: Callable[[], None]) -> None:
+        from edgeagent.deviceplugin.lightimports import prepare_betterproto
+
+        prepare_betterproto()   # before server and plugin import betterproto (see there)
         loop = asyncio.get_event_loop()
         sent = False
         try:
@@ -122,7 +147,8 @@ class DevicePluginComponent(Component):
                 previous = {n: s.resource for n, s in self.states.items()}
                 resources, facts = await loop.run_in_executor(
                     None, self.check, self.feed.current, previous)
-                self._apply(resources, facts)
+                listings = await loop.run_in_executor(None, self.listings, resources)
+                self._apply(resources, facts, listings)
                 self._check_tasks()
                 await loop.run_in_executor(None, self._prewarm)
                 if not sent:
@@ -152,6 +178,7 @@ class DevicePluginComponent(Component):
             await asyncio.wait(tasks, timeout=1.2)
 
 
-def build(ctx) -> List[Component]:
+def build(ctx: AgentContext) -> List[Component]:
     """The device-plugin component (one, whatever the hardware: resources may appear later)."""
-    return [DevicePluginComponent(ctx)]
+    return [DevicePluginComponent(ctx.root, ctx.config.options.device_plugin, ctx.inventory,
+                                  ctx.registry)]

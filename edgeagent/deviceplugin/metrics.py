@@ -8,18 +8,24 @@ health}``, ``edgeagent_device_plugin_allocations_total{resource,result}`` and
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Tuple
 
 from edgeagent.deviceplugin.model import HEALTHY, UNHEALTHY
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+    from edgeagent.deviceplugin.server import ResourceState
 
 
 class DevicePluginCollector:
     """A prometheus_client custom collector over ``states()`` (name -> ResourceState)."""
 
-    def __init__(self, states: Callable[[], Mapping]) -> None:
+    def __init__(self, states: Callable[[], Mapping[str, ResourceState]]) -> None:
         self._states = states
 
-    def _families(self):
+    def _families(self) -> Tuple[GaugeMetricFamily, GaugeMetricFamily, CounterMetricFamily,
+                                 CounterMetricFamily]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         return (
@@ -37,10 +43,10 @@ class DevicePluginCollector:
                                 "re-registration after a kubelet restart)", labels=["resource"]),
         )
 
-    def describe(self) -> Iterator:
+    def describe(self) -> Iterator[Metric]:
         return iter(self._families())
 
-    def collect(self) -> Iterator:
+    def collect(self) -> Iterator[Metric]:
         registered, devices, allocations, registrations = self._families()
         for name, state in sorted(self._states().items()):
             registered.add_metric([name], 1 if state.registered else 0)

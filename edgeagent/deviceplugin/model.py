@@ -2,15 +2,27 @@
 
 The inventory, the config and a few host facts (which /dev nodes exist, the GPU's live devicetree
 status, USB devices) go in; immutable :class:`Resource` values come out. The I/O that gathers the
-facts lives in ``hostscan.py``; this module never touches the host.
+facts lives in ``edgeagent/discovery/scan.py``; this module never touches the host.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from edgeagent.config import DevicePluginOptions, ResourceConfig
+from edgeagent.discovery.devnodes import APEX_NODE as _APEX_NODE
+from edgeagent.discovery.devnodes import EDGETPU_GLOBS, NVDLA_GLOBS, NVDLA_SUPPORT_NODES
+from edgeagent.discovery.devnodes import NVDLA_NODE as _NVDLA_NODE
+from edgeagent.discovery.facts import HostFacts, ScanPlan, UsbNode
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from edgeagent.discovery.inventory import Inventory
+
+__all__ = ["HostFacts", "ScanPlan", "UsbNode"]   # the host-reading layer's types, re-exported
 
 HEALTHY = "Healthy"        # the kubelet's constants (pluginapi.Healthy / pluginapi.Unhealthy)
 UNHEALTHY = "Unhealthy"
@@ -20,69 +32,7 @@ SHARED_GPU_RESOURCE = "nvidia.com/gpu.shared"
 DLA_RESOURCE = "nvidia.com/dla"
 EDGETPU_RESOURCE = "google.com/edgetpu"
 
-# NVDLA engine nodes. JetPack 4 and 5 (nvhost) expose /dev/nvhost-nvdla<N> and
-# /dev/nvhost-ctrl-nvdla<N> (L4T r32/r35 l4t.csv lists both); JetPack 6 (r36, nvidia-oot) only
-# /dev/nvhost-ctrl-nvdla<N> (its devices.csv lists no nvhost-nvdla<N>). /dev/nvdla<N> is what
-# some non-L4T kernels name the engine. One device per engine index N, whatever nodes it has.
-NVDLA_GLOBS = ("/dev/nvhost-nvdla*", "/dev/nvhost-ctrl-nvdla*", "/dev/nvdla*")
-_NVDLA_NODE = re.compile(r"^/dev/(?:nvhost-nvdla|nvhost-ctrl-nvdla|nvdla)(\d+)$")
-# Shared nodes the DLA runtime also opens: nvmap allocates its buffers; host1x-fence (JetPack 6)
-# carries its sync points. Given with every engine when they exist.
-NVDLA_SUPPORT_NODES = ("/dev/nvmap", "/dev/host1x-fence")
-# PCIe Coral Edge TPU: the gasket/apex driver creates /dev/apex_<N> (google-coral/libedgetpu).
-EDGETPU_GLOBS = ("/dev/apex_*",)
-_APEX_NODE = re.compile(r"^/dev/apex_(\d+)$")
-
 MAX_DEVICE_ID = 63  # the kubelet's limit on Device.ID
-
-
-@dataclass(frozen=True)
-class Options:
-    """The device-plugin part of the config, as plain values."""
-
-    replicas: int = 1
-    rename_by_default: bool = False
-    fail_requests_greater_than_one: bool = False
-    builtin_profiles: bool = True
-    resources: Tuple = ()                  # config.ResourceConfig values
-
-    @classmethod
-    def from_config(cls, config) -> "Options":
-        return cls(
-            replicas=config["sharing.replicas"],
-            rename_by_default=config["sharing.rename_by_default"],
-            fail_requests_greater_than_one=config["sharing.fail_requests_greater_than_one"],
-            builtin_profiles=config["device_plugin.builtin_profiles"],
-            resources=tuple(config["device_plugin.resources"]),
-        )
-
-
-@dataclass(frozen=True)
-class UsbNode:
-    port: str          # sysfs name, "2-1.3": stable for a physical port across re-plugs
-    vendor: str
-    product: str
-    devnode: Optional[str]   # /dev/bus/usb/BBB/DDD, None when busnum/devnum are unreadable
-
-
-@dataclass(frozen=True)
-class HostFacts:
-    """What the health check read from the host, for the paths the scan plan asked about."""
-
-    existing: FrozenSet[str] = frozenset()               # host paths that exist
-    globs: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)  # pattern -> matches
-    gpu_status: Optional[str] = None    # live devicetree status; None: not readable, use inventory
-    usb: Tuple[UsbNode, ...] = ()
-
-
-@dataclass(frozen=True)
-class ScanPlan:
-    """What the next health check must look at (pure output, input of hostscan.scan)."""
-
-    paths: Tuple[str, ...]
-    globs: Tuple[str, ...]
-    gpu_node: Optional[str]        # devicetree path of the GPU whose status to re-read
-    usb: bool
 
 
 @dataclass(frozen=True)
@@ -117,7 +67,9 @@ class Resource:
     max_per_container: int = 0       # 0: no limit beyond the device count
     gpu: bool = False                # Allocate goes through the GPU strategies
 
-    @property
+    # Resources are immutable and read on every Allocate and GetPreferredAllocation: with
+    # sharing.replicas = 1024, building the device list each time cost about 1 ms.
+    @cached_property
     def devices(self) -> Tuple[Device, ...]:
         out: List[Device] = []
         for u in self.units:
@@ -128,8 +80,13 @@ class Resource:
                            for k in range(1, self.replicas + 1))
         return tuple(out)
 
-    def device_map(self) -> Dict[str, Device]:
+    @cached_property
+    def _device_map(self) -> Dict[str, Device]:
         return {d.id: d for d in self.devices}
+
+    def device_map(self) -> Dict[str, Device]:
+        """Advertised devices by id (shared: do not modify)."""
+        return self._device_map
 
     def unit(self, unit_id: str) -> Optional[Unit]:
         for u in self.units:
@@ -149,9 +106,16 @@ def replica_id(unit_id: str, k: int) -> str:
     return "%s::%d" % (unit_id, k)
 
 
-def natural_key(text: str) -> Tuple:
-    """Sort "0::2" before "0::10", "apex_2" before "apex_10"."""
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text))
+_DIGIT_RUNS = re.compile(r"([0-9]+)")
+
+
+def natural_key(text: str) -> Tuple[object, ...]:
+    """Sort "0::2" before "0::10", "apex_2" before "apex_10". ASCII digit runs (the odd items of
+    the split) compare by value as (length, digits) without int(): a run of thousands of digits
+    would exceed Python's int-from-string limit, and \\d would take non-ASCII digits."""
+    parts = _DIGIT_RUNS.split(text)
+    return tuple((len(p.lstrip("0")), p.lstrip("0")) if i % 2 else p
+                 for i, p in enumerate(parts))
 
 
 def path_device_id(path: str) -> str:
@@ -164,15 +128,16 @@ def path_device_id(path: str) -> str:
     return text
 
 
-def gpu_resource_name(options: Options) -> str:
-    if options.replicas > 1 and options.rename_by_default:
+def gpu_resource_name(options: DevicePluginOptions) -> str:
+    if options.sharing.replicas > 1 and options.sharing.rename_by_default:
         return SHARED_GPU_RESOURCE
     return GPU_RESOURCE
 
 
 # --- the scan plan -------------------------------------------------------------------------------
 
-def scan_plan(inventory, options: Options, previous: Mapping[str, Resource]) -> ScanPlan:
+def scan_plan(inventory: Optional[Inventory], options: DevicePluginOptions,
+              previous: Mapping[str, Resource]) -> ScanPlan:
     """The paths, globs and devicetree node the next health check reads."""
     paths: List[str] = []
     globs: List[str] = []
@@ -198,7 +163,8 @@ def scan_plan(inventory, options: Options, previous: Mapping[str, Resource]) -> 
 
 # --- resources from facts ------------------------------------------------------------------------
 
-def _gpu_resource(inventory, facts: HostFacts, options: Options,
+def _gpu_resource(inventory: Optional[Inventory], facts: HostFacts,
+                  options: DevicePluginOptions,
                   previous: Optional[Resource]) -> Optional[Resource]:
     gpu = getattr(inventory, "gpu", None)
     if gpu is None or not gpu.is_nvidia:
@@ -207,21 +173,26 @@ def _gpu_resource(inventory, facts: HostFacts, options: Options,
         return None          # never advertised a GPU the devicetree disables
     status = facts.gpu_status if facts.gpu_status is not None else gpu.status
     nodes = tuple(gpu.device_nodes)
-    missing = [p for p in nodes if p not in facts.existing]
+    # A node that could not be checked (EMFILE...) is not missing: keep the previous health.
+    missing = [p for p in nodes if p not in facts.existing and p not in facts.unknown]
+    before = previous.unit("0") if previous is not None else None
     if status != "okay":
         healthy, reason = False, "devicetree node %s has status %r" % (gpu.path, status)
     elif not nodes:
         healthy, reason = False, "the GPU driver exposes no device nodes (is nvgpu loaded?)"
     elif missing:
         healthy, reason = False, "device node %s is missing" % ", ".join(missing)
+    elif before is not None and _unchecked(nodes, facts):
+        healthy, reason = before.healthy, before.reason
     else:
         healthy, reason = True, ""
+    sharing = options.sharing
     return Resource(
         name=gpu_resource_name(options), kind="gpu",
         units=(Unit("0", nodes, healthy, reason),),
-        replicas=options.replicas,
-        max_per_container=1 if (options.replicas > 1
-                                and options.fail_requests_greater_than_one) else 0,
+        replicas=sharing.replicas,
+        max_per_container=1 if (sharing.replicas > 1
+                                and sharing.fail_requests_greater_than_one) else 0,
         gpu=True,
     )
 
@@ -249,7 +220,7 @@ def _edgetpu_units(facts: HostFacts) -> Tuple[Unit, ...]:
                  for p in _glob_matches(facts, EDGETPU_GLOBS) if _APEX_NODE.match(p))
 
 
-def _config_units(rc, facts: HostFacts) -> Tuple[Unit, ...]:
+def _config_units(rc: ResourceConfig, facts: HostFacts) -> Tuple[Unit, ...]:
     units = [Unit(path_device_id(p), (p,), True) for p in _glob_matches(facts, rc.paths)]
     wanted = set(rc.usb_ids)
     for u in facts.usb:
@@ -269,6 +240,16 @@ def _config_units(rc, facts: HostFacts) -> Tuple[Unit, ...]:
     return tuple(out)
 
 
+def _unchecked(paths: Iterable[str], facts: HostFacts) -> bool:
+    """True when the probe could not tell whether ``paths`` exist: one of them could not be
+    stat'ed, or a listing failed (EMFILE, EACCES...) and none of them is known to be absent.
+    Such a failure says nothing about the device: its previous health stands."""
+    paths = set(paths)
+    if paths & facts.unknown:
+        return True
+    return bool(facts.unknown) and paths <= facts.existing
+
+
 def _remember(current: Resource, previous: Optional[Resource], facts: HostFacts) -> Resource:
     """Keep devices seen before: one whose node vanished stays, Unhealthy, until it returns
     (the kubelet then keeps the capacity and stops placing pods on it; recovery is a health
@@ -279,6 +260,9 @@ def _remember(current: Resource, previous: Optional[Resource], facts: HostFacts)
     merged: List[Unit] = []
     for old in previous.units:
         new = now.pop(old.id, None)
+        if new is None and _unchecked(old.paths, facts):
+            merged.append(old)
+            continue
         if new is None:
             gone = [p for p in old.paths if p not in facts.existing]
             merged.append(Unit(old.id, old.paths, False,
@@ -288,8 +272,10 @@ def _remember(current: Resource, previous: Optional[Resource], facts: HostFacts)
             merged.append(new)
             continue
         paths = tuple(sorted(set(old.paths) | set(new.paths), key=natural_key))
-        missing = [p for p in paths if p not in facts.existing]
-        if missing and new.healthy:
+        missing = [p for p in paths if p not in facts.existing and p not in facts.unknown]
+        if not missing and new.healthy and set(paths) & facts.unknown:
+            new = Unit(new.id, paths, old.healthy, old.reason)
+        elif missing and new.healthy:
             new = Unit(new.id, paths, False, "device node %s is missing" % ", ".join(missing))
         else:
             new = Unit(new.id, paths, new.healthy, new.reason)
@@ -299,7 +285,8 @@ def _remember(current: Resource, previous: Optional[Resource], facts: HostFacts)
                     current.max_per_container, current.gpu)
 
 
-def build_resources(inventory, facts: HostFacts, options: Options,
+def build_resources(inventory: Optional[Inventory], facts: HostFacts,
+                    options: DevicePluginOptions,
                     previous: Optional[Mapping[str, Resource]] = None) -> Dict[str, Resource]:
     """Every resource to advertise, by name. Resources advertised before stay (their vanished
     devices Unhealthy): a plugin that disappears makes the kubelet drop capacity only after

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Optional
+from typing import Dict, Optional
 
 from edgeagent.backoff import Backoff
 from edgeagent.deviceplugin import sockets
@@ -49,16 +49,46 @@ class ResourcePlugin:
         self._server: Optional[PluginServer] = None
         self._socket_id: Optional[sockets.FileIdentity] = None
         self._status: Optional[str] = None
+        # Why this resource is not doing its job (registration failing, socket not serving, a
+        # socket that cannot be checked); None while it is, or while it only waits for the
+        # kubelet (normal at boot).
+        self._status_problem: Optional[str] = None
+        self._stat_problems: Dict[str, str] = {}     # path -> why it cannot be checked
 
     # --- logging once per state change ----------------------------------------------------
 
     def _set_status(self, key: str, message: str, level: int = logging.INFO) -> None:
+        self._status_problem = message if level >= logging.WARNING else None
         if key != self._status:
             self._status = key
             log.log(level, "%s: %s", self.state.name, message)
 
     def _set_registered(self, value: bool) -> None:
         self.state.registered = value
+        if value:
+            self._status_problem = None
+
+    @property
+    def problem(self) -> Optional[str]:
+        for message in self._stat_problems.values():
+            return message
+        return self._status_problem
+
+    def _identity(self, path: str, unknown: Optional[sockets.FileIdentity]
+                  ) -> Optional[sockets.FileIdentity]:
+        """``path``'s identity; ``unknown`` when stat fails other than with ENOENT. Such a
+        failure (ENOMEM, EIO) is not "gone": tearing down a serving socket over it, or
+        registering again, is what would take the plugin away from the kubelet."""
+        try:
+            ident = sockets.identity(path)
+        except OSError as e:
+            message = "cannot check %s: %s" % (path, e.strerror or e)
+            if self._stat_problems.get(path) != message:
+                log.warning("%s: %s (not taken as gone)", self.state.name, message)
+            self._stat_problems[path] = message
+            return unknown
+        self._stat_problems.pop(path, None)
+        return ident
 
     # --- serving --------------------------------------------------------------------------
 
@@ -83,9 +113,8 @@ class ResourcePlugin:
         self._socket_id = None
 
     def _socket_lost(self) -> bool:
-        now = sockets.identity(self.socket_path)
-        return (now is None or self._socket_id is None
-                or (now.inode, now.ctime_ns) != (self._socket_id.inode, self._socket_id.ctime_ns))
+        now = self._identity(self.socket_path, self._socket_id)
+        return not sockets.same_file(now, self._socket_id)
 
     # --- registering ----------------------------------------------------------------------
 
@@ -93,7 +122,6 @@ class ResourcePlugin:
         """Call Registration.Register on kubelet.sock; None on success, else why not."""
         from grpclib import GRPCError
         from grpclib.client import Channel
-        from grpclib.config import Configuration
         from grpclib.exceptions import StreamTerminatedError
 
         from edgeagent.deviceplugin.proto import v1beta1 as api
@@ -104,9 +132,10 @@ class ResourcePlugin:
                                             get_preferred_allocation_available=True))
         try:
             with sockets.reachable(self.kubelet_socket) as path:
-                # No keepalive pings: grpc-go servers (the kubelet) answer clients that ping
-                # more often than their enforcement policy allows with GOAWAY too_many_pings.
-                channel = Channel(path=path, config=Configuration(_keepalive_time=None))
+                # No keepalive pings (grpclib's client default): grpc-go servers (the kubelet)
+                # answer clients that ping more often than their enforcement policy allows
+                # with GOAWAY too_many_pings.
+                channel = Channel(path=path)
                 try:
                     await api.RegistrationStub(channel).register(
                         request, timeout=self.register_timeout)
@@ -123,7 +152,8 @@ class ResourcePlugin:
 
     # --- the loop -------------------------------------------------------------------------
 
-    async def _sleep_watching(self, delay: float, kubelet_id) -> str:
+    async def _sleep_watching(self, delay: float,
+                              kubelet_id: Optional[sockets.FileIdentity]) -> str:
         """Sleep up to ``delay``, waking early when our socket is lost ("socket") or
         kubelet.sock changes ("kubelet"); "timeout" otherwise."""
         loop = asyncio.get_event_loop()
@@ -131,7 +161,7 @@ class ResourcePlugin:
         while True:
             if self._socket_lost():
                 return "socket"
-            if sockets.identity(self.kubelet_socket) != kubelet_id:
+            if self._identity(self.kubelet_socket, kubelet_id) != kubelet_id:
                 return "kubelet"
             remaining = end - loop.time()
             if remaining <= 0:
@@ -152,7 +182,7 @@ class ResourcePlugin:
         registered_with = None         # kubelet.sock identity we registered with
         failed_with = None             # kubelet.sock identity the last failure was against
         while True:
-            kubelet_id = sockets.identity(self.kubelet_socket)
+            kubelet_id = self._identity(self.kubelet_socket, registered_with)
             if kubelet_id is None:
                 self._set_registered(False)
                 registered_with = None

@@ -4,6 +4,7 @@ path is longer than sun_path allows (a deep ``--root``)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import socket
@@ -29,12 +30,17 @@ class FileIdentity(NamedTuple):
 
 def identity(path: str) -> Optional[FileIdentity]:
     """Who a file is: a re-created file differs in inode or ctime (an inode number may be reused
-    at once, its ctime not). None when the path does not exist."""
+    at once, its ctime not). None when the path does not exist; any other failure (ENOMEM,
+    EIO, EACCES) raises OSError, since it says nothing about the file being gone."""
     try:
         st = os.stat(path)
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     return FileIdentity(st.st_ino, st.st_ctime_ns, stat.S_ISSOCK(st.st_mode))
+
+
+def same_file(a: Optional[FileIdentity], b: Optional[FileIdentity]) -> bool:
+    return a is not None and b is not None and (a.inode, a.ctime_ns) == (b.inode, b.ctime_ns)
 
 
 @contextlib.contextmanager
@@ -57,15 +63,36 @@ def reachable(path: str) -> Iterator[str]:
         os.close(fd)
 
 
+def accepts(path: str) -> bool:
+    """Whether something listens on the unix socket ``path`` (never blocks: a unix connect
+    is answered at once, EAGAIN when the listener's backlog is full)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.setblocking(False)
+    try:
+        with reachable(path) as p:
+            s.connect(p)
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        s.close()
+    return True
+
+
 def bind_unix(path: str) -> socket.socket:
-    """A listening-ready unix stream socket bound at ``path`` (a stale file there is removed),
-    mode 0600: only root (the kubelet) may connect."""
+    """A listening-ready unix stream socket bound at ``path``, mode 0600: only root (the
+    kubelet) may connect. A stale socket file there is removed; one that somebody still serves
+    is not (OSError EADDRINUSE): a second agent on the host would otherwise take the socket
+    from the first, and the first take it back after its next check, forever."""
     with contextlib.suppress(FileNotFoundError):
         st = os.lstat(path)
-        if stat.S_ISSOCK(st.st_mode):
-            os.unlink(path)
-        else:
+        if not stat.S_ISSOCK(st.st_mode):
             raise OSError("%s exists and is not a socket" % path)
+        if accepts(path):
+            raise OSError(errno.EADDRINUSE, "served by another process (another edgeagent "
+                          "on this host?)")
+        os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         with reachable(path) as p:
@@ -81,12 +108,9 @@ def bind_unix(path: str) -> socket.socket:
 
 def remove_if_same(path: str, ident: Optional[FileIdentity]) -> bool:
     """Unlink ``path`` when it is still the file ``ident`` names (never someone else's)."""
-    if ident is None:
-        return False
-    now = identity(path)
-    if now is None or (now.inode, now.ctime_ns) != (ident.inode, ident.ctime_ns):
-        return False
     try:
+        if not same_file(identity(path), ident):
+            return False
         os.unlink(path)
     except OSError:
         return False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 from typing import Dict, Iterator, List, Optional, Tuple
 
 
@@ -35,12 +34,6 @@ class DtNode:
         if not raw:
             return []
         return [s.decode("utf-8", "replace") for s in raw.rstrip(b"\0").split(b"\0") if s]
-
-    def u32s(self, name: str) -> List[int]:
-        raw = self.props.get(name)
-        if not raw or len(raw) % 4:
-            return []
-        return list(struct.unpack(">%dI" % (len(raw) // 4), raw))
 
     @property
     def compatible(self) -> Tuple[str, ...]:
@@ -90,11 +83,6 @@ class DeviceTree:
         if self._index is None:
             self._index = {n.path: n for n in self.walk()}
         return self._index.get(path.rstrip("/") or "/")
-
-    def by_compatible(self, *compatibles: str) -> List[DtNode]:
-        """Nodes with any of these compatible strings, in tree order."""
-        wanted = set(compatibles)
-        return [n for n in self.walk() if wanted.intersection(n.compatible)]
 
 
 def child_path(parent: str, name: str) -> str:

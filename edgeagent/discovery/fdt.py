@@ -2,28 +2,75 @@
 
 Format: devicetree specification v0.4, chapter 5. Written here because the format is small and
 the PyPI parsers are dormant. Every offset and length is checked against the blob so that a
-truncated or corrupt blob raises DeviceTreeError instead of hanging or reading garbage.
+truncated or corrupt blob raises DeviceTreeError instead of hanging or reading garbage, and
+every name, path and count is bounded (``TreeBudget``), so that no blob under the size cap costs
+more than linear time and a few tens of MiB (a blob whose property-name offsets all pointed
+into one long string once took 1 GiB).
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 from edgeagent.discovery.devicetree import DeviceTree, DeviceTreeError, DtNode, child_path
 
 FDT_MAGIC = 0xD00DFEED
 FDT_BEGIN_NODE, FDT_END_NODE, FDT_PROP, FDT_NOP, FDT_END = 1, 2, 3, 4, 9
-# Real blobs are 50-300 KiB; the kernel itself refuses far smaller trees than these bounds.
+# Bounds on what one blob may make us build, so that time and memory stay linear in the blob
+# and capped in total for any input under MAX_BLOB_BYTES. Real blobs are 40-300 KiB with under
+# 1,000 nodes, 4,000 properties, property names under 50 bytes and paths under 100 (the
+# fixtures; the spec allows 31-byte property names); the kernel refuses far smaller trees.
 MAX_BLOB_BYTES = 16 << 20
 MAX_DEPTH = 64
-MAX_NODES = 100_000
-MAX_NAME = 1024
+MAX_NODES = 50_000
+MAX_PROPERTIES = 250_000
+MAX_NAME = 1024            # a node name (node-name@unit-address)
+MAX_PROPERTY_NAME = 256
+# Names and full paths built in total (a deep chain of long names would otherwise repeat its
+# prefix in every path below it, and names taken at every offset of one long string would copy
+# that string once per offset).
+MAX_TEXT_BYTES = 8 << 20
 _HEADER = struct.Struct(">10I")
+_U32 = struct.Struct(">I")
+_PROP = struct.Struct(">II")
+
+
+class TreeBudget:
+    """Counts what a reader builds, shared by both forms of the tree; raises DeviceTreeError
+    (through ``fail``) the moment a bound is crossed."""
+
+    __slots__ = ("fail", "nodes", "properties", "text")
+
+    def __init__(self, fail: Callable[[str], DeviceTreeError]) -> None:
+        self.fail = fail
+        self.nodes = self.properties = self.text = 0
+
+    def node(self, path: str) -> None:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise self.fail("more than %d nodes" % MAX_NODES)
+        self._text(len(path))
+
+    def prop(self, count: int = 1) -> None:
+        self.properties += count
+        if self.properties > MAX_PROPERTIES:
+            raise self.fail("more than %d properties" % MAX_PROPERTIES)
+
+    def _text(self, n: int) -> None:
+        self.text += n
+        if self.text > MAX_TEXT_BYTES:
+            raise self.fail("node paths and property names over %d bytes in total"
+                            % MAX_TEXT_BYTES)
+
+    def name(self, name: str) -> None:
+        self._text(len(name))
 
 
 def parse_fdt(blob: bytes, source: str = "<blob>") -> DeviceTree:
-    """Parse a whole blob into a :class:`DeviceTree`; raise DeviceTreeError saying why not."""
+    """Parse a whole blob into a :class:`DeviceTree`; raise DeviceTreeError saying why not.
+
+    Time and memory are linear in the blob and bounded by the limits above."""
 
     def fail(why: str) -> DeviceTreeError:
         return DeviceTreeError("%s: %s" % (source, why))
@@ -52,21 +99,38 @@ def parse_fdt(blob: bytes, source: str = "<blob>") -> DeviceTree:
     if not (off_strings <= totalsize and off_strings + size_strings <= totalsize):
         raise fail("strings block [%d, +%d) outside the blob" % (off_strings, size_strings))
     strings = blob[off_strings:off_strings + size_strings]
-    root = _parse_struct(blob, off_struct, off_struct + size_struct, strings, fail)
+    root = _parse_struct(blob, off_struct, off_struct + size_struct, strings, TreeBudget(fail))
     return DeviceTree(root, source)
 
 
-def _parse_struct(blob: bytes, pos: int, end: int, strings: bytes, fail) -> DtNode:
+def _property_name(strings: bytes, nameoff: int, budget: TreeBudget) -> str:
+    # The search for the NUL is bounded: an offset into one long string must not cost (or
+    # copy) that whole string, once per property that points into it.
+    if nameoff >= len(strings):
+        raise budget.fail("property name offset %d outside the strings block" % nameoff)
+    nul = strings.find(b"\0", nameoff, nameoff + MAX_PROPERTY_NAME + 1)
+    if nul < 0:
+        if len(strings) - nameoff <= MAX_PROPERTY_NAME:
+            raise budget.fail("property name offset %d outside the strings block (no NUL "
+                              "before its end)" % nameoff)
+        raise budget.fail("property name at offset %d is longer than %d bytes"
+                          % (nameoff, MAX_PROPERTY_NAME))
+    name = strings[nameoff:nul].decode("utf-8", "replace")
+    budget.name(name)
+    return name
+
+
+def _parse_struct(blob: bytes, pos: int, end: int, strings: bytes,
+                  budget: TreeBudget) -> DtNode:
+    fail = budget.fail
     # Each frame: (name, path, props, children); built iteratively so depth cannot blow the stack.
     stack: List[Tuple[str, str, Dict[str, bytes], List[DtNode]]] = []
     root = None
-    nodes = 0
-    name_cache: Dict[int, str] = {}
-    u32 = struct.Struct(">I")
+    names: Dict[int, str] = {}     # property names by offset: each offset decoded once
     while True:
         if pos + 4 > end:
             raise fail("truncated structure block at offset %d" % pos)
-        (token,) = u32.unpack_from(blob, pos)
+        (token,) = _U32.unpack_from(blob, pos)
         pos += 4
         if token == FDT_BEGIN_NODE:
             nul = blob.find(b"\0", pos, min(end, pos + MAX_NAME + 1))
@@ -78,15 +142,13 @@ def _parse_struct(blob: bytes, pos: int, end: int, strings: bytes, fail) -> DtNo
                 raise fail("second root node at offset %d" % pos)
             if len(stack) >= MAX_DEPTH:
                 raise fail("nodes nested deeper than %d" % MAX_DEPTH)
-            nodes += 1
-            if nodes > MAX_NODES:
-                raise fail("more than %d nodes" % MAX_NODES)
             if not stack:
                 path, name = "/", ""
             else:
                 if not name or "/" in name:
-                    raise fail("invalid node name %r at offset %d" % (name, pos))
+                    raise fail("invalid node name %r at offset %d" % (name[:64], pos))
                 path = child_path(stack[-1][1], name)
+            budget.node(path)
             stack.append((name, path, {}, []))
         elif token == FDT_END_NODE:
             if not stack:
@@ -104,17 +166,14 @@ def _parse_struct(blob: bytes, pos: int, end: int, strings: bytes, fail) -> DtNo
                 raise fail("property outside any node at offset %d" % (pos - 4))
             if pos + 8 > end:
                 raise fail("truncated property header at offset %d" % pos)
-            length, nameoff = struct.unpack_from(">II", blob, pos)
+            length, nameoff = _PROP.unpack_from(blob, pos)
             pos += 8
             if pos + length > end:
                 raise fail("property of %d bytes at offset %d runs past the block" % (length, pos))
-            pname = name_cache.get(nameoff)
+            pname = names.get(nameoff)
             if pname is None:
-                nul = strings.find(b"\0", nameoff) if nameoff < len(strings) else -1
-                if nul < 0:
-                    raise fail("property name offset %d outside the strings block" % nameoff)
-                pname = strings[nameoff:nul].decode("utf-8", "replace")
-                name_cache[nameoff] = pname
+                pname = names[nameoff] = _property_name(strings, nameoff, budget)
+            budget.prop()
             stack[-1][2][pname] = blob[pos:pos + length]
             pos = (pos + length + 3) & ~3
         elif token == FDT_NOP:
@@ -127,42 +186,3 @@ def _parse_struct(blob: bytes, pos: int, end: int, strings: bytes, fail) -> DtNo
             return root
         else:
             raise fail("unknown token 0x%x at offset %d" % (token, pos - 4))
-
-
-def build_fdt(tree_root: DtNode) -> bytes:
-    """Serialise a tree back to a v17 blob (tests and the demo host use it)."""
-    strings = bytearray()
-    offsets: Dict[str, int] = {}
-    out = bytearray()
-
-    def name_off(name: str) -> int:
-        if name not in offsets:
-            offsets[name] = len(strings)
-            strings.extend(name.encode() + b"\0")
-        return offsets[name]
-
-    def pad() -> None:
-        out.extend(b"\0" * (-len(out) % 4))
-
-    def emit(node: DtNode) -> None:
-        out.extend(struct.pack(">I", FDT_BEGIN_NODE))
-        out.extend(node.name.encode() + b"\0")
-        pad()
-        for pname, value in node.props.items():
-            out.extend(struct.pack(">III", FDT_PROP, len(value), name_off(pname)))
-            out.extend(value)
-            pad()
-        for child in node.children:
-            emit(child)
-        out.extend(struct.pack(">I", FDT_END_NODE))
-
-    emit(tree_root)
-    out.extend(struct.pack(">I", FDT_END))
-    rsv = b"\0" * 16
-    off_rsv = 40
-    off_struct = off_rsv + len(rsv)
-    off_strings = off_struct + len(out)
-    total = off_strings + len(strings)
-    header = _HEADER.pack(FDT_MAGIC, total, off_struct, off_strings, off_rsv, 17, 16, 0,
-                          len(strings), len(out))
-    return header + rsv + bytes(out) + bytes(strings)

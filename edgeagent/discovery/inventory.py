@@ -1,4 +1,5 @@
-"""Pure: host facts (a devicetree plus a few files) in, an immutable Inventory out."""
+"""Pure: host facts (a devicetree plus a few files, see facts.HostFacts) in, an immutable
+Inventory out."""
 
 from __future__ import annotations
 
@@ -7,29 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from edgeagent.discovery.devicetree import DeviceTree, DtNode
+from edgeagent.discovery.devnodes import apex_nodes, gpu_nodes, nvdla_device, nvdla_engines
+from edgeagent.discovery.facts import HostFacts, UsbNode
 
-
-@dataclass(frozen=True)
-class UsbDevice:
-    path: str          # host path, /sys/bus/usb/devices/2-1
-    vendor: str        # 4 lowercase hex digits
-    product: str
-
-
-@dataclass(frozen=True)
-class HostFacts:
-    """Everything discovery reads from the host, gathered in one I/O step (see scan.py)."""
-
-    tree: Optional[DeviceTree] = None
-    tree_error: Optional[str] = None
-    nv_tegra_release: Optional[str] = None
-    meminfo: Optional[str] = None
-    soc0_family: Optional[str] = None
-    soc0_soc_id: Optional[str] = None
-    soc0_machine: Optional[str] = None
-    dev_nodes: Tuple[str, ...] = ()          # host paths under /dev that discovery cares about
-    usb_devices: Tuple[UsbDevice, ...] = ()
-    errors: Tuple[str, ...] = ()             # probes that failed; the others still count
+__all__ = ["Accelerator", "Gpu", "HostFacts", "Inventory", "UsbNode", "build_inventory"]
 
 
 @dataclass(frozen=True)
@@ -254,12 +236,7 @@ def find_gpu_node(tree: DeviceTree) -> Optional[DtNode]:
 
 
 def _gpu_dev_nodes(dev_nodes: Tuple[str, ...]) -> Tuple[str, ...]:
-    # nvgpu (JetPack 4-6): /dev/nvhost-*-gpu, /dev/nvgpu/igpu0/*; OpenRM (JetPack 7, Thor):
-    # /dev/nvidia0, /dev/nvidiactl, /dev/nvidia-uvm; /dev/nvmap is the Tegra memory allocator.
-    wanted = re.compile(r"^/dev/(nvhost-(ctrl-)?gpu|nvhost-as-gpu|nvhost-prof-gpu|nvhost-dbg-gpu|"
-                        r"nvhost-tsg-gpu|nvhost-sched-gpu|nvgpu/igpu\d+/.*|nvidia\d+|nvidiactl|"
-                        r"nvidia-uvm|nvidia-uvm-tools|nvmap)$")
-    return tuple(p for p in dev_nodes if wanted.match(p))
+    return tuple(gpu_nodes(dev_nodes))
 
 
 def _vendor(compatible: Tuple[str, ...]) -> Optional[str]:
@@ -293,17 +270,13 @@ def build_gpu(tree: Optional[DeviceTree], soc: Optional[str], is_tegra: bool,
 
 
 def _accel_device(kind: str, index: int, dev_nodes: Tuple[str, ...]) -> Optional[str]:
-    if kind == "nvdla":
-        for pattern in ("/dev/nvhost-nvdla%d", "/dev/nvhost-ctrl-nvdla%d", "/dev/nvdla%d"):
-            if pattern % index in dev_nodes:
-                return pattern % index
-    return None
+    return nvdla_device(index, dev_nodes) if kind == "nvdla" else None
 
 
 def find_accelerators(tree: Optional[DeviceTree], dev_nodes: Tuple[str, ...],
-                      usb: Tuple[UsbDevice, ...]) -> Tuple[Accelerator, ...]:
+                      usb: Tuple[UsbNode, ...]) -> Tuple[Accelerator, ...]:
     found: List[Accelerator] = []
-    seen_devices = set()
+    seen_engines = set()
     if tree is not None:
         per_kind: Dict[str, int] = {}
         status = effective_status(tree)
@@ -315,16 +288,17 @@ def find_accelerators(tree: Optional[DeviceTree], dev_nodes: Tuple[str, ...],
                     index = per_kind.get(kind, 0)
                     per_kind[kind] = index + 1
                     device = _accel_device(kind, index, dev_nodes)
-                    if device:
-                        seen_devices.add(device)
+                    if kind == "nvdla":
+                        seen_engines.add(index)
                     found.append(Accelerator(kind, node.path, node.compatible, device))
                     break
-    # NVDLA engines the tree did not show (a mainline tree) still count when their nodes exist.
-    for dev in dev_nodes:
-        if re.match(r"^/dev/(nvhost-nvdla|nvdla)\d+$", dev) and dev not in seen_devices:
-            found.append(Accelerator("nvdla", dev, (), dev))
-        elif re.match(r"^/dev/apex_\d+$", dev):
-            found.append(Accelerator("edgetpu", dev, ("google,coral-pcie",), dev))
+    # NVDLA engines the tree did not show (a mainline tree) still count when their nodes exist,
+    # one per engine whichever of its nodes the kernel made (JetPack 6 has only the ctrl one).
+    for index, nodes in sorted(nvdla_engines(dev_nodes).items()):
+        if index not in seen_engines:
+            found.append(Accelerator("nvdla", nodes[0], (), nodes[0]))
+    for dev in apex_nodes(dev_nodes):
+        found.append(Accelerator("edgetpu", dev, ("google,coral-pcie",), dev))
     for u in usb:
         if (u.vendor, u.product) in CORAL_USB_IDS:
             found.append(Accelerator("edgetpu", u.path, ("usb:%s:%s" % (u.vendor, u.product),)))
@@ -360,7 +334,7 @@ def build_inventory(facts: HostFacts) -> Inventory:
         jetpack=jetpack_for(l4t),
         memory_bytes=parse_meminfo_total(facts.meminfo),
         gpu=build_gpu(tree, soc, is_tegra, facts.dev_nodes),
-        accelerators=find_accelerators(tree, facts.dev_nodes, facts.usb_devices),
+        accelerators=find_accelerators(tree, facts.dev_nodes, facts.usb),
         devicetree_source=tree.source if tree is not None else None,
         devicetree_error=facts.tree_error,
         problems=tuple(problems),

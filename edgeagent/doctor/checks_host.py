@@ -1,7 +1,8 @@
 """Doctor checks of the host: devicetree and board, L4T/JetPack, the GPU node, the systemd
 service, shiv's cache and the Python that runs edgeagent.
 
-Everything is read through ctx.root, so a fixture root exercises every branch; only
+Everything is read through ctx.root (links resolved inside it), so a fixture root exercises
+every branch; only
 `systemctl show` and running an interpreter for its version need the real root (/).
 """
 
@@ -13,13 +14,15 @@ import re
 import subprocess
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
+from edgeagent.discovery.devnodes import GPU_NODES_TEXT
 from edgeagent.doctor.model import FAIL, PASS, SKIP, WARN, CheckResult, DoctorContext
 from edgeagent.errors import OperatorError
-from edgeagent.unitfile import (UNIT_DIRS, UNIT_NAME, UNIT_PATH, hidden_from_service,
-                                installed_paths, parse_unit, render_unit, resolve_in_root,
-                                unit_environment, unit_template)
+from edgeagent.hostpaths import HostRoot
+from edgeagent.install.layout import (UNIT_DIRS, UNIT_NAME, UNIT_PATH, hidden_from_service,
+                                      installed_paths, parse_unit, render_unit, resolve_in_root,
+                                      unit_environment, unit_template)
 
 # The oldest JetPack edgeagent supports (README): 4.6 is L4T R32.6.1, the last JetPack 4 line.
 OLDEST_JETPACK = (4, 6)
@@ -115,7 +118,7 @@ def check_gpu(ctx: DoctorContext) -> CheckResult:
     if gpu is None:
         if inv.is_tegra:
             return CheckResult(name, FAIL, "no GPU node in the devicetree and no GPU device "
-                               "nodes (/dev/nvhost-*gpu, /dev/nvgpu/igpu0, /dev/nvidia0)",
+                               "nodes (%s)" % GPU_NODES_TEXT,
                                "boot the L4T kernel and devicetree; `dmesg | grep -i nvgpu` "
                                "shows why the GPU driver did not load")
         return CheckResult(name, SKIP, "no GPU on this board")
@@ -131,8 +134,8 @@ def check_gpu(ctx: DoctorContext) -> CheckResult:
         return CheckResult(name, WARN, "%s: an NVIDIA GPU edgeagent does not know" % where,
                            "upgrade edgeagent; until then no compute capability is labelled")
     if not gpu.device_nodes:
-        return CheckResult(name, FAIL, "%s is okay but its device nodes are missing (no "
-                           "/dev/nvhost-*gpu, /dev/nvgpu/igpu0/*, /dev/nvidia0)" % where,
+        return CheckResult(name, FAIL, "%s is okay but its device nodes are missing (no %s)"
+                           % (where, GPU_NODES_TEXT),
                            "the GPU driver is not loaded: `dmesg | grep -i nvgpu`; on JetPack 6+ "
                            "`sudo modprobe nvgpu`")
     source = " (no devicetree node: from the SoC table)" if gpu.source == "soc" else ""
@@ -143,11 +146,11 @@ def check_gpu(ctx: DoctorContext) -> CheckResult:
 
 # --- the systemd service -------------------------------------------------------------------------
 
-def find_unit(root: Any) -> Optional[str]:
+def find_unit(root: HostRoot) -> Optional[str]:
     """The host path of the edgeagent unit systemd would load, or None."""
     for folder in UNIT_DIRS:
         path = "%s/%s" % (folder, UNIT_NAME)
-        if os.path.lexists(root.path(path)):
+        if root.lexists(path):
             return path
     return None
 
@@ -166,9 +169,8 @@ def _read_unit(ctx: DoctorContext) -> Tuple[Optional[str], Optional[str], Dict[s
     return ctx.facts["host.unit"]
 
 
-def _masked(root: Any, path: str) -> bool:
-    real = root.path(path)
-    return os.path.islink(real) and os.readlink(real) == "/dev/null"
+def _masked(root: HostRoot, path: str) -> bool:
+    return root.islink(path) and root.readlink(path) == "/dev/null"
 
 
 def systemctl_show(unit: str, timeout: float) -> Optional[Dict[str, str]]:
@@ -271,7 +273,7 @@ def _unit_result(ctx: DoctorContext, path: str, text: Optional[str],
                            % (path, " ".join(unit.get("Service.ExecStart", [""])[-1:])),
                            "sudo ./edgeagent.pyz install (writes edgeagent's own unit)")
     for what in (python, pyz):
-        if what and not os.path.exists(ctx.root.path(what)):
+        if what and not ctx.root.exists(what):
             return CheckResult(name, FAIL, "%s runs %s, which is missing" % (path, what),
                                "reinstall: sudo python3 ./edgeagent.pyz install")
         if what and hidden_from_service(ctx.root, what):
@@ -311,7 +313,7 @@ def shiv_root(ctx: DoctorContext) -> Tuple[Optional[str], str]:
 
 
 def _running_from_pyz() -> bool:
-    from edgeagent.install import shiv_build_id
+    from edgeagent.install.pyz import shiv_build_id
 
     return bool(sys.argv and sys.argv[0] and os.path.isfile(sys.argv[0])
                 and shiv_build_id(sys.argv[0]))
@@ -354,13 +356,14 @@ def cache_verdict(path: str, exists: bool, is_dir: bool, write_error: Optional[s
 
 
 def check_shiv_cache(ctx: DoctorContext) -> CheckResult:
-    from edgeagent.install import shiv_build_id, stale_builds
+    from edgeagent.install.pyz import shiv_build_id, stale_builds
     host_path, source = shiv_root(ctx)
     if host_path is None:
         return CheckResult("shiv cache", SKIP, "not installed and not running from a .pyz: no "
                            "shiv cache in use")
-    real = ctx.root.path(host_path)
-    exists, is_dir = os.path.lexists(real), os.path.isdir(real)
+    # Resolved inside the root: a cache directory that is a link out of it is not looked at.
+    real = ctx.root.resolve(host_path)
+    exists, is_dir = ctx.root.lexists(host_path), ctx.root.isdir(host_path)
     write_error = None
     free = None
     stale: List[str] = []
@@ -380,17 +383,16 @@ def check_shiv_cache(ctx: DoctorContext) -> CheckResult:
             pass
         _, _, unit = _read_unit(ctx)
         _, pyz = installed_paths(unit) if unit else (None, None)
-        if pyz and os.path.isfile(ctx.root.path(pyz)):
-            build = shiv_build_id(ctx.root.path(pyz))
+        if pyz and ctx.root.isfile(pyz):
+            build = shiv_build_id(ctx.root.resolve(pyz))
             name = os.path.basename(pyz)
             stale = [s for s in stale_builds(real, name, build) if not s.startswith(".")]
             unpacked = os.path.isdir(os.path.join(real, "%s_%s" % (name, build)))
     elif not exists:
         parent = os.path.dirname(host_path.rstrip("/"))
-        while parent not in ("", "/") and not os.path.isdir(ctx.root.path(parent)):
+        while parent not in ("", "/") and not ctx.root.isdir(parent):
             parent = os.path.dirname(parent)
-        parent_ok = os.path.isdir(ctx.root.path(parent)) and \
-            os.access(ctx.root.path(parent), os.W_OK)
+        parent_ok = ctx.root.isdir(parent) and os.access(ctx.root.resolve(parent), os.W_OK)
     return cache_verdict(host_path, exists, is_dir, write_error, free, stale, unpacked,
                          parent, parent_ok, source)
 
@@ -402,7 +404,7 @@ def _version_from_name(path: str) -> Optional[Tuple[int, int]]:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def interpreter_version(root: Any, host_path: str, timeout: float) -> Optional[Tuple[int, int]]:
+def interpreter_version(root: HostRoot, host_path: str, timeout: float) -> Optional[Tuple[int, int]]:
     """X.Y of an interpreter: from its name after following symlinks inside the root
     (/usr/bin/python3 -> python3.8), else by running it (real root only)."""
     path = resolve_in_root(root, host_path)
@@ -461,7 +463,7 @@ def check_python(ctx: DoctorContext) -> CheckResult:
                                "interpreter from")
         return python_verdict(sys.version_info[:2], sys.executable, "running doctor; the "
                               "service is not installed", _today(ctx), jetpack)
-    if not os.path.exists(ctx.root.path(python)):
+    if not ctx.root.exists(python):
         return CheckResult("python", FAIL, "the unit runs %s, which is missing" % python,
                            "reinstall with an existing Python: sudo python3 ./edgeagent.pyz "
                            "install")

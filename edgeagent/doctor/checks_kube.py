@@ -11,9 +11,12 @@ one check), so a dead API server costs at most one timeout.
 from __future__ import annotations
 
 import time
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from edgeagent.doctor.model import FAIL, PASS, SKIP, WARN, CheckResult
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from edgeagent.doctor.model import DoctorContext
 
 CLOCK_WARN_SECONDS = 5.0
 CLOCK_FAIL_SECONDS = 60.0
@@ -49,7 +52,7 @@ def clock_result(server_time: Optional[float], local_time: float,
                        fix)
 
 
-async def check_kube(ctx: Any) -> List[CheckResult]:
+async def check_kube(ctx: "DoctorContext") -> List[CheckResult]:
     from edgeagent.kube.client import CredentialCache, KubeClient, header_date
     from edgeagent.kube.credentials import find_credentials
     from edgeagent.kube.errors import CredentialsError, KubeError, KubeNetworkError, \
@@ -58,10 +61,11 @@ async def check_kube(ctx: Any) -> List[CheckResult]:
     from edgeagent.kube.tls import make_ssl_context
 
     results: List[CheckResult] = []
-    if "labels" in ctx.config["disable"]:
+    options = ctx.config.options
+    if not options.enabled("labels"):
         return [CheckResult(n, SKIP, "the labels component is disabled") for n in ALL]
     try:
-        creds = find_credentials(ctx.root, ctx.config["kubeconfig"])
+        creds = find_credentials(ctx.root, options.kube.kubeconfig)
         make_ssl_context(creds)
     except NoCredentials as e:
         results.append(CheckResult("kube.credentials", FAIL, str(e),
@@ -72,7 +76,7 @@ async def check_kube(ctx: Any) -> List[CheckResult]:
         results.append(CheckResult("kube.credentials", FAIL, str(e),
                                    "fix or replace the kubeconfig named in the message"))
         return _skip_rest(results, ALL, "no usable credentials")
-    name, name_source = resolve_node_name(ctx.config, ctx.root, creds)
+    name, name_source = resolve_node_name(options.kube, ctx.root, creds)
     if creds.insecure:
         results.append(CheckResult("kube.credentials", WARN, creds.describe() +
                                    " with insecure-skip-tls-verify",
@@ -116,7 +120,9 @@ async def check_kube(ctx: Any) -> List[CheckResult]:
         latency = time.time() - started
         results.append(CheckResult("kube.reachable", PASS, reach))
         if not creds.server.startswith("https://"):
-            results.append(CheckResult("kube.tls", WARN, "plain http:// server: no TLS",
+            clear = (": the bearer token travels in clear text" if creds.auth == "bearer token"
+                     else "")
+            results.append(CheckResult("kube.tls", WARN, "plain http:// server: no TLS" + clear,
                                        "use the API server's https:// address"))
         elif creds.insecure:
             results.append(CheckResult("kube.tls", WARN, "server certificate NOT verified "
@@ -139,7 +145,8 @@ async def check_kube(ctx: Any) -> List[CheckResult]:
                 404: "set --node-name (or node_name in the config) to this node's name in "
                      "`kubectl get nodes`; the kubelet registers the Node when it starts",
                 401: "the credentials are rejected: renew the kubelet certificate or token",
-                403: "grant this identity get/patch on nodes, or use the kubelet's kubeconfig",
+                403: "a node identity may read only its own Node: set --node-name to the name "
+                     "in its certificate, or grant this identity get/patch on nodes",
             }
             results.append(CheckResult("kube.node", FAIL, "Node %s (name from %s): %s"
                                        % (name, name_source, e),

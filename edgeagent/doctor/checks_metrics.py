@@ -34,7 +34,7 @@ def _is_tegra(ctx: DoctorContext) -> bool:
 async def check_tegrastats(ctx: DoctorContext) -> CheckResult:
     """tegrastats is present, runs, and prints a line the parser understands."""
     host_path = ctx.config.options.tegrastats.path
-    path = ctx.root.path(host_path)
+    path = ctx.root.resolve(host_path)
     if not os.path.exists(path):
         if _is_tegra(ctx):
             return CheckResult(

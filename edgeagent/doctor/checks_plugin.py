@@ -7,9 +7,14 @@ import json
 import os
 import socket
 import stat
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional, Sequence, Set
 
 from edgeagent.doctor.model import FAIL, PASS, SKIP, WARN, CheckResult, DoctorContext
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from edgeagent.config import DevicePluginOptions
+    from edgeagent.discovery.runtimefacts import RuntimeFacts
+    from edgeagent.discovery.inventory import Gpu, Inventory
 
 KUBELET_CHECK = "kubelet device-plugin socket"
 REGISTERED_CHECK = "device plugin registered"
@@ -19,6 +24,8 @@ CDI_CHECK = "CDI spec for nvidia.com/gpu"
 CSV_CHECK = "L4T CSV files"
 STRATEGY_CHECK = "GPU device list strategy"
 CHECKPOINT = "kubelet_internal_checkpoint"
+# A few hundred bytes per pod with devices; anything near this is not a kubelet's checkpoint.
+MAX_CHECKPOINT_BYTES = 4 << 20
 # NVIDIA's k8s-device-plugin names its socket nvidia-<resource>.sock (nvidia-gpu.sock for
 # nvidia.com/gpu, nvidia-gpu.shared.sock when renamed).
 RIVAL_SOCKETS = ("nvidia-gpu.sock", "nvidia-gpu.shared.sock")
@@ -26,7 +33,7 @@ RIVAL_SOCKETS = ("nvidia-gpu.sock", "nvidia-gpu.shared.sock")
 
 # --- shared facts (computed once per doctor run, kept in ctx.facts) ------------------------------
 
-def _inventory(ctx: DoctorContext):
+def _inventory(ctx: DoctorContext) -> Optional[Inventory]:
     if ctx.inventory is not None:
         return ctx.inventory
     if "deviceplugin.inventory" not in ctx.facts:
@@ -40,22 +47,26 @@ def _inventory(ctx: DoctorContext):
     return ctx.facts["deviceplugin.inventory"]
 
 
-def _runtime(ctx: DoctorContext):
+def _runtime(ctx: DoctorContext) -> RuntimeFacts:
     if "deviceplugin.runtime" not in ctx.facts:
-        from edgeagent.deviceplugin.runtimefacts import read_runtime_facts
+        from edgeagent.discovery.runtimefacts import read_runtime_facts
 
         ctx.facts["deviceplugin.runtime"] = read_runtime_facts(ctx.root)
     return ctx.facts["deviceplugin.runtime"]
 
 
-def _gpu(ctx: DoctorContext):
+def _gpu(ctx: DoctorContext) -> Optional[Gpu]:
     inv = _inventory(ctx)
     gpu = getattr(inv, "gpu", None)
     return gpu if gpu is not None and gpu.is_nvidia and gpu.usable else None
 
 
+def _options(ctx: DoctorContext) -> DevicePluginOptions:
+    return ctx.config.options.device_plugin
+
+
 def _directory(ctx: DoctorContext) -> str:
-    return ctx.config["device_plugin.directory"]
+    return _options(ctx).directory
 
 
 def _connects(real_path: str, timeout: float) -> Optional[str]:
@@ -100,25 +111,43 @@ def check_kubelet_socket(ctx: DoctorContext) -> CheckResult:
     return CheckResult(KUBELET_CHECK, PASS, "%s accepts connections" % sock)
 
 
-def _checkpoint_resources(ctx: DoctorContext) -> Optional[set]:
-    path = ctx.root.path(_directory(ctx).rstrip("/") + "/" + CHECKPOINT)
+def parse_checkpoint(data: bytes) -> Optional[Set[str]]:
+    """The resource names in the kubelet's ``kubelet_internal_checkpoint`` (JSON: ``{"Data":
+    {"RegisteredDevices": {name: [ids]}}}``); None when it is not that shape."""
     try:
-        with open(path) as f:
-            doc = json.load(f)
-        return set((doc.get("Data") or {}).get("RegisteredDevices") or {})
-    except (OSError, ValueError, AttributeError):
+        doc = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):   # UnicodeDecodeError is a ValueError
         return None
+    if not isinstance(doc, dict):
+        return None
+    data_part = doc.get("Data") or {}
+    registered = data_part.get("RegisteredDevices") or {} if isinstance(data_part, dict) else None
+    if not isinstance(registered, dict):
+        return None
+    return {name for name in registered if isinstance(name, str)}
+
+
+def _checkpoint_resources(ctx: DoctorContext) -> Optional[Set[str]]:
+    path = ctx.root.resolve(_directory(ctx).rstrip("/") + "/" + CHECKPOINT)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CHECKPOINT_BYTES + 1)
+    except OSError:
+        return None
+    if len(data) > MAX_CHECKPOINT_BYTES:
+        return None
+    return parse_checkpoint(data)
 
 
 def check_plugin_registered(ctx: DoctorContext) -> CheckResult:
-    from edgeagent.deviceplugin.hostscan import scan
-    from edgeagent.deviceplugin.model import Options, build_resources, scan_plan
+    from edgeagent.deviceplugin.model import build_resources, scan_plan
+    from edgeagent.discovery.scan import probe_host as scan
     from edgeagent.deviceplugin.sockets import socket_name
 
     inv = _inventory(ctx)
     if inv is None:
         return CheckResult(REGISTERED_CHECK, SKIP, "no inventory (devicetree unreadable)")
-    options = Options.from_config(ctx.config)
+    options = _options(ctx)
     expected = sorted(build_resources(inv, scan(ctx.root, scan_plan(inv, options, {})),
                                       options))
     if not expected:
@@ -173,12 +202,12 @@ def _no_gpu() -> str:
     return "no usable NVIDIA GPU on this host"
 
 
-def _runtime_problems(ctx: DoctorContext, prefixes) -> List[str]:
+def _runtime_problems(ctx: DoctorContext, prefixes: Sequence[str]) -> List[str]:
     return [p for p in _runtime(ctx).problems if p.startswith(tuple(prefixes))]
 
 
 def check_docker_runtime(ctx: DoctorContext) -> CheckResult:
-    from edgeagent.deviceplugin.runtimefacts import DOCKER_DAEMON_JSON
+    from edgeagent.discovery.runtimefacts import DOCKER_DAEMON_JSON
 
     if _gpu(ctx) is None:
         return CheckResult(DOCKER_CHECK, SKIP, _no_gpu())
@@ -203,7 +232,7 @@ def check_docker_runtime(ctx: DoctorContext) -> CheckResult:
 
 
 def check_containerd_runtime(ctx: DoctorContext) -> List[CheckResult]:
-    from edgeagent.deviceplugin.runtimefacts import runtime_config_files
+    from edgeagent.discovery.runtimefacts import runtime_config_files
 
     if _gpu(ctx) is None:
         return [CheckResult(CONTAINERD_CHECK, SKIP, _no_gpu())]
@@ -247,7 +276,7 @@ def check_containerd_runtime(ctx: DoctorContext) -> List[CheckResult]:
 
 
 def check_cdi_spec(ctx: DoctorContext) -> CheckResult:
-    from edgeagent.deviceplugin.runtimefacts import CDI_DIRS, cdi_spec_files
+    from edgeagent.discovery.runtimefacts import CDI_DIRS, cdi_spec_files
 
     if _gpu(ctx) is None:
         return CheckResult(CDI_CHECK, SKIP, _no_gpu())
@@ -276,7 +305,7 @@ def check_cdi_spec(ctx: DoctorContext) -> CheckResult:
         spec = facts.cdi_specs[0]
         return CheckResult(CDI_CHECK, FAIL, "%s names devices %s but not 0 or all" % (
             spec.path, ", ".join(spec.devices)), "regenerate it: " + generate)
-    if ctx.config["device_plugin.device_list_strategy"] == "cdi":
+    if _options(ctx).device_list_strategy == "cdi":
         return CheckResult(CDI_CHECK, FAIL, "device_list_strategy is cdi but %s hold no spec "
                            "for nvidia.com/gpu" % " and ".join(CDI_DIRS), generate)
     others = len(cdi_spec_files(ctx.root))
@@ -286,12 +315,12 @@ def check_cdi_spec(ctx: DoctorContext) -> CheckResult:
 
 def check_csv_files(ctx: DoctorContext) -> CheckResult:
     from edgeagent.deviceplugin.allocate import choose_strategy
-    from edgeagent.deviceplugin.runtimefacts import CSV_DIR
+    from edgeagent.discovery.runtimefacts import CSV_DIR
 
     if _gpu(ctx) is None:
         return CheckResult(CSV_CHECK, SKIP, _no_gpu())
     facts = _runtime(ctx)
-    strategy = choose_strategy(ctx.config["device_plugin.device_list_strategy"], facts)
+    strategy = choose_strategy(_options(ctx).device_list_strategy, facts)
     if not facts.csv_files:
         if strategy.name == "cdi":
             return CheckResult(CSV_CHECK, SKIP, "none in %s; not needed with CDI" % CSV_DIR)
@@ -319,7 +348,7 @@ def check_strategy(ctx: DoctorContext) -> CheckResult:
     if _gpu(ctx) is None:
         return CheckResult(STRATEGY_CHECK, SKIP, _no_gpu())
     facts = _runtime(ctx)
-    s = choose_strategy(ctx.config["device_plugin.device_list_strategy"], facts)
+    s = choose_strategy(_options(ctx).device_list_strategy, facts)
     if s.name == "cdi" and facts.gpu_spec() is None:
         return CheckResult(STRATEGY_CHECK, FAIL, "cdi, but no usable CDI spec: every GPU "
                            "Allocate fails", "generate a spec (sudo nvidia-ctk cdi generate "

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 from edgeagent.doctor.model import FAIL, PASS, SKIP, STATUSES, WARN, CheckResult
+from edgeagent.invocation import Invocation, add_kube_arguments
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from edgeagent.config import Config
+    from edgeagent.doctor.runner import CheckSource
+    from edgeagent.hostpaths import HostRoot
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from edgeagent.invocation import add_kube_arguments
-
     parser.add_argument("--json", action="store_true",
                         help='print a JSON list of {"check", "status", "detail", "fix"}')
     add_kube_arguments(parser)
@@ -46,39 +50,19 @@ def exit_code(results: List[CheckResult]) -> int:
     return 1 if any(r.status == FAIL for r in results) else 0
 
 
-def collect(root: Any, config: Any, modules: Optional[Sequence[str]] = None,
+def collect(root: "HostRoot", config: "Config", sources: Optional[Sequence["CheckSource"]] = None,
             **limits: float) -> List[CheckResult]:
-    """Build the context (discovery included) and run every registered check (or those of
-    ``modules``); ``limits`` are run_checks' deadline and check_timeout."""
-    import asyncio
-
+    """Build the context (discovery included) and run every check (or those of ``sources``);
+    ``limits`` are run_checks' deadline and check_timeout."""
     from edgeagent.doctor.runner import build_context, run_checks
+    from edgeagent.looprunner import run_bounded
 
     ctx = build_context(root, config)
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(run_checks(ctx, modules, **limits))
-    finally:
-        _close_loop(loop)
+    # run_bounded, not asyncio.run: a check that ignores cancellation must not hold the report.
+    return run_bounded(run_checks(ctx, sources, **limits))
 
 
-def _close_loop(loop: Any) -> None:
-    # Not asyncio.run(): its shutdown waits for every task to finish cancelling, and a check
-    # that ignores cancellation would then hold the report past its time bound.
-    import asyncio
-
-    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-    for task in pending:
-        task.cancel()
-    if pending:
-        loop.run_until_complete(asyncio.wait(pending, timeout=0.3))
-    for task in pending:
-        if not task.done():
-            task._log_destroy_pending = False  # abandoned on purpose; no "destroyed" warning
-    loop.close()
-
-
-def main(cli: Any) -> int:
-    results = collect(cli.root, cli.config)
-    print(render_json(results) if cli.args.json else render_text(results))
+def main(inv: Invocation) -> int:
+    results = collect(inv.root, inv.config)
+    print(render_json(results) if inv.args.json else render_text(results))
     return exit_code(results)

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from edgeagent.config import Config, Options
+    from edgeagent.discovery.inventory import Inventory
+    from edgeagent.hostpaths import HostRoot
 
 PASS, WARN, FAIL, SKIP = "PASS", "WARN", "FAIL", "SKIP"
 STATUSES = (PASS, WARN, FAIL, SKIP)
@@ -34,8 +39,12 @@ class DoctorContext:
     """What checks read: the same host root and config as `run`, plus a shared scratch dict
     where one check may leave a fact for later ones (e.g. the API client it built)."""
 
-    root: Any                     # HostRoot
-    config: Any                   # Config
-    inventory: Optional[Any] = None
+    root: "HostRoot"
+    config: "Config"              # checks read ``options``; reports may name ``config.sources``
+    inventory: Optional["Inventory"] = None
     timeout: float = 1.5          # per network step; the whole doctor must finish in < 5 s
     facts: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def options(self) -> "Options":
+        return self.config.options

@@ -1,4 +1,5 @@
-"""Runs the doctor's checks: every module in registry.CHECK_MODULES, each check time-bounded.
+"""Runs the doctor's checks: every check module (imported in ``_checks_*`` below, in report
+order), each check time-bounded.
 
 A check is a plain or ``async`` function ``(ctx) -> CheckResult | List[CheckResult]``. Modules
 run concurrently (so one slow area cannot starve the others); the checks of one module run in
@@ -9,14 +10,18 @@ something else or overruns its bound becomes a FAIL line with the reason, never 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import logging
 import threading
 import time
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple
 
 from edgeagent.doctor.model import FAIL, SKIP, CheckResult, DoctorContext
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from edgeagent.config import Config
+    from edgeagent.hostpaths import HostRoot
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +30,41 @@ log = logging.getLogger(__name__)
 # of them, leaving over a second for start-up and discovery on a slow board.
 CHECK_TIMEOUT = 3.0
 DEADLINE = 3.5
-MODULE_PREFIX = "edgeagent.doctor."
 
 Check = Callable[[DoctorContext], Any]
+# Imports a module of checks (one with ``CHECKS = [fn, ...]``) and returns it.
+CheckSource = Callable[[], ModuleType]
+
+
+# The check modules, in report order. Each is imported in its own function so that one that
+# fails to import (a broken build) becomes a FAIL line while the others still run.
+def _checks_host() -> ModuleType:
+    from edgeagent.doctor import checks_host
+    return checks_host
+
+
+def _checks_plugin() -> ModuleType:
+    from edgeagent.doctor import checks_plugin
+    return checks_plugin
+
+
+def _checks_kube() -> ModuleType:
+    from edgeagent.doctor import checks_kube
+    return checks_kube
+
+
+def _checks_metrics() -> ModuleType:
+    from edgeagent.doctor import checks_metrics
+    return checks_metrics
+
+
+DEFAULT_SOURCES: Tuple[CheckSource, ...] = (_checks_host, _checks_plugin, _checks_kube,
+                                            _checks_metrics)
+
+
+def default_check_modules() -> List[str]:
+    """The names of the modules whose checks `doctor` runs, in report order."""
+    return [source().__name__ for source in DEFAULT_SOURCES]
 
 
 def check_name(func: Check) -> str:
@@ -42,22 +79,24 @@ def check_name(func: Check) -> str:
     return base.replace("_", " ")
 
 
-def load_checks(modules: Sequence[str]) -> List[Tuple[str, List[Check], Optional[CheckResult]]]:
-    """(module, checks, problem) for each module name; a module that fails to import or has no
+def load_checks(sources: Sequence[CheckSource]
+                ) -> List[Tuple[str, List[Check], Optional[CheckResult]]]:
+    """(name, checks, problem) for each source; a module that fails to import or has no
     CHECKS list yields a FAIL result instead of checks."""
     out: List[Tuple[str, List[Check], Optional[CheckResult]]] = []
-    for name in modules:
-        full = name if "." in name else MODULE_PREFIX + name
+    for source in sources:
+        name = getattr(source, "__name__", "checks").lstrip("_")
         try:
-            module = importlib.import_module(full)
+            module = source()
+            name = module.__name__
             checks = list(getattr(module, "CHECKS"))
         except Exception as e:  # a broken check module must not hide the others
-            out.append((full, [], CheckResult(
-                "doctor " + full.rsplit(".", 1)[-1], FAIL,
-                "cannot load %s: %s: %s" % (full, type(e).__name__, _one_line(str(e))),
+            out.append((name, [], CheckResult(
+                "doctor " + name.rsplit(".", 1)[-1], FAIL,
+                "cannot load %s: %s: %s" % (name, type(e).__name__, _one_line(str(e))),
                 "a broken edgeagent build: reinstall it (sudo ./edgeagent.pyz install)")))
             continue
-        out.append((full, checks, None))
+        out.append((name, checks, None))
     return out
 
 
@@ -150,15 +189,11 @@ async def _run_module(checks: List[Check], ctx: DoctorContext, deadline: float,
     return results
 
 
-async def run_checks(ctx: DoctorContext, modules: Optional[Sequence[str]] = None,
+async def run_checks(ctx: DoctorContext, sources: Optional[Sequence[CheckSource]] = None,
                      deadline: float = DEADLINE,
                      check_timeout: float = CHECK_TIMEOUT) -> List[CheckResult]:
-    """Every check of ``modules`` (default registry.CHECK_MODULES), in registry order."""
-    if modules is None:
-        from edgeagent.doctor.registry import CHECK_MODULES
-
-        modules = CHECK_MODULES
-    loaded = load_checks(modules)
+    """Every check of ``sources`` (default: DEFAULT_SOURCES), in their order."""
+    loaded = load_checks(DEFAULT_SOURCES if sources is None else sources)
     end = asyncio.get_event_loop().time() + deadline
     tasks = [asyncio.ensure_future(_run_module(checks, ctx, end, check_timeout))
              for _, checks, _ in loaded]
@@ -175,12 +210,13 @@ async def run_checks(ctx: DoctorContext, modules: Optional[Sequence[str]] = None
     return results
 
 
-def build_context(root: Any, config: Any, timeout: Optional[float] = None) -> DoctorContext:
+def build_context(root: "HostRoot", config: "Config",
+                  timeout: Optional[float] = None) -> DoctorContext:
     """The context `doctor` checks: discovery runs here, and its failure is recorded in
     ``facts["discovery_error"]`` (the devicetree check reports it) instead of raising."""
     from edgeagent.discovery.scan import discover
 
-    network = min(1.5, float(config["kube.timeout_seconds"])) if timeout is None else timeout
+    network = min(1.5, config.options.kube.timeout_seconds) if timeout is None else timeout
     ctx = DoctorContext(root=root, config=config, timeout=network)
     started = time.monotonic()
     try:

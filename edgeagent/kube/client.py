@@ -14,12 +14,18 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import quote
 
 from edgeagent import __version__
 from edgeagent.kube.credentials import Credentials, file_fingerprint
-from edgeagent.kube.errors import KubeError, KubeNetworkError, KubeTLSError
+from edgeagent.kube.errors import KubeError, KubeNetworkError, KubeResponseError, KubeTLSError
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    import ssl
+
+    import aiohttp
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
 
@@ -29,25 +35,15 @@ MAX_BODY = 4 << 20
 
 
 class KubeMetrics:
-    """``edgeagent_kube_requests_total{method,code}`` in a registry (one per registry)."""
+    """``edgeagent_kube_requests_total{method,code}``. Build it once per registry, where the
+    registry is made, and pass it to every client (a metric registers only once per registry)."""
 
-    def __init__(self, registry: Any) -> None:
+    def __init__(self, registry: "CollectorRegistry") -> None:
         from prometheus_client import Counter
 
         self.requests = Counter("edgeagent_kube_requests", "Kubernetes API requests by method "
                                 "and HTTP status code ('error': no response)",
                                 ["method", "code"], registry=registry)
-
-    @classmethod
-    def for_registry(cls, registry: Any) -> Optional["KubeMetrics"]:
-        """The registry's one instance (a metric can be registered only once per registry)."""
-        if registry is None:
-            return None
-        found = getattr(registry, "_edgeagent_kube_metrics", None)
-        if found is None:
-            found = cls(registry)
-            registry._edgeagent_kube_metrics = found
-        return found
 
 
 class CredentialCache:
@@ -56,9 +52,9 @@ class CredentialCache:
     def __init__(self, loader: Callable[[], Credentials]) -> None:
         self._loader = loader
         self.creds: Optional[Credentials] = None
-        self.ssl: Any = None
+        self.ssl: Optional["ssl.SSLContext"] = None
         self.token: Optional[str] = None
-        self._fingerprint: Any = None
+        self._fingerprint: Optional[Tuple[object, ...]] = None
         self.loads = 0
 
     def get(self) -> Credentials:
@@ -78,6 +74,11 @@ class CredentialCache:
             log.warning("INSECURE: %s sets insecure-skip-tls-verify: the API server's identity "
                         "is NOT verified and anyone on the network path can impersonate it",
                         creds.source)
+        if token and creds.server.startswith("http://") and first:
+            log.warning("INSECURE: %s sends a bearer token to the plain http:// server %s: the "
+                        "token travels in clear text and anyone on the network path can read "
+                        "and reuse it; use the API server's https:// address", creds.source,
+                        creds.server)
         if not first and fingerprint != self._fingerprint:
             log.info("credentials changed on disk; re-read %s", creds.source)
         self.creds, self.ssl, self.token, self._fingerprint = creds, ctx, token, fingerprint
@@ -112,7 +113,8 @@ def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opti
         return None
     value = value.strip()
     if value.isdigit():
-        return float(value)
+        # ASCII digits only: str.isdigit() also takes "١٢" and fullwidth digits.
+        return float(value) if value.isascii() else None
     try:
         when = email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError):
@@ -128,6 +130,42 @@ def _status_message(status: int, body: Any, text: str) -> Tuple[str, str]:
     return (snippet or "HTTP %d" % status), ""
 
 
+def _json_int(digits: str) -> int:
+    # Kubernetes integers are int64 (19 digits); int() of millions of digits is quadratic
+    # (minutes for a 4 MiB body) where Python has no int_max_str_digits limit (before 3.11 and
+    # its 3.8.14+ backport).
+    if len(digits) > 40:
+        raise ValueError("an integer of %d digits" % len(digits))
+    return int(digits)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(stream: "aiohttp.StreamReader", limit: int) -> bytes:
+    """The whole body, however many pieces it arrives in (a real API server streams a Node in
+    several chunks: one ``read(n)`` returns only what is buffered). Over ``limit`` bytes, counted
+    as they arrive, raises BodyTooLarge without keeping more than ``limit`` in memory."""
+    pieces: List[bytes] = []
+    size = 0
+    while True:
+        piece = await stream.readany()
+        if not piece:
+            return b"".join(pieces)
+        size += len(piece)
+        if size > limit:
+            raise BodyTooLarge()
+        pieces.append(piece)
+
+
+def _node_body(resp: KubeResponse, method: str, name: str) -> Dict[str, Any]:
+    body = resp.body
+    if not isinstance(body, dict) or not isinstance(body.get("metadata"), dict):
+        raise KubeResponseError("%s Node %s: the answer is not a Node object" % (method, name))
+    return body
+
+
 class KubeClient:
     """Requests against one API server, for one identity."""
 
@@ -136,10 +174,10 @@ class KubeClient:
         self.credentials = credentials
         self.timeout = timeout
         self.metrics = metrics
-        self._session: Any = None
+        self._session: Optional["aiohttp.ClientSession"] = None
         self.requests = 0
 
-    async def _get_session(self) -> Any:
+    async def _get_session(self) -> "aiohttp.ClientSession":
         import aiohttp
 
         if self._session is None or self._session.closed:
@@ -210,9 +248,9 @@ class KubeClient:
         url = creds.server + path
         try:
             async with session.request(method, url, **kwargs) as resp:
-                raw = await resp.content.read(MAX_BODY)
                 status = resp.status
                 resp_headers = dict(resp.headers)
+                raw = await read_body(resp.content, MAX_BODY)
         except aiohttp.ClientConnectorCertificateError as e:
             self._count(method, "error")
             raise KubeTLSError("TLS verification of %s failed: %s" % (
@@ -220,6 +258,10 @@ class KubeClient:
         except aiohttp.ClientSSLError as e:
             self._count(method, "error")
             raise KubeTLSError("TLS with %s failed: %s" % (creds.server, e)) from None
+        except BodyTooLarge:
+            self._count(method, "error")
+            raise KubeResponseError("%s %s: the answer is larger than %d bytes" % (
+                method, path, MAX_BODY)) from None
         except asyncio.TimeoutError:
             self._count(method, "error")
             raise KubeNetworkError("%s %s: no answer within %gs" % (
@@ -231,9 +273,13 @@ class KubeClient:
         self._count(method, str(status))
         text = raw.decode("utf-8", "replace")
         try:
-            parsed = json.loads(text) if text else None
-        except ValueError:
+            parsed = json.loads(text, parse_int=_json_int) if text else None
+        except (ValueError, RecursionError):
             parsed = None
+            if 200 <= status < 300:
+                # A success we cannot read must stop the caller, never pass as "empty".
+                raise KubeResponseError("%s %s: %d with a body that is not JSON (%d bytes)" % (
+                    method, path, status, len(raw))) from None
         if 200 <= status < 300:
             return KubeResponse(status, parsed, resp_headers)
         message, reason = _status_message(status, parsed, text)
@@ -247,14 +293,16 @@ class KubeClient:
         return await self.request("GET", "/version", timeout=timeout)
 
     async def get_node(self, name: str, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """The Node object; KubeResponseError when the answer is not a Node."""
         resp = await self.request("GET", "/api/v1/nodes/" + quote(name, safe=""),
                                   timeout=timeout)
-        return resp.body if isinstance(resp.body, dict) else {}
+        return _node_body(resp, "GET", name)
 
     async def patch_node(self, name: str, patch: Dict[str, Any]) -> Dict[str, Any]:
+        """Send a JSON merge patch; the patched Node."""
         resp = await self.request("PATCH", "/api/v1/nodes/" + quote(name, safe=""), patch,
                                   MERGE_PATCH)
-        return resp.body if isinstance(resp.body, dict) else {}
+        return _node_body(resp, "PATCH", name)
 
     async def can_i(self, verb: str, resource: str, name: str = "",
                     subresource: str = "", timeout: Optional[float] = None) -> Tuple[bool, str]:

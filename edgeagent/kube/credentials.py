@@ -19,10 +19,13 @@ import base64
 import binascii
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from edgeagent.errors import file_problem
 from edgeagent.kube.errors import CredentialsError, NoCredentials
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from edgeagent.hostpaths import HostRoot
 
 K3S_KUBELET_KUBECONFIG = "/var/lib/rancher/k3s/agent/kubelet.kubeconfig"
 KUBEADM_KUBELET_KUBECONFIG = "/etc/kubernetes/kubelet.conf"
@@ -62,10 +65,10 @@ class Credentials:
         return "%s (%s, server %s)" % (self.source, self.auth, self.server)
 
 
-def file_fingerprint(paths: Tuple[str, ...]) -> Tuple[Any, ...]:
+def file_fingerprint(paths: Tuple[str, ...]) -> Tuple[object, ...]:
     """Identity and age of each file: rotation (a new kubelet-client-current.pem symlink target,
     a refreshed token) changes it."""
-    out: List[Any] = []
+    out: List[object] = []
     for p in paths:
         try:
             st = os.stat(p)
@@ -75,16 +78,77 @@ def file_fingerprint(paths: Tuple[str, ...]) -> Tuple[Any, ...]:
     return tuple(out)
 
 
-def _read(path: str, what: str, where: str) -> bytes:
+MAX_FILE = 1 << 20   # a kubeconfig, token, certificate or key larger than this is not one
+
+
+def read_capped(path: str, limit: int = MAX_FILE) -> bytes:
+    """A regular file's bytes (symlinks followed), at most ``limit``: OSError otherwise, with a
+    message that says why (a FIFO or device would block or never end; a larger file is not what
+    it claims to be)."""
+    import errno
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory")
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, "larger than %d KiB" % (limit >> 10))
+    return data
+
+
+def read_credential_file(path: str, what: str, where: str) -> bytes:
+    """A token, certificate or key file; CredentialsError (one line, naming ``what``) when it
+    cannot be read."""
     try:
-        with open(path, "rb") as f:
-            return f.read(1 << 20)
+        return read_capped(path)
     except OSError as e:
-        problem = file_problem(e, permission_hint=_RUN_AS_ROOT)
+        problem = _file_problem(e)
         raise CredentialsError("%s: %s %s: %s" % (where, what, path, problem)) from None
 
 
-def _named(entries: Any, name: str, kind: str, where: str) -> Mapping[str, Any]:
+def _file_problem(e: OSError) -> str:
+    import errno
+
+    if e.errno in (errno.EINVAL, errno.EFBIG) and e.strerror:
+        return e.strerror
+    return file_problem(e, permission_hint=_RUN_AS_ROOT)
+
+
+def _show(value: object, quoted: bool = False) -> str:
+    """A value from the file, safe for a one-line message: short, printable."""
+    text = value if isinstance(value, str) and not quoted else repr(value)
+    if not text.isprintable():
+        text = repr(text)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _valid_url(server: str) -> bool:
+    from urllib.parse import urlsplit
+
+    if any(c.isspace() or not c.isprintable() for c in server):
+        return False
+    try:
+        parts = urlsplit(server)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return False
+    return bool(parts.hostname)
+
+
+def token_problem(token: str) -> Optional[str]:
+    """Why ``token`` cannot go into an Authorization header, or None."""
+    # A line break or NUL would end the header (aiohttp refuses to send it at all).
+    if not all(32 <= ord(c) < 127 for c in token):
+        return "holds control or non-ASCII characters (not a bearer token)"
+    return None
+
+
+def _named(entries: object, name: str, kind: str, where: str) -> Mapping[str, Any]:
     if not isinstance(entries, list):
         raise CredentialsError("%s: %s is missing or not a list" % (where, kind))
     for entry in entries:
@@ -96,7 +160,7 @@ def _named(entries: Any, name: str, kind: str, where: str) -> Mapping[str, Any]:
     raise CredentialsError("%s: no %s named %r" % (where, kind[:-1], name))
 
 
-def _b64(value: Any, field_name: str, where: str) -> bytes:
+def _b64(value: object, field_name: str, where: str) -> bytes:
     if not isinstance(value, str):
         raise CredentialsError("%s: %s must be a base64 string" % (where, field_name))
     try:
@@ -105,7 +169,7 @@ def _b64(value: Any, field_name: str, where: str) -> bytes:
         raise CredentialsError("%s: %s is not valid base64" % (where, field_name)) from None
 
 
-def parse_kubeconfig(doc: Any, where: str, resolve) -> Credentials:
+def parse_kubeconfig(doc: object, where: str, resolve: Callable[[str], str]) -> Credentials:
     """Credentials from a parsed kubeconfig. ``resolve(path)`` maps a path written in the file to
     a real path. Raises CredentialsError naming the file and field."""
     if not isinstance(doc, Mapping):
@@ -120,7 +184,7 @@ def parse_kubeconfig(doc: Any, where: str, resolve) -> Credentials:
     context = _named(contexts, current, "contexts", where)
     cluster_name, user_name = context.get("cluster"), context.get("user")
     if not cluster_name:
-        raise CredentialsError("%s: context %r names no cluster" % (where, current))
+        raise CredentialsError("%s: context %s names no cluster" % (where, _show(current, True)))
     cluster = _named(doc.get("clusters"), cluster_name, "clusters", where)
     user: Mapping[str, Any] = {}
     if user_name:
@@ -131,8 +195,11 @@ def parse_kubeconfig(doc: Any, where: str, resolve) -> Credentials:
                                    "or a token" % (where, user_name, unsupported))
     server = cluster.get("server")
     if not isinstance(server, str) or not server.startswith(("https://", "http://")):
-        raise CredentialsError("%s: clusters[%s].server must be an https:// URL, got %r"
-                               % (where, cluster_name, server))
+        raise CredentialsError("%s: clusters[%s].server must be an https:// URL, got %s"
+                               % (where, _show(cluster_name), _show(server, True)))
+    if not _valid_url(server):
+        raise CredentialsError("%s: clusters[%s].server %s is not a valid URL"
+                               % (where, _show(cluster_name), _show(server, True)))
     files: List[str] = []
     values: Dict[str, Any] = {}
 
@@ -144,12 +211,13 @@ def parse_kubeconfig(doc: Any, where: str, resolve) -> Credentials:
             raise CredentialsError("%s: %s.%s must be a path" % (where, owner, key))
         real = resolve(value)
         if not os.path.isfile(real):
-            raise CredentialsError("%s: %s.%s %s: no such file" % (where, owner, key, value))
+            raise CredentialsError("%s: %s.%s %s: no such file" % (where, owner, key,
+                                                                    _show(value)))
         files.append(real)
         return real
 
-    cl = "clusters[%s]" % cluster_name
-    us = "users[%s]" % user_name
+    cl = "clusters[%s]" % _show(cluster_name)
+    us = "users[%s]" % _show(user_name)
     if cluster.get("certificate-authority-data"):
         values["ca_data"] = _b64(cluster["certificate-authority-data"],
                                  cl + ".certificate-authority-data", where)
@@ -172,6 +240,8 @@ def parse_kubeconfig(doc: Any, where: str, resolve) -> Credentials:
     token = user.get("token")
     if token is not None and not isinstance(token, str):
         raise CredentialsError("%s: %s.token must be a string" % (where, us))
+    if token and token_problem(token):
+        raise CredentialsError("%s: %s.token %s" % (where, us, token_problem(token)))
     values["token"] = token or None
     values["token_file"] = path_field(user, "tokenFile", us)
     insecure = cluster.get("insecure-skip-tls-verify", False)
@@ -184,19 +254,17 @@ def parse_kubeconfig(doc: Any, where: str, resolve) -> Credentials:
                        files=tuple(files), **values)
 
 
-def load_kubeconfig(path: str, where: Optional[str] = None, root: Any = None,
+def load_kubeconfig(path: str, where: Optional[str] = None, root: Optional["HostRoot"] = None,
                     kubelet_identity: bool = False) -> Credentials:
     """Read a kubeconfig at real path ``path``. With ``root`` (a HostRoot) the absolute paths
     inside are host paths under that root."""
-    from edgeagent.kube.miniyaml import YamlError, loads
+    from edgeagent.kube.safeyaml import YamlError, loads
 
     where = where or "kubeconfig %s" % path
     try:
-        with open(path, "rb") as f:
-            raw = f.read(1 << 20)
+        raw = read_capped(path)
     except OSError as e:
-        problem = file_problem(e, permission_hint=_RUN_AS_ROOT)
-        raise CredentialsError("%s: %s" % (where, problem)) from None
+        raise CredentialsError("%s: %s" % (where, _file_problem(e))) from None
     try:
         doc = loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -208,39 +276,43 @@ def load_kubeconfig(path: str, where: Optional[str] = None, root: Any = None,
     def resolve(p: str) -> str:
         if not os.path.isabs(p):
             return os.path.normpath(os.path.join(base, p))
-        return root.path(p) if root is not None else p
+        return root.resolve(p) if root is not None else p
 
     creds = parse_kubeconfig(doc, where, resolve)
     return Credentials(**dict(vars(creds), files=(os.path.abspath(path),) + creds.files,
                               kubelet_identity=kubelet_identity))
 
 
-def in_cluster(root: Any, env: Mapping[str, str]) -> Optional[Credentials]:
+def in_cluster(root: "HostRoot", env: Mapping[str, str]) -> Optional[Credentials]:
     """The service account's credentials when running in a pod; None outside one."""
     host = env.get("KUBERNETES_SERVICE_HOST")
     port = env.get("KUBERNETES_SERVICE_PORT")
     if not host or not port:
         return None
     where = "in-cluster service account"
-    token_file = root.path(SERVICEACCOUNT_DIR + "/token")
-    ca_file = root.path(SERVICEACCOUNT_DIR + "/ca.crt")
+    token_file = root.resolve(SERVICEACCOUNT_DIR + "/token")
+    ca_file = root.resolve(SERVICEACCOUNT_DIR + "/ca.crt")
     for p, what in ((token_file, "token"), (ca_file, "CA")):
         if not os.path.isfile(p):
             raise CredentialsError("%s: %s %s: no such file" % (where, what, p))
     if ":" in host and not host.startswith("["):
         host = "[%s]" % host  # IPv6 service address
-    return Credentials(server="https://%s:%s" % (host, port), source=where, ca_file=ca_file,
+    server = "https://%s:%s" % (host, port)
+    if not _valid_url(server):
+        raise CredentialsError("%s: KUBERNETES_SERVICE_HOST/_PORT make no valid URL: %s"
+                               % (where, _show(server, True)))
+    return Credentials(server=server, source=where, ca_file=ca_file,
                        token_file=token_file, files=(token_file, ca_file))
 
 
-def candidates(root: Any, explicit: Optional[str]) -> List[Tuple[str, str]]:
+def candidates(root: "HostRoot", explicit: Optional[str]) -> List[Tuple[str, str]]:
     """(description, real path) of the kubeconfigs tried, in order."""
     if explicit:
         return [("--kubeconfig", explicit)]
-    return [("kubelet kubeconfig", root.path(p)) for p in KUBELET_KUBECONFIGS]
+    return [("kubelet kubeconfig", root.resolve(p)) for p in KUBELET_KUBECONFIGS]
 
 
-def find_credentials(root: Any, explicit: Optional[str] = None,
+def find_credentials(root: "HostRoot", explicit: Optional[str] = None,
                      env: Optional[Mapping[str, str]] = None) -> Credentials:
     """The first credentials found (see the module docstring). A source that exists but is
     broken raises CredentialsError rather than falling through to the next one."""
@@ -250,7 +322,7 @@ def find_credentials(root: Any, explicit: Optional[str] = None,
             raise CredentialsError("kubeconfig %s: no such file" % explicit)
         return load_kubeconfig(explicit)
     for host_path in KUBELET_KUBECONFIGS:
-        real = root.path(host_path)
+        real = root.resolve(host_path)
         if os.path.isfile(real):
             return load_kubeconfig(real, "kubeconfig %s" % host_path, root=root,
                                    kubelet_identity=True)

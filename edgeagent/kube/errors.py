@@ -40,3 +40,8 @@ class KubeNetworkError(KubeError):
 
 class KubeTLSError(KubeNetworkError):
     """The server's certificate did not verify (wrong CA, name, or expired)."""
+
+
+class KubeResponseError(KubeError):
+    """A 2xx answer that cannot be read as what was asked for (not JSON, not a Node, too
+    large): the caller must stop, never act on it as if it were empty."""

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Mapping, Optional, Tuple
 
 from edgeagent.kube.certinfo import node_name_from_cert
 
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from edgeagent.config import KubeOptions
+    from edgeagent.hostpaths import HostRoot
+    from edgeagent.kube.credentials import Credentials
 
-def hostname(root: Any) -> str:
+
+def hostname(root: "HostRoot") -> str:
     """The kernel hostname (under ``--root`` from its /proc, for fixture hosts)."""
     if getattr(root, "root", "/") != "/":
         try:
@@ -23,14 +28,14 @@ def hostname(root: Any) -> str:
     return socket.gethostname()
 
 
-def resolve_node_name(config: Any, root: Any, creds: Any = None,
+def resolve_node_name(kube: "KubeOptions", root: "HostRoot",
+                      creds: Optional["Credentials"] = None,
                       env: Optional[Mapping[str, str]] = None) -> Tuple[str, str]:
     """(name, where it came from)."""
     env = os.environ if env is None else env
-    given = config["node_name"]
-    if given:
-        return given.strip(), "--node-name" if config.sources.get("node_name") == \
-            "command line" else "config node_name"
+    if kube.node_name:
+        return kube.node_name.strip(), ("--node-name" if kube.node_name_source == "command line"
+                                         else "config node_name")
     if env.get("NODE_NAME", "").strip():
         return env["NODE_NAME"].strip(), "NODE_NAME"
     if creds is not None:

@@ -10,7 +10,7 @@ import ssl
 import tempfile
 from typing import Optional, Tuple
 
-from edgeagent.kube.credentials import Credentials, _read
+from edgeagent.kube.credentials import Credentials, read_credential_file, token_problem
 from edgeagent.kube.errors import CredentialsError
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def client_cert_pem(creds: Credentials) -> Optional[bytes]:
     if creds.cert_data:
         return creds.cert_data
     if creds.cert_file:
-        return _read(creds.cert_file, "client certificate", creds.source)
+        return read_credential_file(creds.cert_file, "client certificate", creds.source)
     return None
 
 
@@ -47,10 +47,13 @@ def make_ssl_context(creds: Credentials) -> Tuple[Optional[ssl.SSLContext], Opti
     """(context, bearer token). The context is None for a plain http:// server."""
     token = creds.token
     if creds.token_file:
-        token = _read(creds.token_file, "token file", creds.source).decode("utf-8",
-                                                                          "replace").strip()
+        raw = read_credential_file(creds.token_file, "token file", creds.source)
+        token = raw.decode("utf-8", "replace").strip()
         if not token:
             raise CredentialsError("%s: token file %s is empty" % (creds.source, creds.token_file))
+        if token_problem(token):
+            raise CredentialsError("%s: token file %s %s" % (creds.source, creds.token_file,
+                                                               token_problem(token)))
     if not creds.server.startswith("https://"):
         return None, token
     # Trust only the cluster CA when one is given (as client-go does); the system's public CAs
@@ -66,8 +69,8 @@ def make_ssl_context(creds: Credentials) -> Tuple[Optional[ssl.SSLContext], Opti
             if creds.ca_data:
                 ctx.load_verify_locations(cadata=creds.ca_data.decode("ascii", "replace"))
             elif creds.ca_file:
-                ctx.load_verify_locations(
-                    cadata=_read(creds.ca_file, "CA file", where).decode("ascii", "replace"))
+                pem = read_credential_file(creds.ca_file, "CA file", where)
+                ctx.load_verify_locations(cadata=pem.decode("ascii", "replace"))
             else:
                 ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
         except (ssl.SSLError, ValueError) as e:
@@ -75,7 +78,7 @@ def make_ssl_context(creds: Credentials) -> Tuple[Optional[ssl.SSLContext], Opti
                                    % (where, getattr(e, "reason", None) or e)) from None
     cert = client_cert_pem(creds)
     if cert is not None:
-        key = creds.key_data if creds.key_data else _read(creds.key_file or "", "client key",
-                                                            where)
+        key = creds.key_data if creds.key_data else read_credential_file(
+            creds.key_file or "", "client key", where)
         _load_chain(ctx, cert, key, where)
     return ctx, token

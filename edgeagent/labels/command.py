@@ -11,7 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Tuple
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from edgeagent.invocation import Invocation
+    from edgeagent.kube.client import KubeClient
+    from edgeagent.labels.plan import Plan
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,44 +35,36 @@ def _fail(message: str) -> int:
     return 1
 
 
-async def _patch_with_retries(client: Any, name: str, make_plan) -> Tuple[Any, bool]:
-    """Plan against a fresh GET and send it; a 409 reads again (5 tries). (plan, sent)."""
-    from edgeagent.kube.errors import KubeError
-
-    for _ in range(5):
-        node = await client.get_node(name)
-        plan = make_plan(node)
-        if plan.patch is None:
-            return plan, False
-        try:
-            await client.patch_node(name, plan.patch)
-            return plan, True
-        except KubeError as e:
-            if e.status != 409:
-                raise
-    raise KubeError("Node %s kept changing; try again" % name, status=409)
-
-
-def _client_and_name(cli: Any) -> Tuple[Any, str, str]:
+def _client_and_name(cli: "Invocation") -> Tuple["KubeClient", str, str]:
     from edgeagent.kube.client import CredentialCache, KubeClient
     from edgeagent.kube.credentials import find_credentials
     from edgeagent.kube.nodename import resolve_node_name
 
-    config = cli.config
-    cache = CredentialCache(lambda: find_credentials(cli.root, config["kubeconfig"]))
+    kube = cli.config.options.kube
+    cache = CredentialCache(lambda: find_credentials(cli.root, kube.kubeconfig))
     creds = cache.reload()  # CredentialsError (exit 2) before any network
-    name, source = resolve_node_name(config, cli.root, creds)
-    return KubeClient(cache, timeout=config["kube.timeout_seconds"]), name, source
+    name, source = resolve_node_name(kube, cli.root, creds)
+    return KubeClient(cache, timeout=kube.timeout_seconds), name, source
 
 
-async def _remove(cli: Any) -> int:
-    from edgeagent.labels.plan import owned_annotation_key, plan_removal
+async def _single_pass(cli: "Invocation", make_plan: Callable[[Dict[str, Any]], "Plan"],
+                       send: bool) -> Tuple[str, "Plan", bool]:
+    """The reconciler's own single pass (GET, plan, PATCH, 409: again): (node, plan, sent)."""
+    from edgeagent.labels.reconciler import patch_node_labels, warn_ignored
 
-    prefix = cli.config["labels.prefix"]
     client, name, _ = _client_and_name(cli)
     async with client:
-        plan, sent = await _patch_with_retries(client, name,
-                                               lambda node: plan_removal(node, prefix))
+        plan, _, sent = await patch_node_labels(client, name, make_plan, send=send)
+    if plan.ignored:
+        warn_ignored(plan, cli.config.options.labels.prefix)
+    return name, plan, sent
+
+
+async def _remove(cli: "Invocation") -> int:
+    from edgeagent.labels.plan import owned_annotation_key, plan_removal
+
+    prefix = cli.config.options.labels.prefix
+    name, plan, sent = await _single_pass(cli, lambda node: plan_removal(node, prefix), True)
     if not sent:
         print("Node %s: no labels owned by edgeagent" % name)
     else:
@@ -78,7 +75,7 @@ async def _remove(cli: Any) -> int:
     return 0
 
 
-def remove_owned_labels(cli: Any) -> int:
+def remove_owned_labels(cli: "Invocation") -> int:
     """Remove exactly the labels edgeagent owns on this node's Node, and the ownership
     annotation. For ``uninstall``: never raises; prints one line and returns 0 (done or nothing
     to do), 1 (the API server refused or failed) or 2 (credentials unusable)."""
@@ -86,6 +83,7 @@ def remove_owned_labels(cli: Any) -> int:
 
     from edgeagent.errors import OperatorError
     from edgeagent.kube.errors import KubeError
+    from edgeagent.labels.reconciler import explain
 
     try:
         return asyncio.run(_remove(cli))
@@ -93,43 +91,21 @@ def remove_owned_labels(cli: Any) -> int:
         sys.stderr.write("edgeagent: error: %s\n" % str(e).replace("\n", " "))
         return e.exit_code
     except KubeError as e:
-        return _fail(_kube_message(e))
+        return _fail(explain(e))
 
 
-def _kube_message(e: Any) -> str:
-    if e.status == 403:
-        return "%s (this identity may modify only its own Node: check --node-name)" % e
-    if e.status == 401:
-        return "%s (credentials rejected: expired or revoked?)" % e
-    if e.status == 404:
-        return "%s (check --node-name; the kubelet registers the Node)" % e
-    return str(e)
-
-
-async def _show(cli: Any, labels: Dict[str, str]) -> Tuple[str, Any, bool]:
-    from edgeagent.labels.plan import plan_labels
-
-    prefix = cli.config["labels.prefix"]
-    client, name, _ = _client_and_name(cli)
-    async with client:
-        if cli.args.apply:
-            plan, sent = await _patch_with_retries(
-                client, name, lambda node: plan_labels(node, labels, prefix))
-            return name, plan, sent
-        node = await client.get_node(name)
-        return name, plan_labels(node, labels, prefix), False
-
-
-def main(cli: Any) -> int:
+def main(cli: "Invocation") -> int:
     import asyncio
 
-    from edgeagent.invocation import discover_inventory, inventory_labels
+    from edgeagent.invocation import discover_inventory
+    from edgeagent.labels.wanted import inventory_labels
     from edgeagent.kube.errors import KubeError
+    from edgeagent.labels.plan import plan_labels
+    from edgeagent.labels.reconciler import explain
 
     if cli.args.remove:
-        code = remove_owned_labels(cli)
-        return code
-    labels = inventory_labels(discover_inventory(cli.root), cli.config)
+        return remove_owned_labels(cli)
+    labels = inventory_labels(discover_inventory(cli.root), cli.config.options.labels)
     if not cli.args.json:
         print("Labels this node should carry:")
         for key, value in labels.items():
@@ -137,14 +113,16 @@ def main(cli: Any) -> int:
         if not labels:
             print("  (none)")
         sys.stdout.flush()
+    prefix = cli.config.options.labels.prefix
     try:
-        name, plan, sent = asyncio.run(_show(cli, labels))
+        name, plan, sent = asyncio.run(_single_pass(
+            cli, lambda node: plan_labels(node, labels, prefix), bool(cli.args.apply)))
     except KubeError as e:
-        return _fail(_kube_message(e))
+        return _fail(explain(e))
     if cli.args.json:
-        doc: Dict[str, Optional[Any]] = {"node": name, "labels": labels, "patch": plan.patch,
-                                         "applied": sent, "owned": list(plan.owned),
-                                         "left_alone": list(plan.foreign)}
+        doc: Dict[str, Any] = {"node": name, "labels": labels, "patch": plan.patch,
+                               "applied": sent, "owned": list(plan.owned),
+                               "left_alone": list(plan.foreign)}
         print(json.dumps(doc, indent=2))
         return 0
     if plan.foreign:

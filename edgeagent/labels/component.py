@@ -4,82 +4,115 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, List
+from typing import TYPE_CHECKING, Callable, List, Mapping, Optional
 
 from edgeagent.supervisor import Component
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from edgeagent.app import AgentContext
+    from edgeagent.config import KubeOptions, LabelsOptions
+    from edgeagent.discovery.feed import InventoryFeed
+    from edgeagent.hostpaths import HostRoot
+    from edgeagent.kube.client import KubeClient, KubeMetrics
+    from edgeagent.kube.credentials import Credentials
+    from edgeagent.labels.metrics import LabelMetrics
+    from edgeagent.labels.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
 
 
-def credential_loader(root: Any, config: Any, env: Any = None) -> Callable[[], Any]:
+def credential_loader(root: "HostRoot", kube: "KubeOptions",
+                      env: Optional[Mapping[str, str]] = None) -> Callable[[], "Credentials"]:
     """A function that finds the credentials (again) each time it is called."""
     from edgeagent.kube.credentials import find_credentials
 
-    explicit = config["kubeconfig"]
-    return lambda: find_credentials(root, explicit, os.environ if env is None else env)
+    return lambda: find_credentials(root, kube.kubeconfig, os.environ if env is None else env)
 
 
-def make_client(root: Any, config: Any, registry: Any = None) -> Any:
+def make_client(root: "HostRoot", kube: "KubeOptions",
+                metrics: Optional["KubeMetrics"] = None) -> "KubeClient":
     """A KubeClient for this host's credentials (loaded lazily, on the first request)."""
-    from edgeagent.kube.client import CredentialCache, KubeClient, KubeMetrics
+    from edgeagent.kube.client import CredentialCache, KubeClient
 
-    return KubeClient(CredentialCache(credential_loader(root, config)),
-                      timeout=config["kube.timeout_seconds"],
-                      metrics=KubeMetrics.for_registry(registry))
+    return KubeClient(CredentialCache(credential_loader(root, kube)),
+                      timeout=kube.timeout_seconds, metrics=metrics)
 
 
-def node_name_function(root: Any, config: Any, client: Any) -> Callable[[], str]:
+def node_name_function(root: "HostRoot", kube: "KubeOptions",
+                       client: Optional["KubeClient"]) -> Callable[[], str]:
     from edgeagent.kube.nodename import resolve_node_name
 
     def name() -> str:
         creds = client.credentials.get() if client is not None else None
-        return resolve_node_name(config, root, creds)[0]
+        return resolve_node_name(kube, root, creds)[0]
 
     return name
 
 
 class LabelsComponent(Component):
+    """Owns one Reconciler per run: its state says whether labelling is possible at all."""
+
     name = "labels"
 
-    def __init__(self, ctx: Any) -> None:
-        self.ctx = ctx
-        from edgeagent.labels.metrics import LabelMetrics
+    def __init__(self, root: "HostRoot", feed: "InventoryFeed", labels: "LabelsOptions",
+                 kube: "KubeOptions", demo: bool = False, dry_run: bool = False,
+                 metrics: Optional["LabelMetrics"] = None,
+                 kube_metrics: Optional["KubeMetrics"] = None) -> None:
+        self.root = root
+        self.feed = feed
+        self.labels = labels
+        self.kube = kube
+        self.demo = demo
+        self.dry_run = dry_run
+        self.metrics = metrics
+        self.kube_metrics = kube_metrics
+        self.reconciler: Optional["Reconciler"] = None
 
-        self.metrics = LabelMetrics(ctx.registry) if ctx.registry is not None else None
+    def problem(self) -> Optional[str]:
+        return self.reconciler.problem() if self.reconciler is not None else None
 
     async def run(self, started: Callable[[], None]) -> None:
         from edgeagent.labels.compute import compute_labels
         from edgeagent.labels.reconciler import Reconciler
 
-        ctx = self.ctx
-        config = ctx.config
+        options = self.labels
         # Demo: no API server at all; the loop logs the patch against an empty Node.
-        client = None if ctx.demo else make_client(ctx.root, config, ctx.registry)
+        client = None if self.demo else make_client(self.root, self.kube, self.kube_metrics)
         try:
-            reconciler = Reconciler(
-                feed=ctx.inventory,
-                compute=lambda inv: compute_labels(inv, config),
-                prefix=config["labels.prefix"],
-                node_name=node_name_function(ctx.root, config, client),
+            self.reconciler = Reconciler(
+                feed=self.feed,
+                compute=lambda inv: compute_labels(inv, options),
+                prefix=options.prefix,
+                node_name=node_name_function(self.root, self.kube, client),
                 client=client,
                 metrics=self.metrics,
-                dry_run=ctx.dry_run,
-                drift_seconds=config["labels.drift_check_seconds"],
-                startup_jitter=0.0 if (ctx.demo or ctx.dry_run) else
-                config["labels.startup_jitter_seconds"],
+                dry_run=self.dry_run,
+                drift_seconds=options.drift_check_seconds,
+                startup_jitter=0.0 if (self.demo or self.dry_run) else
+                options.startup_jitter_seconds,
             )
-            await reconciler.run(started)
+            await self.reconciler.run(started)
         finally:
             if client is not None:
                 await client.close()
 
 
-def build(ctx: Any) -> List[Component]:
-    """Factory for app.COMPONENT_FACTORIES. An explicitly given kubeconfig that cannot be used is
-    an operator error now (exit 2); the kubelet's own may appear later, so it is retried."""
-    if ctx.config["kubeconfig"] and not ctx.demo:
+def build(ctx: "AgentContext") -> List[Component]:
+    """Called once by app.build_components. An explicitly given kubeconfig that cannot be used is
+    an operator error now (exit 2); the kubelet's own may appear later, so it is retried. The
+    metrics are registered here, once per registry, not on every restart of the component."""
+    options = ctx.config.options
+    if options.kube.kubeconfig and not ctx.demo:
         from edgeagent.kube.credentials import find_credentials
         from edgeagent.kube.tls import make_ssl_context
 
-        make_ssl_context(find_credentials(ctx.root, ctx.config["kubeconfig"]))
-    return [LabelsComponent(ctx)]
+        make_ssl_context(find_credentials(ctx.root, options.kube.kubeconfig))
+    metrics = kube_metrics = None
+    if ctx.registry is not None:
+        from edgeagent.kube.client import KubeMetrics
+        from edgeagent.labels.metrics import LabelMetrics
+
+        metrics, kube_metrics = LabelMetrics(ctx.registry), KubeMetrics(ctx.registry)
+    return [LabelsComponent(ctx.root, ctx.inventory, options.labels, options.kube,
+                            demo=ctx.demo, dry_run=ctx.dry_run, metrics=metrics,
+                            kube_metrics=kube_metrics)]

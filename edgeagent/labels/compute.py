@@ -17,9 +17,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from edgeagent.labels.sanitize import compatible_name, key_problem, sanitize_value, value_problem
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from edgeagent.config import LabelsOptions
+    from edgeagent.discovery.devicetree import DeviceTree, DtNode
+    from edgeagent.discovery.inventory import Inventory
 
 DEVICETREE_PREFIX = "beta.devicetree.org/"
 NVIDIA_PREFIX = "nvidia.com/"
@@ -37,6 +42,19 @@ CUDA_DEVICE_NAMES = {
 
 MIB = 1024 * 1024
 
+# Every name nvidia_gpu_labels() can set: the only nvidia.com/ labels edgeagent may own (GFD's
+# other names, cuda.*, mig.*, gpu.mode..., belong to GFD or an administrator).
+NVIDIA_GPU_KEYS = frozenset(NVIDIA_PREFIX + "gpu." + name for name in (
+    "present", "count", "replicas", "sharing-strategy", "product", "family", "compute.major",
+    "compute.minor", "machine", "memory"))
+
+
+def is_own_key(key: str, prefix: str) -> bool:
+    """Whether ``key`` is one edgeagent computes (its families: ``prefix``, the devicetree
+    labeller's ``beta.devicetree.org/`` and its own ``nvidia.com/gpu.*`` names): the only keys
+    it may ever add, change or remove, whatever the ownership annotation says."""
+    return key.startswith(prefix) or key.startswith(DEVICETREE_PREFIX) or key in NVIDIA_GPU_KEYS
+
 
 @dataclass(frozen=True)
 class LabelSet:
@@ -46,14 +64,14 @@ class LabelSet:
     problems: Tuple[str, ...] = ()
 
 
-def _select_nodes(tree: Any, gpu_path: Optional[str], extra: Sequence[str],
-                  problems: List[str]) -> List[Any]:
+def _select_nodes(tree: "DeviceTree", gpu_path: Optional[str], extra: Sequence[str],
+                  problems: List[str]) -> List["DtNode"]:
     """The root, the GPU node, then every node matching an ``extra`` entry, each node once.
 
     An entry beginning with ``/`` is a full node path; any other entry matches node names, with
     or without the unit address (``gpu`` matches ``gpu@57000000``), as the labeller's ``-n``.
     """
-    chosen: "OrderedDict[str, Any]" = OrderedDict()
+    chosen: "OrderedDict[str, DtNode]" = OrderedDict()
     chosen[tree.root.path] = tree.root
     if gpu_path:
         node = tree.get(gpu_path)
@@ -75,7 +93,7 @@ def _select_nodes(tree: Any, gpu_path: Optional[str], extra: Sequence[str],
     return list(chosen.values())
 
 
-def devicetree_labels(tree: Any, gpu_path: Optional[str] = None,
+def devicetree_labels(tree: "DeviceTree", gpu_path: Optional[str] = None,
                       extra_nodes: Sequence[str] = (),
                       problems: Optional[List[str]] = None) -> Dict[str, str]:
     """``beta.devicetree.org/<name>`` -> occurrence count, over the chosen nodes' compatibles."""
@@ -98,7 +116,7 @@ def _gfd_text(text: str) -> Optional[str]:
     return sanitize_value(" ".join(text.split()))
 
 
-def nvidia_gpu_labels(inventory: Any, replicas: int = 1,
+def nvidia_gpu_labels(inventory: "Inventory", replicas: int = 1,
                       rename_shared: bool = False) -> Dict[str, str]:
     """GFD's ``nvidia.com/gpu.*`` labels for a usable NVIDIA integrated GPU; {} otherwise.
 
@@ -137,7 +155,7 @@ def nvidia_gpu_labels(inventory: Any, replicas: int = 1,
     return out
 
 
-def own_labels(inventory: Any, prefix: str) -> Dict[str, str]:
+def own_labels(inventory: "Inventory", prefix: str) -> Dict[str, str]:
     """edgeagent's facts under ``prefix``: board, soc, l4t, jetpack and accelerator counts."""
     out: Dict[str, str] = {}
     for name, fact in (("board", inventory.board_model), ("soc", inventory.soc),
@@ -164,20 +182,21 @@ def validate(candidates: Iterable[Tuple[str, str]], problems: List[str]) -> Dict
     return dict(sorted(out.items()))
 
 
-def compute_labels(inventory: Any, config: Any) -> LabelSet:
-    """The labels this node should carry, from the inventory and the ``labels.*`` options."""
+def compute_labels(inventory: "Inventory", options: "LabelsOptions") -> LabelSet:
+    """The labels this node should carry, from the inventory and the labels options (whose
+    ``sharing`` is the device plugin's time-slicing, which the nvidia.com/gpu.* labels state)."""
     problems: List[str] = []
     candidates: List[Tuple[str, str]] = []
-    if config["labels.devicetree_labels"] and inventory.tree is not None:
+    if options.devicetree_labels and inventory.tree is not None:
         gpu_path = None
         gpu = inventory.gpu
         # A disabled GPU node is not hardware a pod can use: selecting on it would mislead.
         if gpu is not None and gpu.source == "devicetree" and gpu.usable:
             gpu_path = gpu.path
-        candidates.extend(devicetree_labels(inventory.tree, gpu_path,
-                                            config["labels.extra_nodes"], problems).items())
-    if config["labels.nvidia_gpu_labels"]:
-        candidates.extend(nvidia_gpu_labels(inventory, config["sharing.replicas"],
-                                            config["sharing.rename_by_default"]).items())
-    candidates.extend(own_labels(inventory, config["labels.prefix"]).items())
+        candidates.extend(devicetree_labels(inventory.tree, gpu_path, options.extra_nodes,
+                                            problems).items())
+    if options.nvidia_gpu_labels:
+        candidates.extend(nvidia_gpu_labels(inventory, options.sharing.replicas,
+                                            options.sharing.rename_by_default).items())
+    candidates.extend(own_labels(inventory, options.prefix).items())
     return LabelSet(validate(candidates, problems), tuple(problems))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from prometheus_client import CollectorRegistry
 
 RESULTS = ("applied", "unchanged", "conflict", "error", "dry_run")
 
 
 class LabelMetrics:
-    def __init__(self, registry: Any) -> None:
+    def __init__(self, registry: "CollectorRegistry") -> None:
         from prometheus_client import Counter, Gauge
 
         self.patches = Counter("edgeagent_labels_patches", "Node label reconciles by result: "

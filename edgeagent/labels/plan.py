@@ -1,19 +1,26 @@
 """Pure: the JSON merge patch (RFC 7386) that moves a Node's labels to the desired ones.
 
 Ownership: the annotation ``<prefix>owned-labels`` lists (comma-separated, sorted) the label keys
-edgeagent set. Only those keys are ever changed or removed. A desired key that is already on the
-Node but not owned (set by an administrator, GPU feature discovery or the devicetree labeller)
-is left alone and not claimed, so uninstalling never deletes a label someone else put there.
+edgeagent set. It is data anybody can edit, so it is a guard, not a wish list: a key counts as
+owned only when it is listed there *and* is one edgeagent computes (``compute.is_own_key``: its
+prefix, ``beta.devicetree.org/``, its own ``nvidia.com/gpu.*`` names). Anything else listed
+(``kubernetes.io/hostname``, ``team``, a GFD label...) is reported in ``Plan.ignored`` and never
+changed or removed. A desired key that is already on the Node but not owned (set by an
+administrator, GPU feature discovery or the devicetree labeller) is left alone and not claimed,
+so uninstalling never deletes a label someone else put there.
 
 The patch carries ``metadata.resourceVersion``: the API server then applies it only to the
-version that was read and answers 409 Conflict otherwise (optimistic concurrency).
+version that was read and answers 409 Conflict otherwise (optimistic concurrency). A Node
+without ``metadata`` is no Node: planning against it raises ValueError rather than treating it
+as empty.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from edgeagent.labels.compute import is_own_key
 from edgeagent.labels.sanitize import is_valid_key
 
 OWNED_ANNOTATION = "owned-labels"
@@ -30,7 +37,15 @@ def parse_owned(value: Optional[str]) -> List[str]:
     return sorted({k.strip() for k in value.split(",") if k.strip() and is_valid_key(k.strip())})
 
 
-def format_owned(keys) -> str:
+def split_owned(listed: Iterable[str], prefix: str) -> Tuple[List[str], List[str]]:
+    """(keys edgeagent may own, keys it ignores) of an ownership annotation's list."""
+    owned, ignored = [], []
+    for key in listed:
+        (owned if is_own_key(key, prefix) else ignored).append(key)
+    return owned, ignored
+
+
+def format_owned(keys: Iterable[str]) -> str:
     return ",".join(sorted(keys))
 
 
@@ -43,6 +58,7 @@ class Plan:
     removed: Tuple[str, ...] = ()
     owned: Tuple[str, ...] = ()            # the ownership list after the patch
     foreign: Tuple[str, ...] = ()          # desired keys left alone: someone else owns them
+    ignored: Tuple[str, ...] = ()          # listed in the annotation but not edgeagent's to own
 
     @property
     def changed(self) -> bool:
@@ -51,7 +67,9 @@ class Plan:
 
 def _meta(node: Mapping[str, Any]) -> Mapping[str, Any]:
     meta = node.get("metadata") if isinstance(node, Mapping) else None
-    return meta if isinstance(meta, Mapping) else {}
+    if not isinstance(meta, Mapping):
+        raise ValueError("not a Node object (no metadata)")
+    return meta
 
 
 def _strmap(value: Any) -> Dict[str, str]:
@@ -64,8 +82,14 @@ def node_labels(node: Mapping[str, Any]) -> Dict[str, str]:
     return _strmap(_meta(node).get("labels"))
 
 
-def node_owned(node: Mapping[str, Any], prefix: str) -> List[str]:
+def node_listed(node: Mapping[str, Any], prefix: str) -> List[str]:
+    """The keys the Node's ownership annotation lists, trusted or not."""
     return parse_owned(_strmap(_meta(node).get("annotations")).get(owned_annotation_key(prefix)))
+
+
+def node_owned(node: Mapping[str, Any], prefix: str) -> List[str]:
+    """The listed keys edgeagent may own (see the module docstring)."""
+    return split_owned(node_listed(node, prefix), prefix)[0]
 
 
 def _build(node: Mapping[str, Any], labels_patch: Dict[str, Optional[str]],
@@ -89,9 +113,14 @@ def _build(node: Mapping[str, Any], labels_patch: Dict[str, Optional[str]],
 
 
 def plan_labels(node: Mapping[str, Any], desired: Mapping[str, str], prefix: str) -> Plan:
-    """The patch that sets ``desired`` on ``node`` and removes owned labels no longer desired."""
+    """The patch that sets ``desired`` on ``node`` and removes owned labels no longer desired.
+    ``desired`` holds only keys of edgeagent's own families (ValueError otherwise)."""
+    strays = [key for key in desired if not is_own_key(key, prefix)]
+    if strays:
+        raise ValueError("not edgeagent's to set: %s" % ", ".join(sorted(strays)))
     current = node_labels(node)
-    owned = set(node_owned(node, prefix))
+    owned_list, ignored = split_owned(node_listed(node, prefix), prefix)
+    owned = set(owned_list)
     labels_patch: Dict[str, Optional[str]] = {}
     new_owned = set()
     foreign = []
@@ -116,12 +145,14 @@ def plan_labels(node: Mapping[str, Any], desired: Mapping[str, str], prefix: str
         removed=tuple(removed),
         owned=tuple(sorted(new_owned)),
         foreign=tuple(sorted(foreign)),
+        ignored=tuple(ignored),
     )
 
 
 def plan_removal(node: Mapping[str, Any], prefix: str) -> Plan:
     """The patch that removes exactly the owned labels and the ownership annotation."""
     current = node_labels(node)
-    removed = [k for k in node_owned(node, prefix) if k in current]
+    owned, ignored = split_owned(node_listed(node, prefix), prefix)
+    removed = [k for k in owned if k in current]
     patch = _build(node, {k: None for k in removed}, owned_annotation_key(prefix), None)
-    return Plan(patch=patch, removed=tuple(removed))
+    return Plan(patch=patch, removed=tuple(removed), ignored=tuple(ignored))

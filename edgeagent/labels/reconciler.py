@@ -15,11 +15,18 @@ import json
 import logging
 import random
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 from edgeagent.backoff import Backoff
-from edgeagent.kube.errors import CredentialsError, KubeError, KubeTLSError
+from edgeagent.kube.errors import CredentialsError, KubeError, KubeResponseError, KubeTLSError
 from edgeagent.labels.plan import Plan, plan_labels
+
+if TYPE_CHECKING:  # pragma: no cover - types only
+    from edgeagent.discovery.inventory import Inventory
+    from edgeagent.discovery.feed import InventoryFeed
+    from edgeagent.kube.client import KubeClient
+    from edgeagent.labels.compute import LabelSet
+    from edgeagent.labels.metrics import LabelMetrics
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,8 @@ def classify(error: BaseException) -> Tuple[str, str]:
         return "no-credentials", "slow"
     if isinstance(error, KubeTLSError):
         return "tls-error", "transient"
+    if isinstance(error, KubeResponseError):
+        return "bad-response", "transient"
     if isinstance(error, KubeError):
         if error.status == 401:
             return "unauthorized", "auth"
@@ -66,25 +75,75 @@ def classify(error: BaseException) -> Tuple[str, str]:
     return "error", "transient"
 
 
-_STATE_HINTS = {
+# What each kind of trouble means for the operator: the one table for `run` and `labels`.
+STATE_HINTS = {
     "no-credentials": "labels wait for credentials",
     "unauthorized": "the API server rejects the credentials (expired or revoked certificate?)",
-    "forbidden": "this identity may not modify the Node (NodeRestriction allows a node only its "
-                 "own Node: check --node-name)",
+    "forbidden": "this identity may not read or modify that Node (the Node authorizer and "
+                 "NodeRestriction let a node read and modify only its own Node: check "
+                 "--node-name)",
     "node-not-found": "no such Node yet (the kubelet registers it) or a wrong --node-name",
     "tls-error": "the API server's certificate does not verify against the cluster CA",
+    "bad-response": "the API server's answer could not be read; nothing was written",
     "throttled": "the API server asks to slow down",
     "unreachable": "the API server is unreachable or failing",
     "rejected": "the API server rejected the patch",
     "conflict": "the Node keeps changing under us",
 }
 
+# States in which the labels component cannot do its job until someone acts (its problem()).
+NEEDS_OPERATOR = ("no-credentials", "unauthorized", "forbidden", "tls-error")
+
+
+def explain(error: BaseException) -> str:
+    """The error with what it means for the operator, on one line."""
+    hint = STATE_HINTS.get(classify(error)[0], "")
+    return ("%s (%s)" % (error, hint) if hint else str(error)).replace("\n", " ")
+
+
+def warn_ignored(plan: Plan, prefix: str, shown: int = 10) -> None:
+    """One warning for annotation entries that are not edgeagent's (a hand edit); the list is
+    the Node's data, so only its first few keys are shown."""
+    keys = ", ".join(plan.ignored[:shown])
+    if len(plan.ignored) > shown:
+        keys += " and %d more" % (len(plan.ignored) - shown)
+    log.warning("the %sowned-labels annotation lists keys edgeagent never owns (not its own "
+                "labels): ignored, left untouched: %s", prefix, keys)
+
+
+async def patch_node_labels(client: "KubeClient", name: str,
+                            make_plan: Callable[[Dict[str, Any]], Plan], send: bool = True,
+                            on_conflict: Callable[[], None] = lambda: None
+                            ) -> Tuple[Plan, Dict[str, Any], bool]:
+    """One single pass: GET the Node, plan against it, PATCH (with the resourceVersion
+    precondition) unless there is nothing to do or ``send`` is False; a 409 reads again, up to
+    MAX_CONFLICT_RETRIES times. Returns (plan, the Node read, whether the patch was sent). An
+    unreadable Node raises (KubeResponseError): nothing is ever planned against an empty one."""
+    for _ in range(MAX_CONFLICT_RETRIES):
+        node = await client.get_node(name)
+        plan = make_plan(node)
+        if plan.patch is None or not send:
+            return plan, node, False
+        try:
+            await client.patch_node(name, plan.patch)
+        except KubeError as e:
+            if e.status != 409:
+                raise
+            on_conflict()
+            log.debug("Node %s changed since read; reading again", name)
+            continue
+        return plan, node, True
+    raise KubeError("Node %s changed %d times while patching; try again"
+                    % (name, MAX_CONFLICT_RETRIES), status=409, reason="Conflict")
+
 
 class Reconciler:
     """Reconciles one Node. ``client`` is a KubeClient (None in demo mode: no API server)."""
 
-    def __init__(self, *, feed: Any, compute: Callable[[Any], Any], prefix: str,
-                 node_name: Callable[[], str], client: Any = None, metrics: Any = None,
+    def __init__(self, *, feed: "InventoryFeed", compute: Callable[["Inventory"], "LabelSet"],
+                 prefix: str, node_name: Callable[[], str],
+                 client: Optional["KubeClient"] = None,
+                 metrics: Optional["LabelMetrics"] = None,
                  dry_run: bool = False, drift_seconds: float = 600.0,
                  startup_jitter: float = 0.0, rng: Optional[random.Random] = None) -> None:
         self.feed = feed
@@ -104,13 +163,14 @@ class Reconciler:
             "slow": Backoff(base=10.0, cap=600.0, rng=self.rng),
         }
         self._problems: Tuple[str, ...] = ()
+        self._ignored: Tuple[str, ...] = ()
         self._last_dry_patch: Optional[str] = None
         self._node_name: Optional[str] = None
         self.reconciles = 0
 
     # --- one reconcile --------------------------------------------------------------------
 
-    def _desired(self, inventory: Any) -> Dict[str, str]:
+    def _desired(self, inventory: "Inventory") -> Dict[str, str]:
         result = self.compute(inventory)
         if result.problems != self._problems:
             for problem in result.problems:
@@ -149,34 +209,35 @@ class Reconciler:
             self._log_dry(name, plan, "demo: against an empty Node")
             self._count("dry_run")
             return "dry_run"
-        for _ in range(MAX_CONFLICT_RETRIES):
-            node = await self.client.get_node(name)
-            plan = plan_labels(node, labels, self.prefix)
-            if plan.foreign:
-                log.debug("left alone (set by someone else): %s", ", ".join(plan.foreign))
-            if not plan.changed:
-                self._count("unchanged")
-                self._success(plan)
-                return "unchanged"
-            if self.dry_run:
-                self._log_dry(name, plan, "resourceVersion %s" % (
-                    node.get("metadata", {}).get("resourceVersion")))
-                self._count("dry_run")
-                return "dry_run"
-            try:
-                await self.client.patch_node(name, plan.patch)
-            except KubeError as e:
-                if e.status == 409:
-                    self._count("conflict")
-                    log.debug("Node %s changed since read; reading again", name)
-                    continue
-                raise
-            self._count("applied")
+        plan, node, sent = await patch_node_labels(
+            self.client, name, lambda node: plan_labels(node, labels, self.prefix),
+            send=not self.dry_run, on_conflict=lambda: self._count("conflict"))
+        if plan.ignored != self._ignored:
+            if set(plan.ignored) - set(self._ignored):
+                warn_ignored(plan, self.prefix)
+            self._ignored = plan.ignored
+        if plan.foreign:
+            log.debug("left alone (set by someone else): %s", ", ".join(plan.foreign))
+        if not plan.changed:
+            self._count("unchanged")
             self._success(plan)
-            log.info("Node %s labels: %s", name, describe_plan(plan))
-            return "applied"
-        raise KubeError("Node %s changed %d times while patching" % (name, MAX_CONFLICT_RETRIES),
-                        status=409, reason="Conflict")
+            return "unchanged"
+        if not sent:
+            self._log_dry(name, plan, "resourceVersion %s" % (
+                node["metadata"].get("resourceVersion")))
+            self._count("dry_run")
+            return "dry_run"
+        self._count("applied")
+        self._success(plan)
+        log.info("Node %s labels: %s", name, describe_plan(plan))
+        return "applied"
+
+    def problem(self) -> Optional[str]:
+        """Why labelling cannot go on until someone acts (no or rejected credentials, a
+        forbidden or unverifiable API server), or None."""
+        if self.state in NEEDS_OPERATOR:
+            return "node labels: %s: %s" % (self.state, STATE_HINTS[self.state])
+        return None
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -188,7 +249,7 @@ class Reconciler:
             if previous not in ("starting", "ok"):
                 log.info("Node labels reconciled again (was: %s)", previous)
             return
-        hint = _STATE_HINTS.get(state, "")
+        hint = STATE_HINTS.get(state, "")
         log.warning("node labels: %s: %s%s", state, error, "; " + hint if hint else "")
 
     def _delay_after(self, error: BaseException, kind: str) -> float:
@@ -202,7 +263,7 @@ class Reconciler:
         """At least ``drift_seconds`` apart, spread over up to 25% more so a fleet drifts apart."""
         return self.drift_seconds * (1.0 + self.rng.uniform(0.0, DRIFT_JITTER))
 
-    async def _wait(self, delay: float, inventory: Any) -> Any:
+    async def _wait(self, delay: float, inventory: "Inventory") -> "Inventory":
         """Sleep ``delay`` seconds or until the inventory changes; return the inventory."""
         waiter = asyncio.ensure_future(self.feed.changed_from(inventory))
         try:
@@ -236,7 +297,7 @@ class Reconciler:
                 self._enter(state, e)
                 if self.dry_run and self._last_dry_patch is None:
                     name = self._node_name or "(name unknown without credentials)"
-                    self._log_dry(name, plan_labels({}, labels, self.prefix),
+                    self._log_dry(name, plan_labels({"metadata": {}}, labels, self.prefix),
                                   "API server unavailable: against an empty Node")
                 delay = self._delay_after(e, kind)
                 log.debug("retrying node labels in %.1fs", delay)

@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from edgeagent import __version__
 
 if TYPE_CHECKING:  # pragma: no cover - types only
-    from edgeagent.feed import InventoryFeed
+    from edgeagent.discovery.feed import InventoryFeed
     from edgeagent.supervisor import ComponentStatus
     from edgeagent.tegrastats.parser import TegraSample
     from edgeagent.tegrastats.runner import TegrastatsState

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover - types only
 
     from edgeagent.app import AgentContext
     from edgeagent.config import MetricsOptions, TegrastatsOptions
-    from edgeagent.feed import InventoryFeed
+    from edgeagent.discovery.feed import InventoryFeed
     from edgeagent.hostpaths import HostRoot
     from edgeagent.tegrastats.runner import TegrastatsState
 
@@ -116,7 +116,7 @@ def build_metrics(root: "HostRoot", metrics: "MetricsOptions", tegrastats: "Tegr
 
 
 def build(ctx: "AgentContext") -> List[Component]:
-    """The metrics component factory (app.COMPONENT_FACTORIES["metrics"])."""
+    """The metrics components; called once by app.build_components."""
     options = ctx.config.options
     return build_metrics(ctx.root, options.metrics, options.tegrastats, ctx.registry,
                          ctx.inventory, ctx.status, demo=ctx.demo)

@@ -292,7 +292,7 @@ class TegrastatsRunner(Component):
 
     async def run(self, started: Callable[[], None]) -> None:
         state = self.state
-        path = self.root.path(state.host_path)
+        path = self.root.resolve(state.host_path)
         while True:
             if not is_runnable(path):
                 if state.present is not False:

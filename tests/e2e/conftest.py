@@ -3,7 +3,7 @@ import tempfile
 
 import pytest
 
-from tests.e2e.host import FixtureHost
+from tests.peers.hosts import FixtureHost
 
 
 @pytest.fixture(scope="session")

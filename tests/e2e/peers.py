@@ -1,12 +1,12 @@
 """The agent's real peers for the end-to-end tests, each run so a test can break it:
 
-- ``ApiServerThread``: the HTTPS test Kubernetes API (tests/kubeapi.py) on its own thread and
+- ``ApiServerThread``: the HTTPS test Kubernetes API (tests/peers/kubeapi.py) on its own thread and
   event loop, stoppable and restartable on the same port with its state (Nodes, CA) kept, as a
   real API server keeps its state in etcd across a restart;
 - ``Prometheus``: Debian's prometheus binary scraping the agent's /metrics every second (the
   one launcher, tests/peers/prometheus.py).
 
-The grpcio kubelet is tests/fakekubelet.py's ``FakeKubelet`` (already thread-based).
+The grpcio kubelet is tests/peers/kubelet.py's ``FakeKubelet`` (already thread-based).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class ApiServerThread:
     """``KubeApiServer`` served from a private event loop thread."""
 
     def __init__(self, nodes=("jetson-1",)) -> None:
-        from tests.kubeapi import KubeApiServer
+        from tests.peers.kubeapi import KubeApiServer
 
         self.directory = tempfile.mkdtemp(prefix="eaapi-", dir="/tmp")
         self.loop = asyncio.new_event_loop()

@@ -22,7 +22,7 @@ import grpc
 import pytest
 
 from tests.e2e.agent import AgentProcess, http_get, pyz_path, run_pyz
-from tests.e2e.host import PLUGIN_DIR, FixtureHost
+from tests.peers.hosts import PLUGIN_DIR, FixtureHost
 from tests.tools import free_port, require_tool, wait_until
 
 NODE = "jetson-1"
@@ -104,7 +104,7 @@ def world(shiv_root):
     pyz_path()
     prometheus_exe = require_tool("prometheus")
     from tests.e2e.peers import ApiServerThread, Prometheus
-    from tests.fakekubelet import FakeKubelet
+    from tests.peers.kubelet import FakeKubelet
 
     host = FixtureHost("nano")
     # The node name must come from the kubelet's client certificate, not the hostname.

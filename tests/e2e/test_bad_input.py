@@ -108,3 +108,33 @@ def test_kubeconfig_names_a_missing_file(host, shiv_root, missing):
     result = run_pyz(["--root", host.root, "run", "--kubeconfig", path,
                       "--node-name", "jetson-1"], shiv_root=shiv_root, timeout=30)
     assert_one_line_error(result, gone, "no such file")
+
+
+# --- hostile config and flags (issue 11): each once ended in a traceback ---------------------
+
+@pytest.mark.parametrize("toml, needles", [
+    ("sharing.replicas = %s\n" % ("9" * 5000), ["digits"]),
+    (".".join(["k"] * 1500) + " = 1\n", []),
+    ("[%s]\nx = 1\n" % ".".join(["a"] * 2000), []),
+    ("x = %s%s\n" % ("[" * 2000, "]" * 2000), []),
+], ids=["5000-digit-int", "1500-nested-keys", "2000-deep-table", "2000-nested-arrays"])
+def test_hostile_config_file(host, shiv_root, toml, needles):
+    path = write_config(host, toml)
+    result = run_pyz(["--root", host.root, "run"], shiv_root=shiv_root)
+    assert_one_line_error(result, path, *needles)
+
+
+def test_config_that_is_not_a_regular_file(host, shiv_root, tmp_path):
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    for path in ("/dev/zero", fifo):
+        result = run_pyz(["--root", host.root, "--config", path, "run"], shiv_root=shiv_root,
+                         timeout=30)
+        assert_one_line_error(result, path, "not a regular file")
+
+
+@pytest.mark.parametrize("port", ["²", "١٢", "８０"])
+def test_non_ascii_port(host, shiv_root, port):
+    result = run_pyz(["--root", host.root, "run", "--metrics-address", "127.0.0.1:" + port],
+                     shiv_root=shiv_root)
+    assert_one_line_error(result, "metrics.address", "HOST:PORT")

@@ -25,7 +25,8 @@ DEFAULT_PYTHON = "/usr/bin/python3"
 # The first line of the command wrapper: uninstall removes only a file that starts with it.
 WRAPPER_MARK = "# edgeagent command wrapper, written by `edgeagent install`"
 
-_DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "systemd")
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_DATA_DIR = os.path.join(_PACKAGE_DIR, "systemd")
 # systemd treats these specially inside ExecStart= (quoting, specifiers, variables).
 _UNSAFE = re.compile(r"[\s\"'\\%$;]")
 
@@ -114,15 +115,17 @@ def parse_unit(text: str) -> Dict[str, List[str]]:
     """``"Section.Key" -> [values]`` of a unit file (comments, continuations, repeats)."""
     out: Dict[str, List[str]] = {}
     section = ""
-    pending = ""
+    parts: List[str] = []   # a continued line's pieces, joined once at its end: linear time
     for raw in text.splitlines():
-        line = pending + raw.strip() if pending else raw.strip()
-        pending = ""
-        if not line or line[0] in "#;":
+        piece = raw.strip()
+        if not parts and (not piece or piece[0] in "#;"):
             continue
-        if line.endswith("\\"):
-            pending = line[:-1] + " "
+        if piece.endswith("\\"):
+            parts.append(piece[:-1] + " ")
             continue
+        parts.append(piece)
+        line = "".join(parts)
+        parts = []
         if line.startswith("[") and line.endswith("]"):
             section = line[1:-1]
             continue

@@ -1,11 +1,22 @@
 """A local HTTPS server that behaves like the Kubernetes API for Nodes, for tests and benchmarks.
 
-It enforces what the agent relies on: TLS with a CA of its own (trustme), client-certificate and
-bearer-token authentication, node authorization like the Node authorizer plus NodeRestriction (a
-node identity may patch only its own Node, and no kubernetes.io/k8s.io labels), JSON merge patch
-semantics (null deletes), ``metadata.resourceVersion`` preconditions (409), label syntax (422),
-SelfSubjectAccessReview, and a Date header (optionally skewed). Faults on demand: any status
-(401/403/429/500...) with Retry-After, and dropped connections.
+It is as unkind as a real kube-apiserver where the agent could go wrong:
+
+- every answer is sent with chunked transfer encoding, in pieces of about one TCP segment with a
+  pause (and a flush) between them, as a real API server streams a 4-6 KiB Node: a client that
+  reads the body with one ``resp.content.read(n)`` gets only the first piece;
+- Nodes look like real ones (managedFields, status with conditions, addresses, nodeInfo and
+  images: over 5 KiB of JSON);
+- the Node authorizer of Kubernetes 1.32+ (AuthorizeNodeWithSelectors): a node identity (client
+  certificate ``CN=system:node:<name>`` in group ``system:nodes``, or a token the server maps to
+  that user) may get, list (with ``fieldSelector=metadata.name=<name>``) and patch only its own
+  Node, with the real 403 message; NodeRestriction refuses its kubernetes.io/k8s.io labels.
+
+It also enforces TLS with a CA of its own (trustme), client-certificate and bearer-token
+authentication, JSON merge patch semantics (null deletes), ``metadata.resourceVersion``
+preconditions (409), label syntax (422), SelfSubjectAccessReview, and a Date header (optionally
+skewed). Faults on demand: any status (401/403/429/500...) with Retry-After, and dropped
+connections.
 
 In-process::
 
@@ -14,7 +25,7 @@ In-process::
 
 As a subprocess (end-to-end tests; faults through the admin-only /_test/ endpoints)::
 
-    python -m tests.kubeapi --dir DIR [--port N] [--node NAME ...]
+    python -m tests.peers.kubeapi --dir DIR [--port N] [--node NAME ...]
 
 prints ``READY <url>`` once serving, and writes DIR/ca.crt, DIR/kubeconfig-<node> (client
 certificate of system:node:<node>) and DIR/kubeconfig-admin (bearer token).
@@ -33,7 +44,7 @@ import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import trustme
 from aiohttp import web
@@ -64,6 +75,7 @@ class Fault:
     retry_after: Optional[str] = None
     drop: bool = False                   # close the connection without an answer
     delay: float = 0.0                   # seconds before answering (or dropping)
+    body: Optional[str] = None           # answer this text (with ``status``) instead
 
     def matches(self, request: web.Request) -> bool:
         if self.count <= 0:
@@ -113,12 +125,96 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+def _image(name: str, tag: str, size: int) -> Dict[str, Any]:
+    digest = uuid.uuid5(uuid.NAMESPACE_URL, name).hex * 2
+    return {"names": ["%s@sha256:%s" % (name, digest), "%s:%s" % (name, tag)], "sizeBytes": size}
+
+
+def realistic_node(name: str, resource_version: str) -> Dict[str, Any]:
+    """A Node as a k3s/kubeadm kubelet on a Jetson registers it: managedFields, status with
+    conditions, addresses, nodeInfo and images; over 5 KiB of JSON, like the real thing."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    cond = [("MemoryPressure", "False", "KubeletHasSufficientMemory",
+             "kubelet has sufficient memory available"),
+            ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+            ("PIDPressure", "False", "KubeletHasSufficientPID",
+             "kubelet has sufficient PID available"),
+            ("Ready", "True", "KubeletReady", "kubelet is posting ready status")]
+    images = [_image("nvcr.io/nvidia/l4t-jetpack", "r36.4.0", 9876543210),
+              _image("nvcr.io/nvidia/l4t-base", "r36.2.0", 765432109),
+              _image("docker.io/rancher/mirrored-pause", "3.6", 253243),
+              _image("docker.io/rancher/klipper-helm", "v0.9.3-build20241008", 70442215),
+              _image("docker.io/rancher/mirrored-coredns-coredns", "1.11.3", 16948420),
+              _image("docker.io/rancher/local-path-provisioner", "v0.0.30", 20218716),
+              _image("docker.io/rancher/mirrored-metrics-server", "v0.7.2", 19494617),
+              _image("registry.k8s.io/kube-proxy", "v1.32.0", 26770000),
+              _image("quay.io/prometheus/node-exporter", "v1.8.2", 11320000)]
+    kubelet_fields = {"f:metadata": {"f:annotations": {
+        ".": {}, "f:node.alpha.kubernetes.io/ttl": {},
+        "f:volumes.kubernetes.io/controller-managed-attach-detach": {}},
+        "f:labels": {".": {}, "f:beta.kubernetes.io/arch": {}, "f:beta.kubernetes.io/os": {},
+                     "f:kubernetes.io/arch": {}, "f:kubernetes.io/hostname": {},
+                     "f:kubernetes.io/os": {}}}}
+    status_fields = {"f:status": {"f:allocatable": {"f:cpu": {}, "f:memory": {}},
+                                  "f:capacity": {"f:cpu": {}, "f:memory": {}},
+                                  "f:conditions": {"k:{\"type\":\"Ready\"}": {
+                                      "f:lastHeartbeatTime": {}, "f:message": {},
+                                      "f:reason": {}, "f:status": {}}},
+                                  "f:images": {}, "f:nodeInfo": {"f:bootID": {}}}}
+    return {
+        "kind": "Node", "apiVersion": "v1",
+        "metadata": {
+            "name": name, "uid": str(uuid.uuid4()), "resourceVersion": resource_version,
+            "creationTimestamp": now,
+            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                       "kubernetes.io/arch": "arm64", "beta.kubernetes.io/arch": "arm64",
+                       "beta.kubernetes.io/os": "linux"},
+            "annotations": {"node.alpha.kubernetes.io/ttl": "0",
+                            "volumes.kubernetes.io/controller-managed-attach-detach": "true"},
+            "managedFields": [
+                {"manager": "kubelet", "operation": "Update", "apiVersion": "v1", "time": now,
+                 "fieldsType": "FieldsV1", "fieldsV1": kubelet_fields},
+                {"manager": "kubelet", "operation": "Update", "apiVersion": "v1", "time": now,
+                 "fieldsType": "FieldsV1", "fieldsV1": status_fields, "subresource": "status"},
+                {"manager": "kube-controller-manager", "operation": "Update",
+                 "apiVersion": "v1", "time": now, "fieldsType": "FieldsV1",
+                 "fieldsV1": {"f:spec": {"f:podCIDR": {}, "f:podCIDRs": {
+                     ".": {}, "v:\"10.42.0.0/24\"": {}}}}},
+            ],
+        },
+        "spec": {"podCIDR": "10.42.0.0/24", "podCIDRs": ["10.42.0.0/24"],
+                 "providerID": "k3s://%s" % name},
+        "status": {
+            "capacity": {"cpu": "6", "ephemeral-storage": "59762092Ki", "hugepages-1Gi": "0",
+                         "hugepages-2Mi": "0", "hugepages-32Mi": "0", "hugepages-64Ki": "0",
+                         "memory": "7802016Ki", "pods": "110"},
+            "allocatable": {"cpu": "6", "ephemeral-storage": "58137300965", "hugepages-1Gi": "0",
+                            "hugepages-2Mi": "0", "hugepages-32Mi": "0", "hugepages-64Ki": "0",
+                            "memory": "7802016Ki", "pods": "110"},
+            "conditions": [{"type": t, "status": st, "lastHeartbeatTime": now,
+                            "lastTransitionTime": now, "reason": r, "message": m}
+                           for t, st, r, m in cond],
+            "addresses": [{"type": "InternalIP", "address": "192.0.2.17"},
+                          {"type": "Hostname", "address": name}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "nodeInfo": {"machineID": uuid.uuid4().hex, "systemUUID": str(uuid.uuid4()),
+                         "bootID": str(uuid.uuid4()), "kernelVersion": "5.15.148-tegra",
+                         "osImage": "Ubuntu 22.04.5 LTS", "containerRuntimeVersion":
+                         "containerd://1.7.23-k3s2", "kubeletVersion": "v1.32.0+k3s1",
+                         "kubeProxyVersion": "v1.32.0+k3s1", "operatingSystem": "linux",
+                         "architecture": "arm64"},
+            "images": images,
+        },
+    }
+
+
 class KubeApiServer:
     """The fake API server. ``nodes`` are created at start; more with :meth:`add_node`."""
 
     def __init__(self, directory: str, nodes: Any = ("jetson-1",), host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, tls: bool = True) -> None:
         self.directory = directory
+        self.tls = tls                 # False: plain http:// (bearer tokens only)
         os.makedirs(directory, exist_ok=True)
         self.host = host
         self.port = port
@@ -136,6 +232,9 @@ class KubeApiServer:
         self.max_rps = 0               # >0: answer 429 beyond this many requests per second
         self._second = (0, 0)          # (current whole second, requests in it)
         self.resource_version = 100
+        # Answers go out in pieces this big with this pause between them (see the docstring).
+        self.piece_bytes = 1400
+        self.piece_pause = 0.002
         self._runner: Optional[web.AppRunner] = None
         self._issued = 0
         for name in nodes:
@@ -146,18 +245,9 @@ class KubeApiServer:
     def add_node(self, name: str, labels: Optional[Dict[str, str]] = None,
                  annotations: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
         self.resource_version += 1
-        node = {
-            "kind": "Node", "apiVersion": "v1",
-            "metadata": {
-                "name": name, "uid": str(uuid.uuid4()),
-                "resourceVersion": str(self.resource_version),
-                "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "labels": dict({"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
-                                "kubernetes.io/arch": "arm64"}, **(labels or {})),
-                "annotations": dict(annotations or {}),
-            },
-            "spec": {}, "status": {"conditions": []},
-        }
+        node = realistic_node(name, str(self.resource_version))
+        node["metadata"]["labels"].update(labels or {})
+        node["metadata"]["annotations"].update(annotations or {})
         self.nodes[name] = node
         return node
 
@@ -191,9 +281,9 @@ class KubeApiServer:
 
     def inject(self, status: int = 500, count: int = 1, method: Optional[str] = None,
                path: Optional[str] = None, retry_after: Optional[Any] = None,
-               drop: bool = False, delay: float = 0.0) -> Fault:
+               drop: bool = False, delay: float = 0.0, body: Optional[str] = None) -> Fault:
         fault = Fault(status, count, method, path,
-                      None if retry_after is None else str(retry_after), drop, delay)
+                      None if retry_after is None else str(retry_after), drop, delay, body)
         self.faults.append(fault)
         return fault
 
@@ -204,7 +294,7 @@ class KubeApiServer:
     @property
     def url(self) -> str:
         host = "[%s]" % self.host if ":" in self.host else self.host
-        return "https://%s:%d" % (host, self.port)
+        return "%s://%s:%d" % ("https" if self.tls else "http", host, self.port)
 
     def write_kubeconfig(self, user: str = "system:node:jetson-1", auth: str = "cert",
                          ca: str = "file", path: Optional[str] = None,
@@ -323,7 +413,7 @@ class KubeApiServer:
         response.headers["Date"] = email.utils.formatdate(time.time() + self.clock_offset,
                                                           usegmt=True)
 
-    def _identity(self, request: web.Request) -> (Optional[str], List[str]):
+    def _identity(self, request: web.Request) -> Tuple[Optional[str], List[str]]:
         """(user, groups); user None for a bad token (401), 'system:anonymous' for none."""
         transport = request.transport
         cert = transport.get_extra_info("peercert") if transport is not None else None
@@ -342,6 +432,35 @@ class KubeApiServer:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        resp = await self._answer(request, handler)
+        if isinstance(resp, web.Response) and not resp.prepared and resp.body is not None \
+                and not request.path.startswith("/_test/"):
+            return await self._send_in_pieces(request, resp)
+        return resp
+
+    async def _send_in_pieces(self, request: web.Request,
+                              resp: web.Response) -> web.StreamResponse:
+        """``resp`` with chunked transfer encoding, a few writes apart, as a real API server
+        streams an object: the client sees the body arrive in several reads."""
+        body = bytes(resp.body)
+        out = web.StreamResponse(status=resp.status, reason=resp.reason)
+        for key, value in resp.headers.items():
+            if key.lower() not in ("content-length", "transfer-encoding"):
+                out.headers[key] = value
+        out.enable_chunked_encoding()
+        await out.prepare(request)
+        step = max(1, self.piece_bytes)
+        try:
+            for start in range(0, len(body), step):
+                if start:
+                    await asyncio.sleep(self.piece_pause)
+                await out.write(body[start:start + step])
+            await out.write_eof()
+        except ConnectionError:
+            pass   # the client went away mid-answer (a cancelled reconcile): its business
+        return out
+
+    async def _answer(self, request: web.Request, handler: Any) -> web.StreamResponse:
         user = "?"
         status = 0
         try:
@@ -356,6 +475,9 @@ class KubeApiServer:
                         request.transport.abort()
                     return web.Response(status=500)
                 status = fault.status
+                if fault.body is not None:
+                    return web.Response(status=fault.status, text=fault.body,
+                                        content_type="application/json")
                 resp = _status(fault.status, _REASONS.get(fault.status, "InternalError"),
                                "injected failure %d" % fault.status)
                 if fault.retry_after is not None:
@@ -400,15 +522,21 @@ class KubeApiServer:
         self._second = (second, count + 1)
         return count < self.max_rps
 
-    def _allowed(self, request: web.Request, verb: str, node: str) -> (bool, str):
+    def _allowed(self, request: web.Request, verb: str, node: str) -> Tuple[bool, str]:
         user = request[_USER]
         if user.startswith("system:node:") and "system:nodes" in request[_GROUPS]:
-            if verb in ("get", "list", "watch"):
+            own = user[len("system:node:"):]
+            # plugin/pkg/auth/authorizer/node: writes are left to NodeRestriction; reads
+            # (1.32+, AuthorizeNodeWithSelectors) only of the node's own Node object.
+            if verb in ("patch", "update"):
+                if node == own:
+                    return True, ""
+                return False, 'node "%s" is not allowed to modify node "%s"' % (own, node)
+            if verb in ("get", "list", "watch") and node == own:
                 return True, ""
-            if verb in ("patch", "update") and node == user[len("system:node:"):]:
-                return True, ""
-            return False, 'node "%s" is not allowed to modify node "%s"' % (
-                user[len("system:node:"):], node)
+            return False, ('User "%s" cannot %s resource "nodes" in API group "" at the cluster '
+                           "scope: node '%s' cannot read '%s', only its own Node object"
+                           % (user, verb, own, node))
         verbs = self.grants.get(user, set())
         if "*" in verbs or verb in verbs:
             return True, ""
@@ -451,12 +579,15 @@ class KubeApiServer:
                            "verbs": ["get", "list", "patch", "update", "watch"]}]})
 
     async def _list_nodes(self, request: web.Request) -> web.Response:
-        ok, why = self._allowed(request, "list", "")
+        selector = request.query.get("fieldSelector", "")
+        only = selector[len("metadata.name="):] if selector.startswith("metadata.name=") else ""
+        ok, why = self._allowed(request, "list", only)
         if not ok:
             return _status(403, "Forbidden", "nodes is forbidden: " + why)
         return web.json_response({"kind": "NodeList", "apiVersion": "v1",
                                   "metadata": {"resourceVersion": str(self.resource_version)},
-                                  "items": [self.nodes[n] for n in sorted(self.nodes)]})
+                                  "items": [self.nodes[n] for n in sorted(self.nodes)
+                                            if not only or n == only]})
 
     async def _get_node(self, request: web.Request) -> web.Response:
         node = self._authorized_node(request, "get", request.match_info["name"])
@@ -544,8 +675,8 @@ class KubeApiServer:
     async def start(self) -> "KubeApiServer":
         self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl_context(),
-                           backlog=2048)
+        site = web.TCPSite(self._runner, self.host, self.port,
+                           ssl_context=self._ssl_context() if self.tls else None, backlog=2048)
         await site.start()
         if not self.port:
             self.port = site._server.sockets[0].getsockname()[1]
@@ -568,13 +699,13 @@ class ThreadedKubeApi:
     commands, doctor) that run their own ``asyncio.run``. ``api`` is the KubeApiServer; change
     its state only between requests."""
 
-    def __init__(self, directory: str, nodes: Any = ("jetson-1",)) -> None:
+    def __init__(self, directory: str, nodes: Any = ("jetson-1",), **options: Any) -> None:
         import threading
 
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.api = KubeApiServer(directory, nodes=nodes)
+        self.api = KubeApiServer(directory, nodes=nodes, **options)
         asyncio.run_coroutine_threadsafe(self.api.start(), self.loop).result(30)
 
     def close(self) -> None:
@@ -622,8 +753,8 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.kubeapi", description=__doc__.split(
-        "\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.peers.kubeapi",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--dir", required=True, help="where to write ca.crt and kubeconfigs")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)

@@ -11,20 +11,20 @@ enabled with its wants symlink, as `systemctl --root` would (an image being buil
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import zipfile
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from edgeagent.errors import OperatorError
-from edgeagent.unitfile import (CACHE_DIR, COMMAND_PATH, CONFIG_PATH, DEFAULT_PYTHON, PYZ_PATH,
-                                UNIT_NAME, UNIT_PATH, WANTS_LINK, WRAPPER_MARK, example_config,
-                                hidden_from_service, render_unit, unit_template,
-                                wrapper_script)
+from edgeagent.install.layout import (CACHE_DIR, COMMAND_PATH, CONFIG_PATH, DEFAULT_PYTHON,
+                                      PYZ_PATH, UNIT_NAME, UNIT_PATH, WANTS_LINK, WRAPPER_MARK,
+                                      example_config, hidden_from_service, render_unit,
+                                      unit_template, wrapper_script)
+from edgeagent.install.pyz import find_pyz, shiv_build_id, stale_builds
+from edgeagent.invocation import Invocation, add_kube_arguments
 
 Out = Callable[[str], None]
 # How long `systemctl enable --now` may wait for READY=1: the unit's TimeoutStartSec plus margin.
@@ -44,8 +44,6 @@ def add_install_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_uninstall_arguments(parser: argparse.ArgumentParser) -> None:
-    from edgeagent.invocation import add_kube_arguments
-
     labels = parser.add_mutually_exclusive_group()
     labels.add_argument("--remove-labels", action="store_true", default=None,
                         help="also remove the node labels edgeagent set (asked when a terminal)")
@@ -88,38 +86,6 @@ def systemd_running(root_dir: str) -> bool:
 
 
 # --- the pyz -------------------------------------------------------------------------------------
-
-def shiv_build_id(path: str) -> Optional[str]:
-    """The build id of a shiv pyz (its dependencies unpack to ``<name>_<build id>``), or None
-    when ``path`` is not a shiv zipapp holding edgeagent."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = set(z.namelist())
-            if "environment.json" not in names or \
-                    "site-packages/edgeagent/__init__.py" not in names:
-                return None
-            env = json.loads(z.read("environment.json").decode("utf-8"))
-    except (OSError, zipfile.BadZipFile, ValueError, KeyError):
-        return None
-    build_id = env.get("build_id")
-    return str(build_id) if build_id else None
-
-
-def find_pyz(given: Optional[str], argv0: Optional[str] = None) -> str:
-    """The pyz to install: ``--pyz FILE``, else the zipapp this process runs from."""
-    if given:
-        if not os.path.isfile(given):
-            raise OperatorError("--pyz %s: no such file" % given)
-        if shiv_build_id(given) is None:
-            raise OperatorError("--pyz %s: not an edgeagent .pyz (build one with ./build.sh)"
-                                % given)
-        return os.path.abspath(given)
-    argv0 = sys.argv[0] if argv0 is None else argv0
-    if argv0 and os.path.isfile(argv0) and shiv_build_id(argv0) is not None:
-        return os.path.abspath(argv0)
-    raise OperatorError("install: edgeagent is not running from its .pyz (%s); run "
-                        "`sudo ./edgeagent.pyz install`, or pass --pyz FILE" % (argv0 or "?"))
-
 
 def _write_atomic(path: str, data: bytes, mode: int) -> None:
     _replace_atomic(path, mode, lambda f: f.write(data))
@@ -167,19 +133,14 @@ def _mib(n: int) -> str:
 
 
 def is_our_wrapper(path: str) -> bool:
-    data = _read(path)
-    return data is not None and WRAPPER_MARK.encode() in data[:300]
-
-
-def stale_builds(cache_dir: str, pyz_name: str, keep_build_id: Optional[str]) -> List[str]:
-    """Unpacked builds in the cache other than ``keep_build_id`` (names of dirs and locks)."""
+    """True when ``path`` starts like the wrapper install writes (only its head is read: the
+    file there may be anyone's, a large binary included)."""
     try:
-        names = os.listdir(cache_dir)
+        with open(path, "rb") as f:
+            head = f.read(300)
     except OSError:
-        return []
-    keep = {"%s_%s" % (pyz_name, keep_build_id), ".%s_%s_lock" % (pyz_name, keep_build_id)}
-    prefixes = (pyz_name + "_", "." + pyz_name + "_")
-    return sorted(n for n in names if n.startswith(prefixes) and n not in keep)
+        return False
+    return WRAPPER_MARK.encode() in head
 
 
 # --- install -------------------------------------------------------------------------------------
@@ -321,7 +282,7 @@ def _enable_offline(root, out: Out) -> None:
         out("systemd is not running here: enabled for the next boot, not started")
 
 
-def cmd_install(cli) -> int:
+def install_main(cli: Invocation) -> int:
     on_host = cli.root.root == "/"
     if on_host and os.geteuid() != 0:
         raise OperatorError("install: needs root: sudo %s install" % (
@@ -352,7 +313,7 @@ def want_label_removal(flag: Optional[bool], interactive: bool,
     return ask("Remove the node labels edgeagent set on this node? [y/N] ")
 
 
-def remove_labels(cli, out: Out) -> bool:
+def remove_labels(cli: Invocation, out: Out) -> bool:
     try:
         from edgeagent.labels.command import remove_owned_labels
     except ImportError as e:
@@ -439,7 +400,7 @@ def uninstall(root, out: Out, systemctl: Optional[Systemctl] = None, purge: bool
     return 1 if failed else 0
 
 
-def cmd_uninstall(cli) -> int:
+def uninstall_main(cli: Invocation) -> int:
     on_host = cli.root.root == "/"
     if on_host and os.geteuid() != 0:
         raise OperatorError("uninstall: needs root: sudo edgeagent uninstall")
