@@ -1,6 +1,7 @@
 """The metrics server's guard against slow, idle and too many clients, with real sockets on
 loopback: slow headers and idle connections are closed in time, a full server makes room for a
-scraper by closing the slowest client, and failed accepts are logged as one line."""
+scraper by closing the slowest client, and failed accepts are one line each, no traceback (the
+agent's RepeatFilter then makes a flood of them a line a minute)."""
 
 import asyncio
 import errno
@@ -10,7 +11,8 @@ import time
 
 from prometheus_client import CollectorRegistry
 
-from edgeagent.metrics.listener import RateLimitedLog, connection_cap
+from edgeagent.logs import RepeatFilter
+from edgeagent.metrics.listener import connection_cap
 from edgeagent.metrics.server import MetricsServer
 
 REQUEST = b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n"
@@ -159,6 +161,7 @@ def test_when_every_connection_is_busy_a_new_one_is_refused(caplog):
         return refused, listener.refused
 
     caplog.set_level(logging.WARNING, logger="edgeagent.metrics.listener")
+    caplog.handler.addFilter(RepeatFilter())     # as setup_logging installs it for the agent
     refused, count = asyncio.run(serving(scenario, max_connections=2))
     assert refused == [True] * 5 and count == 5
     lines = [r for r in caplog.records if "refused" in r.getMessage()]
@@ -192,23 +195,12 @@ def test_failed_accepts_are_one_line_not_a_traceback_each(caplog):
         return status
 
     caplog.set_level(logging.DEBUG)
+    caplog.handler.addFilter(RepeatFilter())     # as setup_logging installs it for the agent
     status = asyncio.run(serving(scenario))
     assert status == 200 and len(calls) > 20
     lines = [r for r in caplog.records if "cannot accept" in r.getMessage()]
     assert len(lines) == 1 and "Too many open files" in lines[0].getMessage()
     assert not any(r.exc_info for r in caplog.records)
-
-
-def test_rate_limited_log_counts_what_it_did_not_say(caplog):
-    now = [0.0]
-    limiter = RateLimitedLog(interval=60, clock=lambda: now[0])
-    caplog.set_level(logging.WARNING)
-    said = [limiter.warning("k", "boom") for _ in range(100)]
-    now[0] = 61.0
-    said.append(limiter.warning("k", "boom"))
-    assert said.count(True) == 2
-    assert [r.getMessage() for r in caplog.records] == [
-        "boom", "boom (and 99 more time(s) in the last 61 s)"]
 
 
 def test_the_cap_is_well_under_the_open_file_limit():

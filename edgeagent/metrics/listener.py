@@ -18,8 +18,9 @@ protocol factory, ``web.Server``), wrapped in a protocol that watches its progre
 - request headers must be complete within ``header_timeout`` seconds (counted from the
   connection, or from the first byte of the next request on a kept-alive one), else the
   connection is aborted; a connection idle for ``idle_timeout`` after a request is closed;
-- accept() errors (EMFILE...) and refusals are logged as one line, then at most once a minute
-  with a count: never a traceback.
+- accept() errors (EMFILE...) and refusals are logged as one warning line each, never a
+  traceback; the process-wide ``logs.RepeatFilter`` turns a flood of them into a line a minute
+  with a count (asyncio's own accept loop logged a traceback per failure).
 
 Requests here are GETs without a body: the end of the headers (a blank line) ends a request.
 """
@@ -42,7 +43,6 @@ BUSY_GRACE = 1.0             # a connection whose request ended this recently is
 SILENT_GRACE = 1.0           # a new connection that sent nothing yet is evicted last this long
 SWEEP_INTERVAL = 0.5
 ACCEPT_RETRY_SECONDS = 0.1   # after a failed accept() (out of file descriptors, say)
-LOG_INTERVAL = 60.0
 BACKLOG = 128
 
 
@@ -59,31 +59,6 @@ def connection_cap(soft_nofile_limit: Optional[int] = None) -> int:
     if soft_nofile_limit < 0:          # RLIM_INFINITY
         return MAX_CONNECTIONS
     return max(4, min(MAX_CONNECTIONS, soft_nofile_limit // 4))
-
-
-class RateLimitedLog:
-    """One line for the first of a kind, then at most one per ``interval`` with a count."""
-
-    def __init__(self, interval: float = LOG_INTERVAL,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
-        self.clock = clock
-        self._last: Dict[str, float] = {}
-        self._suppressed: Dict[str, int] = {}
-
-    def warning(self, key: str, message: str) -> bool:
-        """Log ``message`` unless ``key`` was logged within the interval; True if logged."""
-        now = self.clock()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return False
-        more = self._suppressed.pop(key, 0)
-        self._last[key] = now
-        if more:
-            message += " (and %d more time(s) in the last %.0f s)" % (more, now - last)
-        log.warning("%s", message)
-        return True
 
 
 def _end_of_headers(data: bytes) -> int:
@@ -177,7 +152,6 @@ class GuardedListener:
         self.sockets: List[socket.socket] = []
         self._connections: Dict[_Watched, None] = {}     # insertion-ordered set
         self._tasks: List["asyncio.Future[None]"] = []
-        self._log = RateLimitedLog()
         self.refused = 0
         self.evicted = 0
         self.timed_out = 0
@@ -224,23 +198,22 @@ class GuardedListener:
                 conn, _ = await loop.sock_accept(sock)
             except OSError as e:
                 name = errno.errorcode.get(e.errno or 0, "error")
-                self._log.warning("accept-" + name, "metrics: cannot accept connections on "
-                                  "%s:%s: %s" % (self.host, self.port, e.strerror or e))
+                log.warning("metrics: cannot accept connections on %s:%s: %s (%s)", self.host,
+                            self.port, e.strerror or e, name)
                 await asyncio.sleep(ACCEPT_RETRY_SECONDS)
                 continue
             if not self._make_room():
                 self.refused += 1
                 conn.close()
-                self._log.warning("refused", "metrics: connection refused: all %d connections "
-                                  "are busy" % self.max_connections)
+                log.warning("metrics: connection refused: all %d connections are busy",
+                            self.max_connections)
                 continue
             try:
                 await loop.connect_accepted_socket(
                     lambda: _Watched(self, self.protocol_factory()), conn)
             except Exception as e:  # one bad connection must not end the accept loop
                 conn.close()
-                self._log.warning("serve-" + type(e).__name__, "metrics: cannot serve a "
-                                  "connection: %s: %s" % (type(e).__name__, e))
+                log.warning("metrics: cannot serve a connection: %s", type(e).__name__)
 
     def _make_room(self) -> bool:
         """True when a new connection may be served, evicting one if the cap is reached."""
@@ -256,8 +229,8 @@ class GuardedListener:
             return False
         self.evicted += 1
         victim.drop()
-        self._log.warning("evicted", "metrics: %d connections open (the cap); closing the "
-                          "slowest to make room" % self.max_connections)
+        log.warning("metrics: %d connections open (the cap); closing the slowest to make room",
+                    self.max_connections)
         return True
 
     async def _sweep(self) -> None:

@@ -43,7 +43,11 @@ HANG_INTERVALS = 5             # no line for this many intervals: the child hung
 STALE_INTERVALS = 3            # no line for this many intervals: the sample is too old to serve
 STABLE_SECONDS = 60.0          # a child that ran this long resets the restart backoff
 ABSENT_RECHECK_SECONDS = 60.0  # a host without tegrastats is re-checked this often (cheap stat)
-TERM_WAIT_SECONDS = 0.5        # the supervisor gives every component 1.5 s in all to stop
+# Stopping a child waits at most TERM + KILL + DRAIN = 1.0 s: the supervisor gives every
+# component 1.2 s in all to stop (SIGTERM must end the agent within 2 s).
+TERM_WAIT_SECONDS = 0.5        # for the group to exit after SIGTERM
+KILL_WAIT_SECONDS = 0.3        # for the loop to see the exit after SIGKILL
+DRAIN_WAIT_SECONDS = 0.2       # for the pipes' last callbacks
 STDERR_LINE_BYTES = 1024       # stderr is kept for the log only: its last few short lines
 
 # Why a line read from tegrastats was not turned into a sample (jetson_tegrastats_lines_dropped)
@@ -253,7 +257,7 @@ class TegrastatsChild(asyncio.SubprocessProtocol):
             if not await self.wait(TERM_WAIT_SECONDS):
                 log.warning("tegrastats (pid %s) ignored SIGTERM; killing it", self.pid)
                 self._signal_group(signal.SIGKILL)
-                if not await self.wait(TERM_WAIT_SECONDS):
+                if not await self.wait(KILL_WAIT_SECONDS):
                     log.error("tegrastats (pid %s) did not die after SIGKILL", self.pid)
         except asyncio.CancelledError:
             self._signal_group(signal.SIGKILL)   # cancelled again while waiting: no more waiting
@@ -265,7 +269,7 @@ class TegrastatsChild(asyncio.SubprocessProtocol):
         transport.close()
         if not self.finished.done():
             # the pipes' connection_lost callbacks run on the next loop iterations
-            await asyncio.wait([self.finished], timeout=TERM_WAIT_SECONDS)
+            await asyncio.wait([self.finished], timeout=DRAIN_WAIT_SECONDS)
 
 
 class TegrastatsRunner(Component):
@@ -356,7 +360,7 @@ class TegrastatsRunner(Component):
                                                                         HANG_INTERVALS)
                 await child.wait(remaining)
             # exited: let the pipes drain (stderr says why), bounded
-            await asyncio.wait([child.finished], timeout=TERM_WAIT_SECONDS)
+            await asyncio.wait([child.finished], timeout=DRAIN_WAIT_SECONDS)
             code = child.returncode
             detail = "; ".join(child.errors)
             return "exited with status %s%s" % (
