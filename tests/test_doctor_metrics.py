@@ -72,6 +72,8 @@ def test_warn_on_tokens_the_parser_does_not_know(tmp_path):
     ('echo "tegrastats: cannot open /sys/kernel/debug" >&2\nexit 1\n',
      "exited with status 1 without a line: tegrastats: cannot open"),
     ("exec sleep 30\n", "printed no line within 0.5s"),
+    ('head -c 100000 /dev/zero | tr "\\0" x\necho " RAM 1/2MB"\nsleep 30\n',
+     "printed a line over 16384 bytes"),
     ('echo "hello world"\nsleep 30\n', "does not understand"),
 ])
 def test_fail_when_tegrastats_does_not_work(tmp_path, body, words):
