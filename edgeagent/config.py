@@ -408,11 +408,6 @@ class Config:
         self.path = path
         self.options = _options(self._values, self.sources)
 
-    def __getitem__(self, key: str) -> Any:
-        # Transitional: the modules still reading dotted keys move to ``options`` (issue 12);
-        # then this goes. Nothing in this module relies on it.
-        return self._values[key]
-
     def replace(self, **overrides: Any) -> "Config":
         """A copy with some keys set (``replace(**{"sharing.replicas": 4})``), validated."""
         values = dict(self._values)
@@ -423,6 +418,8 @@ class Config:
         return Config(values, sources, self.path)
 
     def as_dict(self) -> Dict[str, Any]:
+        """Every value by dotted key: for reports of the whole config and its tests, never for
+        a component (those read ``options``)."""
         return dict(self._values)
 
 

@@ -118,7 +118,7 @@ def test_example_config_loads_as_the_defaults(tmp_path):
     path.write_text(example_config())
     config = load_config(str(path), env={})
     for option in SCHEMA:
-        assert config[option.key] == option.default, option.key
+        assert config.as_dict()[option.key] == option.default, option.key
 
 
 def test_example_config_lists_every_option_with_its_default(tmp_path):
@@ -130,9 +130,9 @@ def test_example_config_lists_every_option_with_its_default(tmp_path):
     assert missing == [], "systemd/edgeagent.toml lacks %s" % ", ".join(missing)
     for option in SCHEMA:
         if option.key == "device_plugin.resources":  # an example, not the (empty) default
-            assert config[option.key] and config[option.key][0].name == "example.com/serial"
+            assert config.as_dict()[option.key] and config.as_dict()[option.key][0].name == "example.com/serial"
             continue
-        assert config[option.key] == option.default, option.key
+        assert config.as_dict()[option.key] == option.default, option.key
 
 
 def test_example_config_is_explained():
