@@ -69,12 +69,14 @@ def test_cdi_specs(text, kind, devices):
     ("kind: nvidia.com/gpu\ndevices:\n\t- name: x\n", "invalid YAML"),
     ("{\"kind\": \"nvidia.com/gpu\", ", "invalid JSON"),
     ("just words\n", "not a CDI spec"),
-    ("kind: nvidia.com/gpu\ndevices: [&a {name: x}, *a]\n", "aliases are not accepted"),
-    ("a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\n", "aliases are not accepted"),
-    ("kind: nvidia.com/gpu\ndevices: " + "[" * 100 + "]" * 100 + "\n", "nested deeper than 32"),
+    ("kind: nvidia.com/gpu\ndevices: [&a {name: x}, *a]\n", "aliases (*a) are not accepted"),
+    ("a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\n", "aliases (*a) are not accepted"),
+    ("kind: nvidia.com/gpu\ndevices: " + "[" * 100 + "]" * 100 + "\n",
+     "nested more than 64 levels deep"),
     ("[" * 100000 + "\n", "nest"),   # libyaml stops it first (its own depth limit)
     ("{\"kind\": " + "[" * 100000 + "]" * 100000 + "}", "nested too deep"),
-    ("kind: nvidia.com/gpu\n---\nkind: x\n", "2 YAML documents"),
+    ("kind: nvidia.com/gpu\n---\nkind: x\n", "expected a single document"),
+    ("# nothing but a comment\n", "0 YAML documents"),
     ("kind: nvidia.com/gpu\ndevices:\n- name: x\n  bad: [\n", "invalid YAML"),
 ])
 def test_bad_cdi_specs(text, words):
@@ -87,9 +89,15 @@ def test_bad_cdi_specs(text, words):
 def test_yaml_uses_the_c_loader_where_the_wheel_has_it():
     import yaml
 
-    from edgeagent.discovery.runtimefacts import _yaml_loader
+    from edgeagent.safeyaml import BASE_LOADER
 
-    assert _yaml_loader() is (yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader)
+    assert BASE_LOADER is (yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader)
+
+
+def test_a_device_named_0_stays_a_name():
+    # nvidia-ctk may write `name: 0`; YAML 1.1 would make it the integer 0 (no device name).
+    spec = parse_cdi_spec("cdiVersion: 0.6\nkind: nvidia.com/gpu\ndevices:\n- name: 0\n")
+    assert spec.devices == ("0",) and spec.version == "0.6"
 
 
 YAML_PIECES = ["kind: nvidia.com/gpu\n", "devices:\n", "- name: x\n", "  name: '0'\n", "[", "]",

@@ -12,7 +12,7 @@ from edgeagent.hostpaths import HostRoot
 from edgeagent.kube.certinfo import node_name_from_cert, subject_cn
 from edgeagent.kube.credentials import find_credentials, load_kubeconfig
 from edgeagent.kube.errors import CredentialsError, NoCredentials
-from edgeagent.kube.safeyaml import YamlError, loads
+from edgeagent.safeyaml import YamlError, loads
 from edgeagent.kube.nodename import resolve_node_name
 from edgeagent.kube.tls import make_ssl_context
 from tests.tools import require_tool

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from edgeagent.kube.certinfo import subject_cn
 from edgeagent.kube.credentials import MAX_FILE, load_kubeconfig
 from edgeagent.kube.errors import CredentialsError
-from edgeagent.kube.safeyaml import YamlError, loads
+from edgeagent.safeyaml import YamlError, loads
 from edgeagent.labels.compute import is_own_key
 from edgeagent.labels.plan import plan_labels, plan_removal
 

@@ -53,50 +53,19 @@ class CdiSpec:
         return "%s=%s" % (self.kind, name)
 
 
-# CDI specs nvidia-ctk writes are a few KiB of block YAML with no aliases and five levels of
-# nesting; anything past these bounds is refused before any Python object is built from it.
-# Cost, measured (x86-64, Python 3.11, PyYAML 6.0 with libyaml): importing yaml adds 620 KiB
-# RSS (700 on 3.8), paid only on hosts with a YAML spec; a 53 KB spec (300 mounts) takes 11 ms
-# (event pass 2.6 + load 6.9; the hand-written reader it replaces took 0.9 ms), once per change
-# of the file, in the health loop's worker thread.
-MAX_YAML_DEPTH = 32
-
-
-def _yaml_loader():
-    import yaml  # imported when a YAML spec exists: most hosts have none
-
-    # The C parser where the wheel has libyaml (about 10x faster); same safe constructors.
-    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 def load_yaml(text: str, path: str) -> Any:
-    """One YAML document, by PyYAML's safe loader, with aliases refused (a billion-laughs
-    document expands exponentially in whoever walks it) and nesting bounded (the constructor
-    recurses); SpecError in one line for anything wrong."""
-    import yaml
+    """One YAML document through the agent's one bounded YAML reader (edgeagent.safeyaml:
+    aliases, deep nesting and odd tags refused before anything is built); SpecError in one
+    line for anything wrong."""
+    from edgeagent.safeyaml import YamlError, loads  # imported when a YAML spec exists
 
-    loader = _yaml_loader()
     try:
-        depth = 0
-        for event in yaml.parse(text, Loader=loader):
-            if isinstance(event, yaml.AliasEvent):
-                raise SpecError("%s: YAML aliases are not accepted in a CDI spec" % path)
-            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-                depth += 1
-                if depth > MAX_YAML_DEPTH:
-                    raise SpecError("%s: nested deeper than %d levels" % (path, MAX_YAML_DEPTH))
-            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-                depth -= 1
-        docs = list(yaml.load_all(text, Loader=loader))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = ":%d" % (mark.line + 1) if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SpecError("%s%s: invalid YAML: %s" % (path, where, problem)) from None
-    docs = [d for d in docs if d is not None]
-    if len(docs) != 1:
-        raise SpecError("%s: %d YAML documents, expected one CDI spec" % (path, len(docs)))
-    return docs[0]
+        doc = loads(text)
+    except YamlError as e:
+        raise SpecError("%s: invalid YAML: %s" % (path, e)) from None
+    if doc is None:
+        raise SpecError("%s: 0 YAML documents, expected one CDI spec" % path)
+    return doc
 
 
 def parse_cdi_spec(text: str, path: str = "<spec>") -> CdiSpec:

@@ -258,7 +258,7 @@ def load_kubeconfig(path: str, where: Optional[str] = None, root: Optional["Host
                     kubelet_identity: bool = False) -> Credentials:
     """Read a kubeconfig at real path ``path``. With ``root`` (a HostRoot) the absolute paths
     inside are host paths under that root."""
-    from edgeagent.kube.safeyaml import YamlError, loads
+    from edgeagent.safeyaml import YamlError, loads
 
     where = where or "kubeconfig %s" % path
     try:

@@ -1,19 +1,25 @@
-"""Pure: YAML written by other tools (kubeconfigs) read with PyYAML's safe loader, bounded.
+"""Pure: YAML written by other tools (kubeconfigs, CDI specs) read with PyYAML's safe loader,
+bounded. The one YAML reader of the agent.
 
 PyYAML's C loader (libyaml) where the wheel has it, else the pure-Python one. On top of the safe
 loader, the hazards of YAML itself are refused before anything is built, from the parser's event
 stream (so the work is bounded by the input's size, which the caller caps):
 
 - aliases (``*name``): the "billion laughs" expansion multiplies a small document into an
-  enormous one; no kubeconfig uses them;
+  enormous one; no kubeconfig or CDI spec uses them;
 - nesting deeper than MAX_DEPTH (the constructor would otherwise hit RecursionError) and more
   than MAX_NODES nodes;
 - explicit tags other than ``!!str``, ``!!map`` and ``!!seq`` (``!!python/...`` is refused by the
   safe loader anyway; ``!!int``/``!!float``/``!!binary``/``!!timestamp`` are never needed).
 
-Plain scalars resolve only to strings, booleans and null: a kubeconfig has no numbers, and not
-resolving integers keeps a 5,000-digit "number" from costing quadratic time (or, on Python
-3.11+, raising the int-conversion limit). Every problem is one line: ``line N: what``.
+Plain scalars resolve only to strings, booleans and null: a kubeconfig has no numbers, a CDI
+spec's device name ``0`` and version ``0.6`` are names, not numbers, and not resolving integers
+keeps a 5,000-digit "number" from costing quadratic time (or, on Python 3.11+, raising the
+int-conversion limit). Every problem is one line: ``line N: what``.
+
+Cost, measured (x86-64, PyYAML 6.0 with libyaml, median of 5): importing yaml adds 788 KiB RSS
+on Python 3.11 and 832 KiB on 3.8 (the hand-written subset reader it replaced: 992 and 528); a
+53 KB CDI spec (300 mounts) reads in about 11 ms, once per change of the file.
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ from __future__ import annotations
 import yaml
 
 MAX_DEPTH = 64
-MAX_NODES = 20_000     # a kubeconfig with 2,000 clusters, users and contexts has fewer
+MAX_NODES = 20_000     # a kubeconfig with 2,000 clusters, users and contexts has fewer; a CDI
+                       # spec with 300 mounts about 2,000
 
-_Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+BASE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _KEEP = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:null")
 _ALLOWED_TAGS = (None, "!", "tag:yaml.org,2002:str", "tag:yaml.org,2002:map",
                  "tag:yaml.org,2002:seq")
@@ -33,14 +40,14 @@ class YamlError(ValueError):
     """The text is not YAML this reader accepts; the message is one line, ``line N: ...``."""
 
 
-class _Loader(_Base):  # type: ignore[misc,valid-type]
+class _Loader(BASE_LOADER):  # type: ignore[misc,valid-type]
     pass
 
 
 # Only the implicit types a kubeconfig holds; everything else stays text.
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag in _KEEP]
-    for first, resolvers in _Base.yaml_implicit_resolvers.items()
+    for first, resolvers in BASE_LOADER.yaml_implicit_resolvers.items()
 }
 _Loader.yaml_implicit_resolvers = {k: v for k, v in _Loader.yaml_implicit_resolvers.items() if v}
 
