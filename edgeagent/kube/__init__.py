@@ -1,0 +1,1 @@
+"""The Kubernetes API side: client, credentials, TLS, node name."""
