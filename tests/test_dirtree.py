@@ -5,7 +5,7 @@ import shutil
 import tempfile
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from edgeagent.discovery.devicetree import DeviceTreeError, DtNode
@@ -234,6 +234,7 @@ def expected_node(name, path, content):
 @settings(max_examples=int(os.environ.get("EDGEAGENT_FUZZ_EXAMPLES", "150")), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(folders(3))
+@example(("dir", {"name": ("file", b"\x00")}))     # only the kernel's empty root name: empty
 def test_fuzzed_folders_read_as_written_or_fail_in_one_line(folder):
     base = tempfile.mkdtemp(prefix="eadt-")
     try:
