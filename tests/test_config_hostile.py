@@ -6,7 +6,6 @@ import subprocess
 import sys
 import threading
 import time
-import tracemalloc
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,6 +15,7 @@ from edgeagent.cli import build_parser, load_cli
 from edgeagent.config import MAX_CONFIG_BYTES, SCHEMA, load_config
 from edgeagent.errors import ConfigError, OperatorError
 from tests.conftest import REPO
+from tests.costbound import within_memory
 
 # Per input: hypothesis' deadline bounds the time, tracemalloc's peak the memory.
 DEADLINE_MS = 500
@@ -33,13 +33,7 @@ def one_line_error(func, *args, **kwargs):
 
 def bounded(func):
     """Run ``func()``; fail when it allocates more than PEAK_BYTES at its peak."""
-    tracemalloc.start()
-    try:
-        return func()
-    finally:
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        assert peak < PEAK_BYTES, "peak %d bytes" % peak
+    return within_memory(func, PEAK_BYTES)
 
 
 def write(tmp_path, text, name="c.toml"):

@@ -3,8 +3,6 @@
 the kubelet's checkpoint file doctor reads. Each input must end in an answer or the documented
 refusal, within a time and memory bound."""
 
-import tracemalloc
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +10,7 @@ from edgeagent.deviceplugin.allocate import (AllocationError, preferred_allocati
                                              validate_allocate)
 from edgeagent.deviceplugin.model import Resource, Unit, natural_key
 from edgeagent.doctor.checks_plugin import parse_checkpoint
+from tests.costbound import within_memory
 
 # Per input: hypothesis' deadline bounds the time, tracemalloc the memory allocated.
 FUZZ = settings(max_examples=300, deadline=500,
@@ -20,14 +19,7 @@ PEAK_BYTES = 8 << 20
 
 
 def bounded(fn, *args):
-    tracemalloc.start()
-    try:
-        result = fn(*args)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < PEAK_BYTES, "peak %d bytes" % peak
-    return result
+    return within_memory(lambda: fn(*args), PEAK_BYTES)
 
 
 RES = Resource("nvidia.com/gpu", "gpu", (Unit("0", ("/dev/nvhost-gpu",), True),),

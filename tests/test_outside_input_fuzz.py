@@ -6,7 +6,6 @@ unit_environment, installed_paths) and a .pyz's environment.json. Each input has
 import io
 import json
 import time
-import tracemalloc
 import zipfile
 
 import pytest
@@ -17,18 +16,12 @@ from edgeagent.install.layout import exec_start, installed_paths, parse_unit, un
 from edgeagent.install.pyz import MAX_ENVIRONMENT_BYTES, shiv_build_id
 from edgeagent.logs import stream_is_journal
 from edgeagent.sdnotify import Notifier
+from tests.costbound import within_memory
 
 DEADLINE_MS = 500
 
 
-def bounded(func, peak_bytes):
-    tracemalloc.start()
-    try:
-        return func()
-    finally:
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        assert peak < peak_bytes, "peak %d bytes" % peak
+bounded = within_memory
 
 
 NUMBERISH = st.one_of(st.text(max_size=30), st.sampled_from(

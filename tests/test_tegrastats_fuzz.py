@@ -6,7 +6,6 @@ GPC lists, thousands of sensors and rails), Unicode digits and letters, and byte
 over-long lines cut at random places.
 """
 
-import tracemalloc
 from datetime import timedelta
 
 from hypothesis import HealthCheck, example, given, settings
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 from edgeagent.tegrastats.lines import LineSplitter
 from edgeagent.tegrastats.parser import MAX_LINE_CHARS, parse_line
 from tests.test_tegrastats_parser import LINES, _check_sample, mutated_lines
+from tests.costbound import within_memory
 
 # Measured on the 2-CPU build machine: the worst line under the cap (16 KiB of CPU entries)
 # parses in ~17 ms with a peak of ~0.6 MiB. The bounds leave room for a loaded machine and
@@ -44,14 +44,7 @@ def hostile_lines(draw):
 
 
 def bounded(fn, *args):
-    tracemalloc.start()
-    try:
-        result = fn(*args)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < PEAK_BYTES, "peak %d bytes" % peak
-    return result
+    return within_memory(lambda: fn(*args), PEAK_BYTES)
 
 
 @settings(max_examples=150, deadline=DEADLINE, suppress_health_check=[HealthCheck.too_slow])
