@@ -40,6 +40,9 @@ ACCEPTED_LINTIAN = {
     "initial-upload-closes-no-bugs",
     # `edgeagent --help` and the README are its documentation; no man page is written.
     "no-manual-page",
+    # A --python 3.8 build runs under python3.8 (#!/usr/bin/env python3.8, Depends: python3.8):
+    # its C extensions are for 3.8 and JetPack 4's python3 is 3.6.
+    "unusual-interpreter",
 }
 
 
@@ -159,15 +162,44 @@ def test_control_archive(deb, tmp_path):
         assert f.read() == example_config()
 
 
-def test_lintian_finds_no_errors(deb):
+def lintian_warnings(deb):
+    """The warning tags lintian gives ``deb``; fails on any error."""
     lintian = require_tool("lintian")
     proc = run([lintian, "--pedantic", "--no-tag-display-limit", deb], check=False,
                timeout=300)
     tags = [line for line in proc.stdout.splitlines() if re.match(r"^[EWIPX]: ", line)]
     errors = [t for t in tags if t.startswith("E: ")]
     assert not errors, proc.stdout
-    warnings = {t.split()[2] for t in tags if t.startswith("W: ")}
-    assert warnings <= ACCEPTED_LINTIAN, proc.stdout
+    return {t.split()[2] for t in tags if t.startswith("W: ")}
+
+
+def test_lintian_finds_no_errors(deb):
+    assert lintian_warnings(deb) <= ACCEPTED_LINTIAN
+
+
+@pytest.mark.timeout(900)
+def test_a_package_for_jetpack_4_and_5(tmp_path):
+    """--platform linux-aarch64 --python 3.8: arm64, and python3.8 everywhere it runs."""
+    from tests.test_build import python_38
+
+    if python_38() is None:
+        pytest.skip("no Python 3.8 (pyenv install 3.8) to resolve a 3.8 target with")
+    out = str(tmp_path / "jetson.deb")
+    run([BUILD_SH, "deb", "--platform", "linux-aarch64", "--python", "3.8", "-o", out],
+        timeout=800)
+    assert field(out, "Architecture") == "arm64"
+    assert field(out, "Depends") == "python3.8"
+    data = str(tmp_path / "data")
+    run(["dpkg-deb", "-x", out, data])
+    with open(os.path.join(data, PACKAGE_UNIT_PATH.lstrip("/"))) as f:
+        assert f.read() == package_unit("/usr/bin/python3.8")
+    with open(os.path.join(data, PACKAGE_COMMAND_PATH.lstrip("/"))) as f:
+        assert "exec /usr/bin/python3.8 %s" % PACKAGE_PYZ_PATH in f.read()
+    control = str(tmp_path / "DEBIAN")
+    run(["dpkg-deb", "-e", out, control])
+    with open(os.path.join(control, "prerm")) as f:
+        assert "PYTHON=/usr/bin/python3.8\n" in f.read()
+    assert lintian_warnings(out) <= ACCEPTED_LINTIAN
 
 
 def test_reproducible(debs, tmp_path):
