@@ -511,3 +511,20 @@ def test_nothing_is_started_without_systemd_or_for_another_root(scripts, tmp_pat
     assert services(scripts("postinst", "configure", "", systemd=False)) == []
     assert services(scripts("prerm", "remove", systemd=False)) == []
     assert services(scripts("postinst", "configure", "", dpkg_root=str(tmp_path))) == []
+
+
+def test_install_and_uninstall_leave_a_package_to_dpkg(deb, tmp_path):
+    root = Root(tmp_path / "root")
+    root.dpkg("-i", deb)
+    for command in ("install", "uninstall"):
+        proc = run([sys.executable, "-m", "edgeagent", "--root", root.path, command],
+                   check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith("edgeagent: error: %s: edgeagent is installed here by "
+                                      "its Debian package" % command)
+        assert "apt" in proc.stderr
+    # nothing was touched
+    assert os.readlink(root.real(WANTS)) == PACKAGE_UNIT_PATH
+    assert run(["dpkg", "--root", root.path, "--verify", "edgeagent"]).stdout == ""
+    assert not os.path.lexists(root.real("/etc/systemd/system/" + UNIT))

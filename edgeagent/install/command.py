@@ -20,7 +20,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 from edgeagent.errors import OperatorError
 from edgeagent.install.layout import (CACHE_DIR, COMMAND_PATH, CONFIG_PATH, DEFAULT_PYTHON,
-                                      PYZ_PATH, UNIT_NAME, UNIT_PATH, WANTS_LINK, WRAPPER_MARK,
+                                      PACKAGE_PYZ_PATH, PYZ_PATH, UNIT_NAME, UNIT_PATH, WANTS_LINK, WRAPPER_MARK,
                                       example_config, hidden_from_service, render_unit,
                                       unit_template, wrapper_script)
 from edgeagent.install.pyz import find_pyz, shiv_build_id, stale_builds
@@ -282,7 +282,21 @@ def _enable_offline(root, out: Out) -> None:
         out("systemd is not running here: enabled for the next boot, not started")
 
 
+def refuse_if_packaged(root, command: str) -> None:
+    """The Debian package owns its files and the service's enablement: install would put a
+    second unit in front of its own, uninstall would disable it behind dpkg's back."""
+    if os.path.lexists(root.path(PACKAGE_PYZ_PATH)):
+        raise OperatorError(
+            "%s: edgeagent is installed here by its Debian package (%s): %s" % (
+                command, PACKAGE_PYZ_PATH,
+                "upgrade with sudo apt install ./edgeagent_VERSION_ARCH.deb" if command == "install"
+                else "sudo apt remove edgeagent (apt purge also removes /etc/edgeagent; "
+                     "sudo env EDGEAGENT_PURGE_LABELS=1 apt purge edgeagent removes the node "
+                     "labels too)"))
+
+
 def install_main(cli: Invocation) -> int:
+    refuse_if_packaged(cli.root, "install")
     on_host = cli.root.root == "/"
     if on_host and os.geteuid() != 0:
         raise OperatorError("install: needs root: sudo %s install" % (
@@ -401,6 +415,7 @@ def uninstall(root, out: Out, systemctl: Optional[Systemctl] = None, purge: bool
 
 
 def uninstall_main(cli: Invocation) -> int:
+    refuse_if_packaged(cli.root, "uninstall")
     on_host = cli.root.root == "/"
     if on_host and os.geteuid() != 0:
         raise OperatorError("uninstall: needs root: sudo edgeagent uninstall")
