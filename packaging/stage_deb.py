@@ -23,6 +23,7 @@ import shutil
 import sys
 import time
 import zipfile
+import zlib
 from typing import Dict, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -47,31 +48,31 @@ class StageError(Exception):
 
 # --- what the pyz is ----------------------------------------------------------------------------
 
+# Bounds for what is read from the pyz (a file given with --pyz may be anything).
+MAX_FIRST_LINE = 200
+MAX_INIT_BYTES = 64 * 1024
+
+
 def pyz_facts(pyz: str) -> Dict[str, str]:
-    """version, build_id, python (X.Y), interpreter (the #! line's command) and arch of a pyz."""
+    """version, build_id, python (X.Y), interpreter (the #! line's command) and arch of a pyz.
+    StageError for anything that is not a pyz ./build.sh made."""
     build_id = shiv_build_id(pyz)
     if build_id is None:
         raise StageError("%s: not an edgeagent .pyz (build one with ./build.sh)" % pyz)
-    with open(pyz, "rb") as f:
-        first = f.readline().decode("ascii", "replace").strip()
+    try:
+        with open(pyz, "rb") as f:
+            first = f.readline(MAX_FIRST_LINE).decode("ascii", "replace").strip()
+        with zipfile.ZipFile(pyz) as z:
+            version, minors, machines = _read_members(z)
+    except (OSError, KeyError, ValueError, EOFError, RuntimeError, NotImplementedError,
+            zipfile.BadZipFile, zlib.error) as e:
+        raise StageError("%s: unreadable pyz: %s" % (pyz, e)) from None
     m = re.match(r"^#!/usr/bin/env (python3(?:\.\d+)?)$", first)
     if not m:
-        raise StageError("%s: unexpected #! line %r" % (pyz, first))
+        raise StageError("%s: unexpected #! line %r" % (pyz, first[:80]))
     interpreter = m.group(1)
-    minors, machines = set(), set()
-    with zipfile.ZipFile(pyz) as z:
-        m = _VERSION.search(z.read("site-packages/edgeagent/__init__.py").decode("utf-8"))
-        if not m:
-            raise StageError("%s: no __version__ in edgeagent/__init__.py" % pyz)
-        version = m.group(1)
-        for name in z.namelist():
-            ext = _EXTENSION.match(name)
-            if ext:
-                minors.add(ext.group(1))
-                head = z.open(name).read(20)
-                if head[:4] == b"\x7fELF":
-                    order = "little" if head[5] == 1 else "big"
-                    machines.add(int.from_bytes(head[18:20], order))
+    if version is None:
+        raise StageError("%s: no __version__ in edgeagent/__init__.py" % pyz)
     if len(minors) != 1 or len(machines) != 1:
         raise StageError("%s: C extensions for Pythons %s, machines %s: expected one of each"
                          % (pyz, sorted(minors), sorted(machines)))
@@ -85,6 +86,27 @@ def pyz_facts(pyz: str) -> Dict[str, str]:
                          % (pyz, interpreter, python))
     return {"version": version, "build_id": build_id, "python": python,
             "interpreter": interpreter, "arch": DEB_ARCH[machine]}
+
+
+def _read_members(z: zipfile.ZipFile) -> Tuple[Optional[str], set, set]:
+    init = z.getinfo("site-packages/edgeagent/__init__.py")
+    if init.file_size > MAX_INIT_BYTES:
+        raise ValueError("edgeagent/__init__.py is %d bytes" % init.file_size)
+    with z.open(init) as f:
+        m = _VERSION.search(f.read(MAX_INIT_BYTES).decode("utf-8"))
+    minors, machines = set(), set()
+    for name in z.namelist():
+        ext = _EXTENSION.match(name)
+        if ext:
+            minors.add(ext.group(1))
+            with z.open(name) as f:
+                head = f.read(20)
+            if len(head) == 20 and head[:4] == b"\x7fELF":
+                order = "little" if head[5] == 1 else "big"
+                machines.add(int.from_bytes(head[18:20], order))
+            else:
+                raise ValueError("%s is no ELF file" % name)
+    return (m.group(1) if m else None), minors, machines
 
 
 def python_depends(interpreter: str, python: str) -> str:
@@ -234,7 +256,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         print(stage(args.pyz, args.tree, args.revision, args.epoch))
-    except (StageError, OSError, KeyError, zipfile.BadZipFile) as e:
+    except (StageError, OSError) as e:
         sys.stderr.write("build.sh: %s\n" % e)
         return 2
     return 0

@@ -528,3 +528,102 @@ def test_install_and_uninstall_leave_a_package_to_dpkg(deb, tmp_path):
     assert os.readlink(root.real(WANTS)) == PACKAGE_UNIT_PATH
     assert run(["dpkg", "--root", root.path, "--verify", "edgeagent"]).stdout == ""
     assert not os.path.lexists(root.real("/etc/systemd/system/" + UNIT))
+
+
+# --- the staging script's reader of a pyz (--pyz FILE may be anything) -----------------------
+
+def stage_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "stage_deb", os.path.join(REPO, "packaging", "stage_deb.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+STAGE = stage_module()
+ELF_HEADS = [b"\x7fELF\x02\x01\x01" + b"\0" * 11 + m.to_bytes(2, "little")
+             for m in (62, 183, 40, 3, 0xFFFF)] + [b"", b"\x7fELF", b"MZ" * 20]
+
+
+def pyz_bytes(first_line, version_text, extensions, environment, compression):
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    buf.write(first_line)
+    with zipfile.ZipFile(buf, "a", compression=compression) as z:
+        if environment is not None:
+            z.writestr("environment.json", environment)
+        if version_text is not None:
+            z.writestr("site-packages/edgeagent/__init__.py", version_text)
+        for name, head in extensions:
+            z.writestr("site-packages/%s" % name, head)
+    return buf.getvalue()
+
+
+def test_pyz_facts_of_a_pyz_like_build_sh_makes(tmp_path):
+    path = tmp_path / "e.pyz"
+    path.write_bytes(pyz_bytes(b"#!/usr/bin/env python3.8\n", '__version__ = "1.2.3"\n',
+                               [("aiohttp/_http_parser.cpython-38-aarch64-linux-gnu.so",
+                                 ELF_HEADS[1])], '{"build_id": "abc"}', 8))
+    assert STAGE.pyz_facts(str(path)) == {"version": "1.2.3", "build_id": "abc",
+                                          "python": "3.8", "interpreter": "python3.8",
+                                          "arch": "arm64"}
+    assert STAGE.python_depends("python3.8", "3.8") == "python3.8"
+    assert STAGE.python_depends("python3", "3.12") == "python3 (>= 3.12~), python3 (<< 3.13)"
+
+
+def test_pyz_facts_refuses_a_pyz_for_another_python(tmp_path):
+    path = tmp_path / "e.pyz"
+    path.write_bytes(pyz_bytes(b"#!/usr/bin/env python3.10\n", '__version__ = "1"\n',
+                               [("y/_q.cpython-38-x86_64-linux-gnu.so", ELF_HEADS[0])],
+                               '{"build_id": "abc"}', 0))
+    with pytest.raises(STAGE.StageError, match="runs under python3.10 but holds C extensions "
+                                               "for Python 3.8"):
+        STAGE.pyz_facts(str(path))
+
+
+def _fuzz_pyz():
+    from hypothesis import strategies as st
+
+    names = st.sampled_from(["a/_x.cpython-38-aarch64-linux-gnu.so",
+                             "b/_y.cpython-311-x86_64-linux-gnu.so", "c/z.so",
+                             "d/_w.cpython-3-x.so"])
+    return st.builds(
+        pyz_bytes,
+        first_line=st.one_of(st.sampled_from([b"#!/usr/bin/env python3\n",
+                                              b"#!/usr/bin/env python3.8\n", b"",
+                                              b"#!" + b"x" * 100000]),
+                             st.binary(max_size=200)),
+        version_text=st.one_of(st.none(), st.text(max_size=200),
+                               st.sampled_from(['__version__ = "0.1.0"\n', "#" * 200000])),
+        extensions=st.lists(st.tuples(names, st.one_of(st.sampled_from(ELF_HEADS),
+                                                       st.binary(max_size=40))), max_size=4,
+                            unique_by=lambda t: t[0]),
+        environment=st.one_of(st.none(), st.sampled_from(['{"build_id": "b1"}', "[]", "{",
+                                                          '{"build_id": 0}'])),
+        compression=st.sampled_from([0, 8]))
+
+
+def test_fuzz_pyz_facts(tmp_path):
+    """Whatever --pyz names: facts or one StageError, in bounded time and memory."""
+    from hypothesis import HealthCheck, given, settings
+
+    from tests.costbound import bounded
+
+    path = str(tmp_path / "fuzz.pyz")
+
+    @settings(max_examples=200, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(data=_fuzz_pyz())
+    def check(data):
+        with open(path, "wb") as f:
+            f.write(data)
+        result = bounded(lambda: STAGE.pyz_facts(path), 0.5, 4 << 20, (STAGE.StageError,))
+        if not isinstance(result, STAGE.StageError):
+            assert set(result) == {"version", "build_id", "python", "interpreter", "arch"}
+            assert result["arch"] in ("amd64", "arm64", "armhf")
+
+    check()
