@@ -627,3 +627,16 @@ def test_fuzz_pyz_facts(tmp_path):
             assert result["arch"] in ("amd64", "arm64", "armhf")
 
     check()
+
+
+def test_postinst_warns_when_a_pyz_install_overrides_the_package(deb, tmp_path):
+    root = Root(tmp_path / "root")
+    os.makedirs(root.real("/etc/systemd/system"))
+    from edgeagent.install.layout import PYZ_PATH, render_unit, unit_template
+
+    with open(root.real("/etc/systemd/system/" + UNIT), "w") as f:
+        f.write(render_unit(unit_template(), "/usr/bin/python3", PYZ_PATH))
+    proc = root.dpkg("-i", deb)
+    assert "edgeagent: warning: /etc/systemd/system/edgeagent.service (from " \
+           "`edgeagent.pyz install`) overrides this package's unit" in proc.stderr
+    assert root.status()[0] == "install ok installed"
