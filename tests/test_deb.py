@@ -258,14 +258,9 @@ class Root:
         """Every path under the root outside dpkg's own database."""
         out = set()
         for folder, dirs, names in os.walk(self.path):
-            rel = "/" + os.path.relpath(folder, self.path)
-            if rel.startswith("/./var/lib/dpkg") or rel.startswith("/var/lib/dpkg"):
-                continue
-            for name in dirs + names:
-                path = os.path.normpath(os.path.join(rel, name))
-                if not path.startswith("/var/lib/dpkg"):
-                    out.add(path)
-        return out
+            rel = "/" if folder == self.path else "/" + os.path.relpath(folder, self.path)
+            out.update(os.path.join(rel, name) for name in dirs + names)
+        return {p for p in out if not p.startswith("/var/lib/dpkg")}
 
 
 def test_install_into_a_root_without_systemd(deb, tmp_path):
