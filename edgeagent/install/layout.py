@@ -27,8 +27,9 @@ WRAPPER_MARK = "# edgeagent command wrapper, written by `edgeagent install`"
 
 # The Debian package (./build.sh deb, packaging/): the pyz under /usr/lib, not /usr/local, which
 # is the administrator's (FHS 4.9; Debian policy 9.1.2 forbids packaged files there). The unit
-# under /lib, not /usr/lib: deb-systemd-helper before init-system-helpers 1.57 (Ubuntu 18.04
-# has 1.51) looks for units only in /etc and /lib; on a merged /usr both are the same directory.
+# under /lib: where packages of every targeted release (Ubuntu 18.04 to 24.04) put theirs and
+# every deb-systemd-helper looks; on a merged /usr it is /usr/lib/systemd/system. lintian on
+# Debian 12 accepts it (tests/test_deb.py).
 PACKAGE_PYZ_PATH = "/usr/lib/edgeagent/edgeagent.pyz"
 PACKAGE_UNIT_PATH = "/lib/systemd/system/" + UNIT_NAME
 PACKAGE_COMMAND_PATH = "/usr/bin/edgeagent"
