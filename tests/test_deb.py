@@ -223,6 +223,15 @@ def test_build_sh_deb_refuses_what_is_not_a_pyz(tmp_path):
     assert proc.returncode == 2 and "unknown argument --frobnicate" in proc.stderr
 
 
+def test_build_sh_deb_refuses_a_bad_revision(debs, tmp_path):
+    proc = run([BUILD_SH, "deb", "--pyz", debs[2], "--revision", "1 2", "-o",
+                str(tmp_path / "x.deb")], check=False)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == "build.sh: --revision '1 2': not a Debian revision"
+    assert not (tmp_path / "x.deb").exists()
+
+
 # --- dpkg in a throwaway root --------------------------------------------------------------------
 
 class Root:
