@@ -3,6 +3,8 @@
 #   ./build.sh                                   dist/edgeagent.pyz for this machine
 #   ./build.sh --python 3.8                      ... for this platform and Python 3.8
 #   ./build.sh --platform linux-aarch64 --python 3.8   ... for a Jetson, from aarch64 wheels
+#   ./build.sh deb [--platform P] [--python X.Y] [-o FILE.deb] [--pyz FILE] [--revision N]
+#                                                dist/edgeagent_<version>-<N>_<arch>.deb from the pyz
 #   ./build.sh test                              the whole suite, current Python and 3.8
 #   ./build.sh bench [agent|exporter|deviceplugin|labels] [ARGS]   a benchmark (bench/), on demand
 #   ./build.sh protos                            regenerate the betterproto code from protos/
@@ -55,6 +57,7 @@ test_tools() {
   command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
   command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
   command -v dtc >/dev/null 2>&1 || missing+=(device-tree-compiler)
+  command -v lintian >/dev/null 2>&1 || missing+=(lintian)
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${missing[*]} (Debian packages the tests use)"
@@ -153,6 +156,48 @@ run_bench() {
   EDGEAGENT_PYZ="$here/dist/edgeagent.pyz" "$v/bin/python" "bench/bench_$name.py" "$@"
 }
 
+# The Debian package: the pyz (built here, or --pyz), staged by packaging/stage_deb.py (which reads
+# the version, Python and architecture from the pyz), packed by dpkg-deb without debhelper.
+build_deb() {
+  local platform=native pyver="" out="" pyz="" revision=1
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --platform) platform=${2:?--platform needs a value}; shift 2 ;;
+      --python) pyver=${2:?--python needs X.Y}; shift 2 ;;
+      --pyz) pyz=${2:?--pyz needs a file}; shift 2
+        case "$pyz" in /*) ;; *) pyz="$caller/$pyz" ;; esac ;;
+      --revision) revision=${2:?--revision needs a number}; shift 2 ;;
+      -o|--output) out=${2:?-o needs a file}; shift 2
+        case "$out" in /*) ;; *) out="$caller/$out" ;; esac ;;
+      *) die "deb: unknown argument $1 (see ./build.sh --help)" ;;
+    esac
+  done
+  command -v dpkg-deb >/dev/null 2>&1 || die "deb: dpkg-deb not found (apt-get install dpkg)"
+  if [ -z "$pyz" ]; then
+    pyz="$state/deb/edgeagent.pyz"
+    mkdir -p "$state/deb"
+    build_pyz "$platform" "$pyver" "$pyz"
+  else
+    [ -f "$pyz" ] || die "deb: --pyz $pyz: no such file"
+  fi
+  local epoch; epoch=$(git log -1 --format=%ct 2>/dev/null || echo 315532800)
+  export SOURCE_DATE_EPOCH=$epoch
+  # The staging script needs only the standard library and edgeagent's pure install/ modules.
+  local py; py=$(command -v python3) || die "python3 not found"
+  local tree; tree=$(mktemp -d "$state/deb-tree.XXXXXX")
+  local name
+  name=$("$py" packaging/stage_deb.py --pyz "$pyz" --tree "$tree/root" \
+    --revision "$revision" --epoch "$epoch") || { rm -rf "$tree"; exit 2; }
+  [ -n "$out" ] || out="$here/dist/$name"
+  mkdir -p "$(dirname "$out")"
+  # --root-owner-group: root:root inside without fakeroot; -Zxz: every dpkg since 1.15 reads it
+  # (zstd, Ubuntu's default since 21.10, is unknown to Ubuntu 18.04's dpkg).
+  dpkg-deb --root-owner-group -Zxz --build "$tree/root" "$out" >/dev/null \
+    || { rm -rf "$tree"; die "deb: dpkg-deb failed"; }
+  rm -rf "$tree"
+  say "$(du -h "$out" | cut -f1) $out"
+}
+
 gen_protos() {
   local v; v=$(venv "build-py$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" "$(command -v python3)" dev)
   "$v/bin/python" -m edgeagent.deviceplugin.genprotos
@@ -163,6 +208,7 @@ case "${1:-}" in
   test) shift; run_tests "$@"; exit $? ;;
   bench) shift; run_bench "$@"; exit $? ;;
   protos) shift; gen_protos; exit $? ;;
+  deb) shift; build_deb "$@"; exit $? ;;
 esac
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -170,7 +216,7 @@ while [ $# -gt 0 ]; do
     --python) pyver=${2:?--python needs X.Y}; shift 2 ;;
     -o|--output) out=${2:?-o needs a file}; shift 2
       case "$out" in /*) ;; *) out="$caller/$out" ;; esac ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see ./build.sh --help)" ;;
   esac
 done

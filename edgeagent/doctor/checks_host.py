@@ -20,8 +20,9 @@ from edgeagent.discovery.devnodes import GPU_NODES_TEXT
 from edgeagent.doctor.model import FAIL, PASS, SKIP, WARN, CheckResult, DoctorContext
 from edgeagent.errors import OperatorError
 from edgeagent.hostpaths import HostRoot
-from edgeagent.install.layout import (UNIT_DIRS, UNIT_NAME, UNIT_PATH, hidden_from_service,
-                                      installed_paths, parse_unit, render_unit, resolve_in_root,
+from edgeagent.install.layout import (PACKAGE_PYZ_PATH, UNIT_DIRS, UNIT_NAME, UNIT_PATH,
+                                      hidden_from_service, installed_paths, package_unit,
+                                      parse_unit, render_unit, resolve_in_root,
                                       unit_environment, unit_template)
 
 # The oldest JetPack edgeagent supports (README): 4.6 is L4T R32.6.1, the last JetPack 4 line.
@@ -272,10 +273,14 @@ def _unit_result(ctx: DoctorContext, path: str, text: Optional[str],
         return CheckResult(name, WARN, "%s does not run an edgeagent .pyz (ExecStart=%s)"
                            % (path, " ".join(unit.get("Service.ExecStart", [""])[-1:])),
                            "sudo ./edgeagent.pyz install (writes edgeagent's own unit)")
+    # The Debian package's unit runs its pyz from /usr/lib; `install` writes its own unit.
+    packaged = pyz == PACKAGE_PYZ_PATH
+    reinstall = "sudo apt install --reinstall edgeagent" if packaged else \
+        "sudo python3 ./edgeagent.pyz install"
     for what in (python, pyz):
         if what and not ctx.root.exists(what):
             return CheckResult(name, FAIL, "%s runs %s, which is missing" % (path, what),
-                               "reinstall: sudo python3 ./edgeagent.pyz install")
+                               "reinstall: %s" % reinstall)
         if what and hidden_from_service(ctx.root, what):
             return CheckResult(name, FAIL, "%s runs %s, under a home directory the service "
                                "cannot see (ProtectHome=yes)" % (path, what),
@@ -285,14 +290,17 @@ def _unit_result(ctx: DoctorContext, path: str, text: Optional[str],
     extra = " with drop-ins %s" % ", ".join(os.path.basename(d) for d in dropins) \
         if dropins else ""
     try:
-        expected = render_unit(unit_template(), python or "/usr/bin/python3", pyz)
+        if packaged:
+            expected = package_unit(python or "/usr/bin/python3")
+        else:
+            expected = render_unit(unit_template(), python or "/usr/bin/python3", pyz)
     except (OperatorError, ValueError):
         expected = None
     if expected is None or expected != text:
         return CheckResult(name, WARN, "%s%s differs from the unit this edgeagent installs (an "
                            "older version, or edited)" % (path, extra),
-                           "sudo edgeagent install (rewrites it; keep local changes in drop-ins: "
-                           "systemctl edit edgeagent)")
+                           "%s (rewrites it; keep local changes in drop-ins: systemctl edit "
+                           "edgeagent)" % (reinstall if packaged else "sudo edgeagent install"))
     return CheckResult(name, PASS, "%s%s runs %s %s" % (path, extra, python, pyz))
 
 

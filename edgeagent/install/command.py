@@ -20,9 +20,10 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 from edgeagent.errors import OperatorError
 from edgeagent.install.layout import (CACHE_DIR, COMMAND_PATH, CONFIG_PATH, DEFAULT_PYTHON,
-                                      PYZ_PATH, UNIT_NAME, UNIT_PATH, WANTS_LINK, WRAPPER_MARK,
-                                      example_config, hidden_from_service, render_unit,
-                                      unit_template, wrapper_script)
+                                      PACKAGE_PYZ_PATH, PYZ_PATH, UNIT_NAME, UNIT_PATH,
+                                      WANTS_LINK, WRAPPER_MARK, example_config,
+                                      hidden_from_service, render_unit, unit_template,
+                                      wrapper_script)
 from edgeagent.install.pyz import find_pyz, shiv_build_id, stale_builds
 from edgeagent.invocation import Invocation, add_kube_arguments
 
@@ -282,7 +283,22 @@ def _enable_offline(root, out: Out) -> None:
         out("systemd is not running here: enabled for the next boot, not started")
 
 
+def refuse_if_packaged(root, command: str) -> None:
+    """The Debian package owns its files and the service's enablement: install would put a
+    second unit in front of its own, uninstall would disable it behind dpkg's back."""
+    if not os.path.lexists(root.path(PACKAGE_PYZ_PATH)):
+        return
+    if command == "install":
+        how = "upgrade with sudo apt install ./edgeagent_VERSION_ARCH.deb"
+    else:
+        how = ("sudo apt remove edgeagent (apt purge also removes /etc/edgeagent; sudo env "
+               "EDGEAGENT_PURGE_LABELS=1 apt purge edgeagent removes the node labels too)")
+    raise OperatorError("%s: edgeagent is installed here by its Debian package (%s): %s"
+                        % (command, PACKAGE_PYZ_PATH, how))
+
+
 def install_main(cli: Invocation) -> int:
+    refuse_if_packaged(cli.root, "install")
     on_host = cli.root.root == "/"
     if on_host and os.geteuid() != 0:
         raise OperatorError("install: needs root: sudo %s install" % (
@@ -401,6 +417,7 @@ def uninstall(root, out: Out, systemctl: Optional[Systemctl] = None, purge: bool
 
 
 def uninstall_main(cli: Invocation) -> int:
+    refuse_if_packaged(cli.root, "uninstall")
     on_host = cli.root.root == "/"
     if on_host and os.geteuid() != 0:
         raise OperatorError("uninstall: needs root: sudo edgeagent uninstall")

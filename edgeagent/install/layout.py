@@ -25,6 +25,23 @@ DEFAULT_PYTHON = "/usr/bin/python3"
 # The first line of the command wrapper: uninstall removes only a file that starts with it.
 WRAPPER_MARK = "# edgeagent command wrapper, written by `edgeagent install`"
 
+# The Debian package (./build.sh deb, packaging/): the pyz under /usr/lib, not /usr/local, which
+# is the administrator's (FHS 4.9; Debian policy 9.1.2 forbids packaged files there). The unit
+# under /lib: where packages of every targeted release (Ubuntu 18.04 to 24.04) put theirs and
+# every deb-systemd-helper looks; on a merged /usr it is /usr/lib/systemd/system. lintian on
+# Debian 12 accepts it (tests/test_deb.py).
+PACKAGE_PYZ_PATH = "/usr/lib/edgeagent/edgeagent.pyz"
+PACKAGE_UNIT_PATH = "/lib/systemd/system/" + UNIT_NAME
+PACKAGE_COMMAND_PATH = "/usr/bin/edgeagent"
+PACKAGE_WRAPPER_MARK = "# edgeagent command wrapper, installed by the edgeagent Debian package"
+# The template's header says who wrote the file and who rewrites it: true for `install` only.
+_INSTALL_HEADER = ("# Written by `edgeagent install`, which sets ExecStart= to the Python that "
+                   "ran it.\n# Put local changes in a drop-in (`systemctl edit edgeagent`): "
+                   "install rewrites this file.\n")
+_PACKAGE_HEADER = ("# Installed by the edgeagent Debian package, whose Depends: names the Python "
+                   "in ExecStart=.\n# Put local changes in a drop-in (`systemctl edit "
+                   "edgeagent`): an upgrade replaces this file.\n")
+
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _DATA_DIR = os.path.join(_PACKAGE_DIR, "systemd")
 # systemd treats these specially inside ExecStart= (quoting, specifiers, variables).
@@ -96,13 +113,24 @@ def render_unit(template: str, python: str, pyz: str) -> str:
     return "".join(lines)
 
 
-def wrapper_script(python: str, pyz: str) -> str:
-    """/usr/local/bin/edgeagent: runs the installed pyz with the service's interpreter, sharing
-    the service's unpacked dependencies when this user may write them (root)."""
+def package_unit(python: str) -> str:
+    """The unit the Debian package ships: the same template, ExecStart= running the packaged
+    pyz, the header naming the package. ValueError when the template's header changed."""
+    text = render_unit(unit_template(), python, PACKAGE_PYZ_PATH)
+    if _INSTALL_HEADER not in text:
+        raise ValueError("the unit template's header changed: update layout._INSTALL_HEADER")
+    return text.replace(_INSTALL_HEADER, _PACKAGE_HEADER, 1)
+
+
+def wrapper_script(python: str, pyz: str, packaged: bool = False) -> str:
+    """/usr/local/bin/edgeagent (or the package's /usr/bin/edgeagent): runs the installed pyz
+    with the service's interpreter, sharing the service's unpacked dependencies when this user
+    may write them (root)."""
     return "\n".join([
         "#!/bin/sh",
-        WRAPPER_MARK,
-        "# (uninstall removes it). The pyz needs this Python: its C extensions are built for it.",
+        PACKAGE_WRAPPER_MARK if packaged else WRAPPER_MARK,
+        "# (%s removes it). The pyz needs this Python: its C extensions are built for it."
+        % ("removing the package" if packaged else "uninstall"),
         'if [ -z "${SHIV_ROOT:-}" ] && [ -w %s ]; then' % CACHE_DIR,
         "  SHIV_ROOT=%s; export SHIV_ROOT" % CACHE_DIR,
         "fi",
