@@ -274,6 +274,8 @@ SCHEMA: Tuple[Option, ...] = (
     Option("labels.prefix", _label_prefix, "edgeagent.io/", "prefix of edgeagent's own labels"),
     Option("labels.nvidia_gpu_labels", _bool, True,
            "set nvidia.com/gpu.* labels (switch off where GPU feature discovery runs)"),
+    Option("labels.nvidia_gpu_labels_owner", _choice("defer", "own"), "defer",
+           "where GFD/NFD also label nvidia.com/gpu.*: defer to them, or own the labels"),
     Option("labels.devicetree_labels", _bool, True, "set beta.devicetree.org/* labels"),
     Option("labels.extra_nodes", _str_list, (),
            "devicetree node paths whose compatibles also become labels"),
@@ -332,6 +334,7 @@ class DevicePluginOptions:
 class LabelsOptions:
     prefix: str
     nvidia_gpu_labels: bool
+    nvidia_gpu_labels_owner: str   # "defer" or "own": see labels/contest.py
     devicetree_labels: bool
     extra_nodes: Tuple[str, ...]
     drift_check_seconds: float
@@ -387,6 +390,7 @@ def _options(v: Mapping[str, Any], sources: Mapping[str, str]) -> Options:
             resources=tuple(v["device_plugin.resources"]), sharing=sharing),
         labels=LabelsOptions(
             prefix=v["labels.prefix"], nvidia_gpu_labels=v["labels.nvidia_gpu_labels"],
+            nvidia_gpu_labels_owner=v["labels.nvidia_gpu_labels_owner"],
             devicetree_labels=v["labels.devicetree_labels"],
             extra_nodes=tuple(v["labels.extra_nodes"]),
             drift_check_seconds=v["labels.drift_check_seconds"],

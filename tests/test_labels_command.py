@@ -91,7 +91,8 @@ def test_an_unreadable_node_stops_remove_and_apply(server, capsys):
     api.edit_node("jetson-1", {"metadata": {"labels": {"edgeagent.io/board": "x"},
                                             "annotations": {ANN: "edgeagent.io/board"}}})
     for flag in ("--remove", "--apply"):
-        api.inject(200, body="{\"kind\": \"Node\", \"metad", method="GET")
+        api.inject(200, body="{\"kind\": \"Node\", \"metad", method="GET",
+                       path="/api/v1/nodes/")
         code, out, err = run_cli(base(server) + [flag], capsys)
         assert code == 1 and err.count("\n") == 1
         assert "not JSON" in err and "nothing was written" in err

@@ -191,5 +191,5 @@ def test_prefix_refused_at_config_time():
                 "node-restriction.kubernetes.io/", "Edge.io/", "edgeagent.io"):
         with pytest.raises(ConfigError):
             load_config(env={"EDGEAGENT_LABELS_PREFIX": bad})
-    assert load_config(env={"EDGEAGENT_LABELS_PREFIX": "edge.example.com/"})[
-        "labels.prefix"] == "edge.example.com/"
+    assert load_config(env={"EDGEAGENT_LABELS_PREFIX": "edge.example.com/"}
+                       ).options.labels.prefix == "edge.example.com/"

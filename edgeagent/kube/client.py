@@ -1,4 +1,5 @@
-"""A small Kubernetes API client on plain aiohttp: GET/PATCH a Node, SelfSubjectAccessReview.
+"""A small Kubernetes API client on plain aiohttp: GET/PATCH a Node, list NFD's NodeFeature
+objects of a Node, SelfSubjectAccessReview.
 
 One ``aiohttp.ClientSession`` per client, created on first use inside the running loop; every
 request is bounded by ``timeout``. Credentials are re-read when any of their files changes
@@ -303,6 +304,19 @@ class KubeClient:
         resp = await self.request("PATCH", "/api/v1/nodes/" + quote(name, safe=""), patch,
                                   MERGE_PATCH)
         return _node_body(resp, "PATCH", name)
+
+    async def list_node_features(self, node: str,
+                                 timeout: Optional[float] = None) -> List[Any]:
+        """The ``items`` of NFD's NodeFeature objects labelled for ``node``, in every namespace
+        (``nfd.k8s-sigs.io/v1alpha1``). KubeError 403 when this identity may not list them,
+        404 when the cluster has no such API; KubeResponseError when the answer is no list."""
+        selector = quote("nfd.node.kubernetes.io/node-name=" + node, safe="")
+        resp = await self.request("GET", "/apis/nfd.k8s-sigs.io/v1alpha1/nodefeatures"
+                                  "?labelSelector=" + selector, timeout=timeout)
+        items = resp.body.get("items") if isinstance(resp.body, dict) else None
+        if not isinstance(items, list):
+            raise KubeResponseError("GET NodeFeatures of %s: the answer is not a list" % node)
+        return items
 
     async def can_i(self, verb: str, resource: str, name: str = "",
                     subresource: str = "", timeout: Optional[float] = None) -> Tuple[bool, str]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Tuple
 if TYPE_CHECKING:  # pragma: no cover - types only
     from edgeagent.invocation import Invocation
     from edgeagent.kube.client import KubeClient
+    from edgeagent.labels.contest import NodeFeatures
     from edgeagent.labels.plan import Plan
 
 
@@ -47,14 +48,20 @@ def _client_and_name(cli: "Invocation") -> Tuple["KubeClient", str, str]:
     return KubeClient(cache, timeout=kube.timeout_seconds), name, source
 
 
-async def _single_pass(cli: "Invocation", make_plan: Callable[[Dict[str, Any]], "Plan"],
-                       send: bool) -> Tuple[str, "Plan", bool]:
-    """The reconciler's own single pass (GET, plan, PATCH, 409: again): (node, plan, sent)."""
+async def _single_pass(cli: "Invocation",
+                       make_plan: Callable[[Dict[str, Any], "NodeFeatures"], "Plan"],
+                       send: bool, nodefeatures: bool = False) -> Tuple[str, "Plan", bool]:
+    """The reconciler's own single pass (GET, plan, PATCH, 409: again): (node, plan, sent).
+    ``nodefeatures``: list the Node's NodeFeature objects first, for the plan."""
+    from edgeagent.labels.contest import NOT_ASKED
+    from edgeagent.labels.nodefeatures import read_nodefeatures
     from edgeagent.labels.reconciler import patch_node_labels, warn_ignored
 
     client, name, _ = _client_and_name(cli)
     async with client:
-        plan, _, sent = await patch_node_labels(client, name, make_plan, send=send)
+        found = await read_nodefeatures(client, name) if nodefeatures else NOT_ASKED
+        plan, _, sent = await patch_node_labels(client, name,
+                                                lambda node: make_plan(node, found), send=send)
     if plan.ignored:
         warn_ignored(plan, cli.config.options.labels.prefix)
     return name, plan, sent
@@ -64,7 +71,7 @@ async def _remove(cli: "Invocation") -> int:
     from edgeagent.labels.plan import owned_annotation_key, plan_removal
 
     prefix = cli.config.options.labels.prefix
-    name, plan, sent = await _single_pass(cli, lambda node: plan_removal(node, prefix), True)
+    name, plan, sent = await _single_pass(cli, lambda node, _: plan_removal(node, prefix), True)
     if not sent:
         print("Node %s: no labels owned by edgeagent" % name)
     else:
@@ -72,6 +79,9 @@ async def _remove(cli: "Invocation") -> int:
             name, len(plan.removed), "" if len(plan.removed) == 1 else "s",
             " (%s)" % ", ".join(plan.removed) if plan.removed else "",
             owned_annotation_key(prefix)))
+    if plan.deferred:
+        print("Left on the Node: %s (NFD lists them as its own: GPU feature discovery's labels)"
+              % ", ".join(plan.deferred))
     return 0
 
 
@@ -100,6 +110,7 @@ def main(cli: "Invocation") -> int:
     from edgeagent.invocation import discover_inventory
     from edgeagent.labels.wanted import inventory_labels
     from edgeagent.kube.errors import KubeError
+    from edgeagent.labels.contest import mode_for
     from edgeagent.labels.plan import plan_labels
     from edgeagent.labels.reconciler import explain
 
@@ -113,20 +124,33 @@ def main(cli: "Invocation") -> int:
         if not labels:
             print("  (none)")
         sys.stdout.flush()
-    prefix = cli.config.options.labels.prefix
+    options = cli.config.options.labels
+    prefix = options.prefix
+    mode = mode_for(options.nvidia_gpu_labels, options.nvidia_gpu_labels_owner)
     try:
         name, plan, sent = asyncio.run(_single_pass(
-            cli, lambda node: plan_labels(node, labels, prefix), bool(cli.args.apply)))
+            cli, lambda node, found: plan_labels(node, labels, prefix, mode, found),
+            bool(cli.args.apply), nodefeatures=mode != "off"))
     except KubeError as e:
         return _fail(explain(e))
     if cli.args.json:
         doc: Dict[str, Any] = {"node": name, "labels": labels, "patch": plan.patch,
                                "applied": sent, "owned": list(plan.owned),
-                               "left_alone": list(plan.foreign)}
+                               "left_alone": list(plan.foreign),
+                               "deferred": list(plan.deferred), "taken": list(plan.taken)}
         print(json.dumps(doc, indent=2))
         return 0
     if plan.foreign:
         print("Left alone (set by someone else): %s" % ", ".join(plan.foreign))
+    if plan.contest.present and mode != "off":
+        print("GPU feature discovery / NFD label nvidia.com/gpu.* here: %s"
+              % plan.contest.describe())
+    if plan.deferred:
+        print("Left to them (labels.nvidia_gpu_labels_owner = \"defer\"): %s"
+              % ", ".join(plan.deferred))
+    if plan.taken:
+        print("WARNING: overwriting their values (labels.nvidia_gpu_labels_owner = \"own\"): %s"
+              % ", ".join(plan.taken))
     if plan.patch is None:
         print("Node %s already carries them: no patch needed." % name)
     else:

@@ -6,6 +6,10 @@ precondition; a 409 re-reads and plans again. The loop then sleeps until the nex
 back off: 429/5xx/network with full jitter capped at 5 minutes and at least Retry-After; 401/403
 and credential problems more slowly. Each kind of trouble is logged once when it begins and once
 when it ends, never once per retry.
+
+Where GPU feature discovery or NFD also label ``nvidia.com/gpu.*`` (``contest.py``), each
+reconcile first lists the Node's NodeFeature objects (an answer of 403/404 is "unknown" and asked
+again only hourly), and the situation is logged once, and again when it changes.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 from edgeagent.backoff import Backoff
 from edgeagent.kube.errors import CredentialsError, KubeError, KubeResponseError, KubeTLSError
+from edgeagent.labels.contest import NF_ABSENT, NF_FORBIDDEN, NOT_ASKED, NodeFeatures, \
+    unknown_reason
 from edgeagent.labels.plan import Plan, plan_labels
 
 if TYPE_CHECKING:  # pragma: no cover - types only
@@ -33,6 +39,9 @@ log = logging.getLogger(__name__)
 MAX_CONFLICT_RETRIES = 5
 RETRY_AFTER_LIMIT = 3600.0
 DRIFT_JITTER = 0.25
+# A 403 or 404 for NodeFeature objects lasts until someone grants RBAC or installs NFD: asking
+# every drift check would double the agent's requests for nothing.
+NODEFEATURE_RECHECK_SECONDS = 3600.0
 
 
 def patch_text(patch: Optional[Dict[str, Any]]) -> str:
@@ -145,7 +154,9 @@ class Reconciler:
                  client: Optional["KubeClient"] = None,
                  metrics: Optional["LabelMetrics"] = None,
                  dry_run: bool = False, drift_seconds: float = 600.0,
-                 startup_jitter: float = 0.0, rng: Optional[random.Random] = None) -> None:
+                 startup_jitter: float = 0.0, rng: Optional[random.Random] = None,
+                 gpu_owner: str = "defer",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.feed = feed
         self.compute = compute
         self.prefix = prefix
@@ -156,6 +167,8 @@ class Reconciler:
         self.drift_seconds = drift_seconds
         self.startup_jitter = startup_jitter
         self.rng = rng or random.Random()
+        self.gpu_owner = gpu_owner      # defer, own or off (labels.nvidia_gpu_labels = false)
+        self.clock = clock
         self.state = "starting"
         self.backoffs = {
             "transient": Backoff(base=1.0, cap=300.0, rng=self.rng),
@@ -166,6 +179,8 @@ class Reconciler:
         self._ignored: Tuple[str, ...] = ()
         self._last_dry_patch: Optional[str] = None
         self._node_name: Optional[str] = None
+        self._nodefeatures: Tuple[NodeFeatures, float] = (NOT_ASKED, 0.0)
+        self._contest_seen: Optional[Tuple[object, ...]] = None
         self.reconciles = 0
 
     # --- one reconcile --------------------------------------------------------------------
@@ -193,6 +208,7 @@ class Reconciler:
     def _success(self, plan: Plan) -> None:
         if self.metrics is not None:
             self.metrics.owned.set(len(plan.owned))
+            self.metrics.deferred.set(len(plan.deferred))
             self.metrics.last_success.set(time.time())
 
     def _log_dry(self, name: str, plan: Plan, against: str) -> None:
@@ -201,17 +217,66 @@ class Reconciler:
             log.info("dry run: would patch Node %s (%s) with %s", name, against, text)
             self._last_dry_patch = text
 
+    async def _read_nodefeatures(self, name: str) -> NodeFeatures:
+        """This Node's NodeFeature claims; a 403/404 is reused for an hour (see above)."""
+        from edgeagent.labels.nodefeatures import read_nodefeatures
+
+        if self.gpu_owner == "off" or self.client is None:
+            return NOT_ASKED
+        last, when = self._nodefeatures
+        if last.state in (NF_FORBIDDEN, NF_ABSENT) and \
+                self.clock() - when < NODEFEATURE_RECHECK_SECONDS:
+            return last
+        found = await read_nodefeatures(self.client, name)
+        if found.state != last.state:
+            reason = unknown_reason(found)
+            if reason:
+                log.info("NodeFeature objects of Node %s: %s; GFD and NFD are still seen in the "
+                         "Node's labels and NFD's annotation", name, reason)
+            elif last.state != NOT_ASKED.state:
+                log.info("NodeFeature objects of Node %s can be read again", name)
+        self._nodefeatures = (found, self.clock())
+        return found
+
+    def _report_contest(self, plan: Plan) -> None:
+        """Log who else labels nvidia.com/gpu.* once, and again when that changes."""
+        contest = plan.contest
+        seen = (contest.signature, plan.taken) if contest.present else ()
+        if seen == self._contest_seen:
+            return
+        first = self._contest_seen is None
+        self._contest_seen = seen
+        if not contest.present:
+            if not first:
+                log.info("no other labeller of nvidia.com/gpu.* on this Node any more: edgeagent "
+                         "labels them again (a value it did not set stays untouched)")
+            return
+        if self.gpu_owner == "own":
+            log.warning("GPU feature discovery / NFD also label nvidia.com/gpu.* on this Node "
+                        "(%s); labels.nvidia_gpu_labels_owner = \"own\": edgeagent writes them "
+                        "anyway%s, and the two will rewrite each other's values: stop GFD on "
+                        "this node or set it to \"defer\"", contest.describe(),
+                        ", overwriting " + ", ".join(plan.taken) if plan.taken else "")
+        elif self.gpu_owner == "defer":
+            log.info("GPU feature discovery / NFD label nvidia.com/gpu.* on this Node (%s): "
+                     "edgeagent defers to them and neither writes nor removes those labels "
+                     "(labels.nvidia_gpu_labels_owner = \"defer\")", contest.describe())
+
     async def reconcile_once(self, labels: Dict[str, str]) -> str:
         """GET, plan, PATCH (409: again). Returns applied, unchanged or dry_run."""
         name = self._name()
         if self.client is None:  # demo: no API server; plan against an empty Node
-            plan = plan_labels({"metadata": {"name": name}}, labels, self.prefix)
+            plan = plan_labels({"metadata": {"name": name}}, labels, self.prefix,
+                               self.gpu_owner)
             self._log_dry(name, plan, "demo: against an empty Node")
             self._count("dry_run")
             return "dry_run"
+        nodefeatures = await self._read_nodefeatures(name)
         plan, node, sent = await patch_node_labels(
-            self.client, name, lambda node: plan_labels(node, labels, self.prefix),
+            self.client, name,
+            lambda node: plan_labels(node, labels, self.prefix, self.gpu_owner, nodefeatures),
             send=not self.dry_run, on_conflict=lambda: self._count("conflict"))
+        self._report_contest(plan)
         if plan.ignored != self._ignored:
             if set(plan.ignored) - set(self._ignored):
                 warn_ignored(plan, self.prefix)
@@ -297,7 +362,8 @@ class Reconciler:
                 self._enter(state, e)
                 if self.dry_run and self._last_dry_patch is None:
                     name = self._node_name or "(name unknown without credentials)"
-                    self._log_dry(name, plan_labels({"metadata": {}}, labels, self.prefix),
+                    self._log_dry(name, plan_labels({"metadata": {}}, labels, self.prefix,
+                                                    self.gpu_owner),
                                   "API server unavailable: against an empty Node")
                 delay = self._delay_after(e, kind)
                 log.debug("retrying node labels in %.1fs", delay)
