@@ -164,8 +164,11 @@ class Contest:
         them): the only foreign values ``own`` overwrites and uninstall leaves alone."""
         return frozenset(k for e in self.evidence if e.kind != "gfd-label" for k in e.keys)
 
-    def describe(self) -> str:
-        return "; ".join(e.describe() for e in self.evidence)
+    def describe(self, shown: int = 3) -> str:
+        text = "; ".join(e.describe() for e in self.evidence[:shown])
+        if len(self.evidence) > shown:
+            text += "; and %d more" % (len(self.evidence) - shown)
+        return text
 
     @property
     def signature(self) -> Tuple[Tuple[str, str, Tuple[str, ...]], ...]:

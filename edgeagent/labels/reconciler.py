@@ -180,7 +180,7 @@ class Reconciler:
         self._last_dry_patch: Optional[str] = None
         self._node_name: Optional[str] = None
         self._nodefeatures: Tuple[NodeFeatures, float] = (NOT_ASKED, 0.0)
-        self._contest_seen: Optional[Tuple[object, ...]] = None
+        self._contest_seen: Optional[Tuple[Tuple[str, str, Tuple[str, ...]], ...]] = None
         self.reconciles = 0
 
     # --- one reconcile --------------------------------------------------------------------
@@ -241,7 +241,7 @@ class Reconciler:
     def _report_contest(self, plan: Plan) -> None:
         """Log who else labels nvidia.com/gpu.* once, and again when that changes."""
         contest = plan.contest
-        seen = (contest.signature, plan.taken) if contest.present else ()
+        seen = contest.signature
         if seen == self._contest_seen:
             return
         first = self._contest_seen is None
