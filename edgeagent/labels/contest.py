@@ -247,6 +247,8 @@ def unknown_reason(nodefeatures: NodeFeatures) -> Optional[str]:
                 "never may): a NodeFeature NFD has not applied yet goes unseen")
     if nodefeatures.state == NF_ABSENT:
         return "the cluster serves no NodeFeature API (404: NFD's CRDs are not installed)"
+    if nodefeatures.state == NF_SKIPPED and nodefeatures.detail:
+        return "not read: %s" % nodefeatures.detail
     if nodefeatures.state == NF_ERROR:
         return "the NodeFeature objects could not be read: %s" % (nodefeatures.detail or "?")
     return None
