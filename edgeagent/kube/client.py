@@ -167,6 +167,13 @@ def _node_body(resp: KubeResponse, method: str, name: str) -> Dict[str, Any]:
     return body
 
 
+def _object_body(resp: KubeResponse, what: str) -> Dict[str, Any]:
+    body = resp.body
+    if not isinstance(body, dict) or not isinstance(body.get("metadata"), dict):
+        raise KubeResponseError("%s: the answer is not an object" % what)
+    return body
+
+
 class KubeClient:
     """Requests against one API server, for one identity."""
 
@@ -317,6 +324,42 @@ class KubeClient:
         if not isinstance(items, list):
             raise KubeResponseError("GET NodeFeatures of %s: the answer is not a list" % node)
         return items
+
+    def _nodefeature_path(self, namespace: str, name: str = "") -> str:
+        path = "/apis/nfd.k8s-sigs.io/v1alpha1/namespaces/%s/nodefeatures" % quote(
+            namespace, safe="")
+        return path + "/" + quote(name, safe="") if name else path
+
+    async def get_nodefeature(self, namespace: str, name: str) -> Optional[Dict[str, Any]]:
+        """One NodeFeature object, or None when there is none (404 with a Status: the API is
+        served; a plain-text 404, no NFD API at all, raises like any other error)."""
+        try:
+            resp = await self.request("GET", self._nodefeature_path(namespace, name))
+        except KubeError as e:
+            if e.status == 404 and e.reason == "NotFound":
+                return None
+            raise
+        return _object_body(resp, "GET NodeFeature %s/%s" % (namespace, name))
+
+    async def write_nodefeature(self, namespace: str, body: Dict[str, Any]) -> Dict[str, Any]:
+        """Create ``body`` (no resourceVersion) or replace it (PUT with its resourceVersion: a
+        concurrent change is a 409)."""
+        name = body["metadata"]["name"]
+        if body["metadata"].get("resourceVersion"):
+            resp = await self.request("PUT", self._nodefeature_path(namespace, name), body)
+        else:
+            resp = await self.request("POST", self._nodefeature_path(namespace), body)
+        return _object_body(resp, "write NodeFeature %s/%s" % (namespace, name))
+
+    async def delete_nodefeature(self, namespace: str, name: str) -> bool:
+        """Delete it; False when there was none."""
+        try:
+            await self.request("DELETE", self._nodefeature_path(namespace, name))
+        except KubeError as e:
+            if e.status == 404 and e.reason == "NotFound":
+                return False
+            raise
+        return True
 
     async def can_i(self, verb: str, resource: str, name: str = "",
                     subresource: str = "", timeout: Optional[float] = None) -> Tuple[bool, str]:

@@ -68,6 +68,7 @@ async def _single_pass(cli: "Invocation",
 
 
 async def _remove(cli: "Invocation") -> int:
+    from edgeagent.kube.errors import KubeError
     from edgeagent.labels.plan import owned_annotation_key, plan_removal
 
     prefix = cli.config.options.labels.prefix
@@ -82,6 +83,24 @@ async def _remove(cli: "Invocation") -> int:
     if plan.deferred:
         print("Left on the Node: %s (NFD lists them as its own: GPU feature discovery's labels)"
               % ", ".join(plan.deferred))
+    options = cli.config.options.labels
+    if options.publish == "nodefeature":
+        # nfd-master removes the labels it applied from it once the object is gone.
+        from edgeagent.labels.nodefeatures import NodeFeatureForbidden
+        from edgeagent.labels.publish import nodefeature_name
+
+        client, _, _ = _client_and_name(cli)
+        where = "%s/%s" % (options.nodefeature_namespace, nodefeature_name(name))
+        async with client:
+            try:
+                gone = await client.delete_nodefeature(options.nodefeature_namespace,
+                                                       nodefeature_name(name))
+            except KubeError as e:
+                if e.status == 403:
+                    raise NodeFeatureForbidden(str(e), status=403, reason=e.reason) from None
+                raise
+        print("NodeFeature %s: %s" % (where, "deleted (nfd-master removes its labels)" if gone
+                                      else "none"))
     return 0
 
 
@@ -102,6 +121,56 @@ def remove_owned_labels(cli: "Invocation") -> int:
         return e.exit_code
     except KubeError as e:
         return _fail(explain(e))
+
+
+def _publish(cli: "Invocation", labels: Dict[str, str], mode: str) -> int:
+    """``labels.publish = "nodefeature"``: the reconciler's publishing pass, once."""
+    import asyncio
+
+    from edgeagent.kube.errors import KubeError
+    from edgeagent.labels.nodefeatures import publish_labels, read_nodefeatures
+    from edgeagent.labels.reconciler import explain
+
+    options = cli.config.options.labels
+    apply = bool(cli.args.apply)
+
+    async def once() -> Tuple[str, Any]:
+        client, name, _ = _client_and_name(cli)
+        async with client:
+            found = await read_nodefeatures(client, name) if mode != "off" else None
+            from edgeagent.labels.contest import NOT_ASKED
+
+            return name, await publish_labels(client, name, options.nodefeature_namespace,
+                                              labels, options.prefix, mode, found or NOT_ASKED,
+                                              send=apply)
+
+    try:
+        name, done = asyncio.run(once())
+    except KubeError as e:
+        return _fail(explain(e))
+    where = "%s/%s" % (done.namespace, done.name)
+    if cli.args.json:
+        print(json.dumps({"node": name, "labels": labels, "nodefeature": where,
+                          "object": done.body, "node_patch": done.plan.patch,
+                          "applied": apply and (done.body is not None or
+                                                done.plan.patch is not None),
+                          "deferred": list(done.plan.deferred)}, indent=2))
+        return 0
+    if done.plan.deferred:
+        print("Left to GPU feature discovery / NFD: %s" % ", ".join(done.plan.deferred))
+    if done.body is None:
+        print("NodeFeature %s already says them: nothing to write." % where)
+    else:
+        print("%s NodeFeature %s (labels.publish = \"nodefeature\"):" % (
+            "Wrote" if apply else "Would write", where))
+        print(json.dumps(done.body, indent=2, sort_keys=True))
+    if done.plan.patch is not None:
+        print("%s Node %s over to nfd-master with this merge patch:" % (
+            "Handed" if apply else "Would hand", name))
+        print(json.dumps(done.plan.patch, indent=2, sort_keys=True))
+    if not apply and (done.body is not None or done.plan.patch is not None):
+        print("(edgeagent run applies it; or run: edgeagent labels --apply)")
+    return 0
 
 
 def main(cli: "Invocation") -> int:
@@ -127,6 +196,8 @@ def main(cli: "Invocation") -> int:
     options = cli.config.options.labels
     prefix = options.prefix
     mode = mode_for(options.nvidia_gpu_labels, options.nvidia_gpu_labels_owner)
+    if options.publish == "nodefeature":
+        return _publish(cli, labels, mode)
     try:
         name, plan, sent = asyncio.run(_single_pass(
             cli, lambda node, found: plan_labels(node, labels, prefix, mode, found),

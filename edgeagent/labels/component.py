@@ -92,6 +92,7 @@ class LabelsComponent(Component):
                 startup_jitter=0.0 if (self.demo or self.dry_run) else
                 options.startup_jitter_seconds,
                 gpu_owner=mode_for(options.nvidia_gpu_labels, options.nvidia_gpu_labels_owner),
+                publish=options.publish, nodefeature_namespace=options.nodefeature_namespace,
             )
             await self.reconciler.run(started)
         finally:

@@ -101,8 +101,10 @@ def node_owned(node: Mapping[str, Any], prefix: str) -> List[str]:
     return split_owned(node_listed(node, prefix), prefix)[0]
 
 
-def _build(node: Mapping[str, Any], labels_patch: Dict[str, Optional[str]],
-           annotation_key: str, new_owned: Optional[str]) -> Optional[Dict[str, Any]]:
+def build_patch(node: Mapping[str, Any], labels_patch: Dict[str, Optional[str]],
+                annotation_key: str, new_owned: Optional[str]) -> Optional[Dict[str, Any]]:
+    """The merge patch of ``labels_patch`` and the ownership annotation's new value (None:
+    removed), with the Node's resourceVersion; None when nothing changes."""
     annotations = _strmap(_meta(node).get("annotations"))
     annotation_changes: Dict[str, Optional[str]] = {}
     if annotations.get(annotation_key) != new_owned:
@@ -153,7 +155,7 @@ def plan_labels(node: Mapping[str, Any], desired: Mapping[str, str], prefix: str
             labels_patch[key] = None
             removed.append(key)
     annotation_key = owned_annotation_key(prefix)
-    patch = _build(node, labels_patch, annotation_key,
+    patch = build_patch(node, labels_patch, annotation_key,
                    format_owned(new_owned) if new_owned else None)
     return Plan(
         patch=patch,
@@ -175,6 +177,6 @@ def plan_removal(node: Mapping[str, Any], prefix: str) -> Plan:
     owned, ignored = split_owned(node_listed(node, prefix), prefix)
     nfd = node_contest(node).managed
     removed = [k for k in owned if k in current and k not in nfd]
-    patch = _build(node, {k: None for k in removed}, owned_annotation_key(prefix), None)
+    patch = build_patch(node, {k: None for k in removed}, owned_annotation_key(prefix), None)
     return Plan(patch=patch, removed=tuple(removed), ignored=tuple(ignored),
                 deferred=tuple(k for k in owned if k in nfd))

@@ -61,6 +61,8 @@ def describe_plan(plan: Plan) -> str:
 
 def classify(error: BaseException) -> Tuple[str, str]:
     """(state, kind of backoff) for a failed reconcile."""
+    if type(error).__name__ == "NodeFeatureForbidden":  # labels/nodefeatures.py, imported lazily
+        return "nodefeature-forbidden", "auth"
     if isinstance(error, CredentialsError):
         return "no-credentials", "slow"
     if isinstance(error, KubeTLSError):
@@ -98,10 +100,15 @@ STATE_HINTS = {
     "unreachable": "the API server is unreachable or failing",
     "rejected": "the API server rejected the patch",
     "conflict": "the Node keeps changing under us",
+    "nodefeature-forbidden": "labels.publish = \"nodefeature\" needs create, get and update on "
+                             "nodefeatures (nfd.k8s-sigs.io) in labels.nodefeature_namespace "
+                             "for this identity (a Role bound to it), or set labels.publish = "
+                             "\"node\"",
 }
 
 # States in which the labels component cannot do its job until someone acts (its problem()).
-NEEDS_OPERATOR = ("no-credentials", "unauthorized", "forbidden", "tls-error")
+NEEDS_OPERATOR = ("no-credentials", "unauthorized", "forbidden", "tls-error",
+                  "nodefeature-forbidden")
 
 
 def explain(error: BaseException) -> str:
@@ -155,7 +162,8 @@ class Reconciler:
                  metrics: Optional["LabelMetrics"] = None,
                  dry_run: bool = False, drift_seconds: float = 600.0,
                  startup_jitter: float = 0.0, rng: Optional[random.Random] = None,
-                 gpu_owner: str = "defer",
+                 gpu_owner: str = "defer", publish: str = "node",
+                 nodefeature_namespace: str = "node-feature-discovery",
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.feed = feed
         self.compute = compute
@@ -168,6 +176,8 @@ class Reconciler:
         self.startup_jitter = startup_jitter
         self.rng = rng or random.Random()
         self.gpu_owner = gpu_owner      # defer, own or off (labels.nvidia_gpu_labels = false)
+        self.publish = publish          # node: patch the Node; nodefeature: NFD applies them
+        self.nodefeature_namespace = nodefeature_namespace
         self.clock = clock
         self.state = "starting"
         self.backoffs = {
@@ -272,6 +282,8 @@ class Reconciler:
             self._count("dry_run")
             return "dry_run"
         nodefeatures = await self._read_nodefeatures(name)
+        if self.publish == "nodefeature":
+            return await self._publish_once(name, labels, nodefeatures)
         plan, node, sent = await patch_node_labels(
             self.client, name,
             lambda node: plan_labels(node, labels, self.prefix, self.gpu_owner, nodefeatures),
@@ -295,6 +307,40 @@ class Reconciler:
         self._count("applied")
         self._success(plan)
         log.info("Node %s labels: %s", name, describe_plan(plan))
+        return "applied"
+
+    async def _publish_once(self, name: str, labels: Dict[str, str],
+                            nodefeatures: NodeFeatures) -> str:
+        """``labels.publish = "nodefeature"``: write edgeagent's NodeFeature, not the Node."""
+        from edgeagent.labels.nodefeatures import publish_labels
+
+        assert self.client is not None
+        done = await publish_labels(self.client, name, self.nodefeature_namespace, labels,
+                                    self.prefix, self.gpu_owner, nodefeatures,
+                                    send=not self.dry_run,
+                                    on_conflict=lambda: self._count("conflict"))
+        self._report_contest(done.plan)
+        where = "%s/%s" % (done.namespace, done.name)
+        if done.body is None and done.plan.patch is None:
+            self._count("unchanged")
+            self._success(done.plan)
+            return "unchanged"
+        if self.dry_run:
+            text = patch_text({"nodefeature": done.body, "node": done.plan.patch})
+            if text != self._last_dry_patch:
+                log.info("dry run: would write NodeFeature %s and patch Node %s with %s", where,
+                         name, text)
+                self._last_dry_patch = text
+            self._count("dry_run")
+            return "dry_run"
+        self._count("applied")
+        self._success(done.plan)
+        if done.written:
+            log.info("NodeFeature %s: published %d labels for nfd-master to apply to Node %s",
+                     where, len(done.body["spec"]["labels"]) if done.body else 0, name)
+        if done.plan.patch is not None:
+            log.info("Node %s: handed its labels over to nfd-master (removed: %s; ownership "
+                     "annotation dropped)", name, ", ".join(done.plan.removed) or "none")
         return "applied"
 
     def problem(self) -> Optional[str]:
