@@ -264,3 +264,24 @@ def test_doctor_sees_gfd_through_a_readable_nodefeature(tmp_path):
         assert result.status == WARN and "overwriting" in result.detail
     finally:
         server.close()
+
+
+def test_publishing_as_nodefeature_asks_for_the_nodefeature_rbac(tmp_path):
+    server = ThreadedKubeApi(str(tmp_path / "api"), nodefeature_api=True)
+    try:
+        api = server.api
+        root = tmp_path / "root"
+        api.write_kubelet_root(str(root))
+        publish = {"labels.publish": "nodefeature"}
+        result = doctor(root, **publish)["kube.patch"]
+        assert result.status == FAIL and "get/create/update" in result.detail
+        assert "node-feature-discovery" in result.fix
+        api.grant("system:nodes", ["get", "create", "update"], namespace="elsewhere")
+        assert doctor(root, **publish)["kube.patch"].status == FAIL
+        api.grant("system:nodes", ["get", "create", "update"],
+                  namespace="node-feature-discovery")
+        results = doctor(root, **publish)
+        assert results["kube.patch"].status == PASS
+        assert results["labels.gpu-labels-owner"].status == SKIP
+    finally:
+        server.close()

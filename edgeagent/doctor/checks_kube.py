@@ -95,6 +95,40 @@ def clock_result(server_time: Optional[float], local_time: float,
                        fix)
 
 
+async def _may_publish(client: Any, namespace: str, step_timeout: Any) -> CheckResult:
+    """kube.patch for labels.publish = "nodefeature": may this identity write NodeFeatures?"""
+    from edgeagent.kube.errors import KubeError
+
+    missing = []
+    try:
+        for verb in ("get", "create", "update"):
+            allowed, _ = await client.can_i(verb, "nodefeatures", group="nfd.k8s-sigs.io",
+                                            namespace=namespace, timeout=step_timeout())
+            if not allowed:
+                missing.append(verb)
+    except KubeError as e:
+        return CheckResult("kube.patch", WARN, "could not ask the API server "
+                           "(SelfSubjectAccessReview): %s" % e,
+                           "run `edgeagent labels --apply` to try a real write")
+    if missing:
+        return CheckResult("kube.patch", FAIL, "labels.publish = \"nodefeature\", and this "
+                           "identity may not %s nodefeatures (nfd.k8s-sigs.io) in namespace %s"
+                           % ("/".join(missing), namespace),
+                           "bind a Role with get, create and update on nodefeatures in %s to "
+                           "this node (or the group system:nodes), or set labels.publish = "
+                           "\"node\"" % namespace)
+    return CheckResult("kube.patch", PASS, "may write NodeFeature objects in namespace %s "
+                       "(labels.publish = \"nodefeature\")" % namespace)
+
+
+def gpu_owner_result_publishing() -> CheckResult:
+    # Publishing through NFD, NFD's annotation lists edgeagent's own labels too: it cannot show
+    # who else labels the GPU, so this is not judged here (the reconciler logs what it sees).
+    return CheckResult(GPU_OWNER, SKIP, "labels.publish = \"nodefeature\": nfd-master applies "
+                       "edgeagent's NodeFeature, which leaves nvidia.com/gpu.* out where GFD's "
+                       "labels or NodeFeature are seen (\"defer\")")
+
+
 async def check_kube(ctx: "DoctorContext") -> List[CheckResult]:
     from edgeagent.kube.client import CredentialCache, KubeClient, header_date
     from edgeagent.kube.credentials import find_credentials
@@ -199,6 +233,10 @@ async def check_kube(ctx: "DoctorContext") -> List[CheckResult]:
         # 3. may this identity patch its Node?
         if step_timeout() < 0.1:
             return _skip_rest(results, ALL, "API server too slow")
+        if options.labels.publish == "nodefeature":
+            results.append(await _may_publish(client, options.labels.nodefeature_namespace,
+                                              step_timeout))
+            return results + [gpu_owner_result_publishing()]
         try:
             allowed, reason = await client.can_i("patch", "nodes", name,
                                                  timeout=step_timeout())

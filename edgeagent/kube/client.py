@@ -362,9 +362,13 @@ class KubeClient:
         return True
 
     async def can_i(self, verb: str, resource: str, name: str = "",
-                    subresource: str = "", timeout: Optional[float] = None) -> Tuple[bool, str]:
-        """SelfSubjectAccessReview: (allowed, reason) for this identity on a cluster resource."""
-        attrs = {"verb": verb, "resource": resource, "group": ""}
+                    subresource: str = "", timeout: Optional[float] = None,
+                    group: str = "", namespace: str = "") -> Tuple[bool, str]:
+        """SelfSubjectAccessReview: (allowed, reason) for this identity on a resource (of
+        ``group``, in ``namespace`` when it is namespaced)."""
+        attrs = {"verb": verb, "resource": resource, "group": group}
+        if namespace:
+            attrs["namespace"] = namespace
         if name:
             attrs["name"] = name
         if subresource:

@@ -634,12 +634,8 @@ class KubeApiServer:
         namespace), else the real 403. Node identities get nothing from the Node authorizer
         here: only a binding does."""
         user = request[_USER]
-        if "*" in self.grants.get(user, set()):
+        if self._rbac_allows(user, request[_GROUPS], verb, namespace):
             return None
-        subjects = {user} | set(request[_GROUPS])
-        for subject, verbs, where in self.rbac:
-            if subject in subjects and verb in verbs and (where is None or where == namespace):
-                return None
         scope = 'in the namespace "%s"' % namespace if namespace else "at the cluster scope"
         what = 'nodefeatures.nfd.k8s-sigs.io "%s"' % name if name else \
             "nodefeatures.nfd.k8s-sigs.io"
@@ -647,6 +643,13 @@ class KubeApiServer:
                        '"nodefeatures" in API group "nfd.k8s-sigs.io" %s'
                        % (what, user, verb, scope), group="nfd.k8s-sigs.io",
                        kind="nodefeatures", **({"name": name} if name else {}))
+
+    def _rbac_allows(self, user: str, groups: Any, verb: str, namespace: Optional[str]) -> bool:
+        if "*" in self.grants.get(user, set()):
+            return True
+        subjects = {user} | set(groups)
+        return any(subject in subjects and verb in verbs and (where is None or where == namespace)
+                   for subject, verbs, where in self.rbac)
 
     def _no_api(self) -> Optional[web.Response]:
         # kube-apiserver's answer for a group it does not serve: plain text, not a Status.
@@ -892,6 +895,9 @@ class KubeApiServer:
         reason = ""
         if attrs.get("resource") == "nodes" and attrs.get("group", "") == "":
             allowed, reason = self._allowed(request, attrs.get("verb", ""), attrs.get("name", ""))
+        elif attrs.get("resource") == "nodefeatures" and attrs.get("group") == "nfd.k8s-sigs.io":
+            allowed = self._rbac_allows(request[_USER], request[_GROUPS], attrs.get("verb", ""),
+                                        attrs.get("namespace") or None)
         review["status"] = {"allowed": allowed, "reason": reason}
         return web.json_response(review, status=201)
 
