@@ -290,3 +290,26 @@ def test_switched_off_gpu_labels_let_go_of_what_nfd_lists(tmp_path, nano):
             assert len(api.requests_by("GET", "/nodefeatures")) == asked   # not asked when off
 
     arun(scenario())
+
+
+def test_a_forbidden_nodefeature_list_is_asked_again_only_hourly(tmp_path, nano):
+    from edgeagent.labels.reconciler import NODEFEATURE_RECHECK_SECONDS
+
+    async def scenario():
+        async with KubeApiServer(str(tmp_path), nodefeature_api=True) as api:
+            rec, client = make(api, nano)
+            now = [1000.0]
+            rec.clock = lambda: now[0]
+            await reconciles(rec, client, 3)
+            assert len(api.requests_by("GET", "/nodefeatures")) == 1
+            now[0] += NODEFEATURE_RECHECK_SECONDS + 1
+            api.add_nodefeature("jetson-1", GFD)
+            api.grant("system:nodes", ["list"])       # someone bound the role meanwhile
+            rec2, client2 = make(api, nano)
+            rec2.clock, rec2._nodefeatures = rec.clock, rec._nodefeatures
+            await reconciles(rec2, client2, 2)
+            statuses = [r.status for r in api.requests_by("GET", "/nodefeatures")]
+            assert statuses[0] == 403 and set(statuses[1:]) == {200}
+            assert rec2.state == "ok"
+
+    arun(scenario())

@@ -19,6 +19,9 @@ from edgeagent.labels.publish import nodefeature_name, others, plan_handover, pl
 if TYPE_CHECKING:  # pragma: no cover - types only
     from edgeagent.kube.client import KubeClient
 
+# As many tries as the Node's patch gets (reconciler.MAX_CONFLICT_RETRIES, which imports this).
+MAX_CONFLICT_RETRIES = 5
+
 
 async def read_nodefeatures(client: "KubeClient", node: str,
                             timeout: Optional[float] = None) -> NodeFeatures:
@@ -61,8 +64,6 @@ async def publish_labels(client: "KubeClient", node_name: str, namespace: str,
     (GFD's own NodeFeature counts, edgeagent's does not; NFD's annotation cannot tell the two
     apart, so it is not evidence here), then create or replace the NodeFeature (a 409 reads
     again), then hand the Node's own labels over to nfd-master."""
-    from edgeagent.labels.reconciler import MAX_CONFLICT_RETRIES
-
     node = await client.get_node(node_name)
     contest = detect(node_labels(node), {}, others(nodefeatures, namespace, node_name))
     gpu = decide(contest, gpu_owner, labels, {}, ())

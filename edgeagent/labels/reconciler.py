@@ -25,6 +25,8 @@ from edgeagent.backoff import Backoff
 from edgeagent.kube.errors import CredentialsError, KubeError, KubeResponseError, KubeTLSError
 from edgeagent.labels.contest import NF_ABSENT, NF_FORBIDDEN, NOT_ASKED, NodeFeatures, \
     unknown_reason
+from edgeagent.labels.nodefeatures import NodeFeatureForbidden, publish_labels, \
+    read_nodefeatures
 from edgeagent.labels.plan import Plan, plan_labels
 
 if TYPE_CHECKING:  # pragma: no cover - types only
@@ -61,7 +63,7 @@ def describe_plan(plan: Plan) -> str:
 
 def classify(error: BaseException) -> Tuple[str, str]:
     """(state, kind of backoff) for a failed reconcile."""
-    if type(error).__name__ == "NodeFeatureForbidden":  # labels/nodefeatures.py, imported lazily
+    if isinstance(error, NodeFeatureForbidden):
         return "nodefeature-forbidden", "auth"
     if isinstance(error, CredentialsError):
         return "no-credentials", "slow"
@@ -229,8 +231,6 @@ class Reconciler:
 
     async def _read_nodefeatures(self, name: str) -> NodeFeatures:
         """This Node's NodeFeature claims; a 403/404 is reused for an hour (see above)."""
-        from edgeagent.labels.nodefeatures import read_nodefeatures
-
         if self.gpu_owner == "off" or self.client is None:
             return NOT_ASKED
         last, when = self._nodefeatures
@@ -312,8 +312,6 @@ class Reconciler:
     async def _publish_once(self, name: str, labels: Dict[str, str],
                             nodefeatures: NodeFeatures) -> str:
         """``labels.publish = "nodefeature"``: write edgeagent's NodeFeature, not the Node."""
-        from edgeagent.labels.nodefeatures import publish_labels
-
         assert self.client is not None
         done = await publish_labels(self.client, name, self.nodefeature_namespace, labels,
                                     self.prefix, self.gpu_owner, nodefeatures,
