@@ -92,7 +92,8 @@ def test_labels_applied_once_then_only_drift_reads(tmp_path, nano):
             desired = compute_labels(nano, load_config(env={}).options.labels).labels
 
             async def body():
-                await until(lambda: len(api.requests_by("GET", "/api/v1/nodes/")) >= 5, what="drift checks")
+                await until(lambda: len(api.requests_by("GET", "/api/v1/nodes/")) >= 5,
+                            what="drift checks")
             await running(rec, client, body)
             labels = api.labels("jetson-1")
             for k, v in desired.items():
@@ -191,7 +192,8 @@ def test_forbidden_is_logged_once_and_retried(tmp_path, nano, caplog):
             rec, _, client = make(api, nano, node="jetson-2", registry=registry)
 
             async def body():
-                await until(lambda: len(api.requests_by("GET", "/api/v1/nodes/")) >= 3, what="retries")
+                await until(lambda: len(api.requests_by("GET", "/api/v1/nodes/")) >= 3,
+                            what="retries")
             await running(rec, client, body)
             # The Node authorizer (1.32+) refuses even the read: nothing is ever sent.
             assert {r.status for r in api.requests_by("GET", "/api/v1/nodes/")} == {403}
@@ -255,7 +257,8 @@ def test_dry_run_reads_but_never_writes(tmp_path, nano, caplog):
             rec, _, client = make(api, nano, dry_run=True)
 
             async def body():
-                await until(lambda: len(api.requests_by("GET", "/api/v1/nodes/")) >= 3, what="reads")
+                await until(lambda: len(api.requests_by("GET", "/api/v1/nodes/")) >= 3,
+                            what="reads")
             await running(rec, client, body)
             assert not api.requests_by("PATCH")
 
@@ -346,7 +349,8 @@ def test_a_hostile_annotation_deletes_nothing_run(tmp_path, nano, caplog):
             rec, _, client = make(api, nano)
 
             async def body():
-                await until(lambda: len(api.requests_by("GET", "/api/v1/nodes/")) >= 4, what="drift checks")
+                await until(lambda: len(api.requests_by("GET", "/api/v1/nodes/")) >= 4,
+                            what="drift checks")
             await running(rec, client, body)
             labels = api.labels("jetson-1")
             for key, value in HOSTILE.items():
@@ -396,7 +400,8 @@ def test_an_administrators_gpu_product_is_neither_overwritten_nor_claimed(tmp_pa
             rec, _, client = make(api, nano)
 
             async def body():
-                await until(lambda: len(api.requests_by("GET", "/api/v1/nodes/")) >= 3, what="drift checks")
+                await until(lambda: len(api.requests_by("GET", "/api/v1/nodes/")) >= 3,
+                            what="drift checks")
             await running(rec, client, body)
             assert api.labels("jetson-1")["nvidia.com/gpu.product"] == "Custom-Product"
             owned = api.annotations("jetson-1")[ANN].split(",")

@@ -12,11 +12,12 @@ It is as unkind as a real kube-apiserver where the agent could go wrong:
   that user) may get, list (with ``fieldSelector=metadata.name=<name>``) and patch only its own
   Node, with the real 403 message; NodeRestriction refuses its kubernetes.io/k8s.io labels.
 
-With ``nodefeature_api=True`` it also serves NFD's NodeFeature objects (``nfd.k8s-sigs.io/v1alpha1``,
-namespaced: list across namespaces or in one, with an equality label selector; get, create, update
-with resourceVersion preconditions, delete) under RBAC as a real cluster has it: nothing grants a
-node identity that group, so it gets the real 403 until :meth:`grant` binds a role; without the
-API (NFD not installed) the group's paths answer ``404 page not found`` in plain text, as
+With ``nodefeature_api=True`` it also serves NFD's NodeFeature objects
+(``nfd.k8s-sigs.io/v1alpha1``, namespaced: list across namespaces or in one, with an equality
+label selector; get, create, update with resourceVersion preconditions, delete) under RBAC as a
+real cluster has it: nothing grants a node identity that group, so it gets the real 403 until
+:meth:`grant` binds a role (SelfSubjectAccessReview answers from the same rules); without the API
+(NFD not installed) the group's paths answer ``404 page not found`` in plain text, as
 kube-apiserver does. :meth:`nfd_master_sync` does what nfd-master does with them: writes their
 labels to the Node (overwriting), removes the ones it listed before and no longer wants, and
 lists its labels in the ``nfd.node.kubernetes.io/feature-labels`` annotation.
