@@ -231,3 +231,26 @@ def test_huge_inputs_stay_within_bounds():
     assert len(found.objects) == 512
     contest = bounded(lambda: detect({}, {NFD: annotation}, found), 1.0, 8 << 20)
     assert len(contest.describe()) < 1000
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"EDGEAGENT_LABELS_NVIDIA_GPU_LABELS_OWNER": "share"}, "must be one of defer, own"),
+    ({"EDGEAGENT_LABELS_PUBLISH": "both"}, "must be one of node, nodefeature"),
+    ({"EDGEAGENT_LABELS_NODEFEATURE_NAMESPACE": "NFD_ns"}, "must be a namespace name"),
+    ({"EDGEAGENT_LABELS_NODEFEATURE_NAMESPACE": "a" * 64}, "must be a namespace name"),
+])
+def test_the_new_options_refuse_bad_values_in_one_line(env, message):
+    from edgeagent.config import load_config
+    from edgeagent.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message) as e:
+        load_config(env=env)
+    assert "\n" not in str(e.value)
+
+
+def test_the_new_options_defaults():
+    from edgeagent.config import load_config
+
+    labels = load_config(env={}).options.labels
+    assert (labels.nvidia_gpu_labels_owner, labels.publish, labels.nodefeature_namespace) == (
+        "defer", "node", "node-feature-discovery")
