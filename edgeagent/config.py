@@ -175,6 +175,17 @@ def _label_prefix(v: Any) -> str:
     return s
 
 
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+
+
+def _namespace(v: Any) -> str:
+    s = _str(v).strip()
+    if not _DNS_LABEL.match(s):
+        raise _Invalid("must be a namespace name (at most 63 lowercase letters, digits and '-'), "
+                       "got %s" % _show(v))
+    return s
+
+
 # --- device-plugin resources ([[device_plugin.resources]] tables) ------------------------------
 
 _RESOURCE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/"
@@ -274,6 +285,12 @@ SCHEMA: Tuple[Option, ...] = (
     Option("labels.prefix", _label_prefix, "edgeagent.io/", "prefix of edgeagent's own labels"),
     Option("labels.nvidia_gpu_labels", _bool, True,
            "set nvidia.com/gpu.* labels (switch off where GPU feature discovery runs)"),
+    Option("labels.nvidia_gpu_labels_owner", _choice("defer", "own"), "defer",
+           "where GFD/NFD also label nvidia.com/gpu.*: defer to them, or own the labels"),
+    Option("labels.publish", _choice("node", "nodefeature"), "node",
+           "patch the labels onto the Node, or publish them as an NFD NodeFeature object"),
+    Option("labels.nodefeature_namespace", _namespace, "node-feature-discovery",
+           "namespace of the NodeFeature object (labels.publish = nodefeature)"),
     Option("labels.devicetree_labels", _bool, True, "set beta.devicetree.org/* labels"),
     Option("labels.extra_nodes", _str_list, (),
            "devicetree node paths whose compatibles also become labels"),
@@ -332,6 +349,9 @@ class DevicePluginOptions:
 class LabelsOptions:
     prefix: str
     nvidia_gpu_labels: bool
+    nvidia_gpu_labels_owner: str   # "defer" or "own": see labels/contest.py
+    publish: str                   # "node" (patch it) or "nodefeature" (NFD applies them)
+    nodefeature_namespace: str
     devicetree_labels: bool
     extra_nodes: Tuple[str, ...]
     drift_check_seconds: float
@@ -387,6 +407,8 @@ def _options(v: Mapping[str, Any], sources: Mapping[str, str]) -> Options:
             resources=tuple(v["device_plugin.resources"]), sharing=sharing),
         labels=LabelsOptions(
             prefix=v["labels.prefix"], nvidia_gpu_labels=v["labels.nvidia_gpu_labels"],
+            nvidia_gpu_labels_owner=v["labels.nvidia_gpu_labels_owner"],
+            publish=v["labels.publish"], nodefeature_namespace=v["labels.nodefeature_namespace"],
             devicetree_labels=v["labels.devicetree_labels"],
             extra_nodes=tuple(v["labels.extra_nodes"]),
             drift_check_seconds=v["labels.drift_check_seconds"],

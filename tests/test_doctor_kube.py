@@ -46,7 +46,7 @@ def test_healthy_kubelet_node_passes_everything(server, tmp_path, flavor, ca):
     results = doctor(root)
     assert statuses(results) == {"kube.credentials": PASS, "kube.reachable": PASS,
                                  "kube.tls": PASS, "kube.clock": PASS, "kube.node": PASS,
-                                 "kube.patch": PASS}
+                                 "kube.patch": PASS, "labels.gpu-labels-owner": PASS}
     assert "client certificate" in results["kube.node"].detail
 
 
@@ -163,7 +163,7 @@ def test_slow_api_server_stays_within_the_network_budget(server, tmp_path):
     assert results["kube.reachable"].status == PASS
     # Three 1.2 s answers do not fit the budget: the last step is cut short, not waited for.
     assert results["kube.patch"].status in (SKIP, WARN)
-    assert len(results) == 6
+    assert len(results) == 7
 
 
 def test_a_token_over_plain_http_warns(tmp_path):
@@ -200,3 +200,88 @@ def test_a_hostile_kubeconfig_fails_in_one_line_at_once(tmp_path, text):
     assert results["kube.credentials"].status == FAIL
     assert "\n" not in results["kube.credentials"].detail
     assert results["kube.credentials"].detail.startswith("kubeconfig %s: " % path)
+
+
+# --- labels.gpu-labels-owner: who owns nvidia.com/gpu.* where GFD/NFD also run -----------------
+
+NFD = "nfd.node.kubernetes.io/feature-labels"
+GFD = {"nvidia.com/gfd.timestamp": "1733300000", "nvidia.com/gpu.product": "Orin",
+       "nvidia.com/gpu.family": "ampere", "nvidia.com/gpu.count": "1"}
+
+
+def gpu_node(labels=None, annotations=None):
+    return {"metadata": {"name": "jetson-1", "labels": labels or {},
+                         "annotations": annotations or {}}}
+
+
+@pytest.mark.parametrize("env,node,nodefeatures,status,words", [
+    ({}, gpu_node(), "none", PASS, ["edgeagent owns", "neither"]),
+    ({}, gpu_node(), "forbidden", PASS, ["edgeagent owns", "403"]),
+    ({}, gpu_node(), "absent", PASS, ["edgeagent owns", "404"]),
+    ({}, gpu_node(GFD, {NFD: ",".join(GFD)}), "forbidden", PASS,
+     ["defers", 'labels.nvidia_gpu_labels_owner = "defer"', "NFD manages"]),
+    ({}, gpu_node(), "found", PASS,
+     ["defers", "NodeFeature gpu-operator/nvidia-features-for-jetson-1"]),
+    ({"EDGEAGENT_LABELS_NVIDIA_GPU_LABELS_OWNER": "own"}, gpu_node(GFD, {NFD: ",".join(GFD)}),
+     "none", WARN, ["overwriting nvidia.com/gpu.count, nvidia.com/gpu.family, "
+                    "nvidia.com/gpu.product", '"own"']),
+    ({"EDGEAGENT_LABELS_NVIDIA_GPU_LABELS": "false"}, gpu_node(GFD), "none", PASS,
+     ["labels.nvidia_gpu_labels = false", "GFD's nvidia.com/gfd.timestamp"]),
+    # an administrator's one GPU label is no labeller
+    ({}, gpu_node({"nvidia.com/gpu.product": "Custom"}), "none", PASS, ["edgeagent owns"]),
+])
+def test_gpu_owner_result(env, node, nodefeatures, status, words):
+    from edgeagent.doctor.checks_kube import gpu_owner_result
+    from edgeagent.labels.contest import NodeFeatures
+
+    objects = (("gpu-operator/nvidia-features-for-jetson-1", ("nvidia.com/gpu.product",)),) \
+        if nodefeatures == "found" else ()
+    result = gpu_owner_result(node, load_config(env=env).options.labels,
+                              NodeFeatures(nodefeatures, objects))
+    assert result.check == "labels.gpu-labels-owner" and result.status == status
+    for word in words:
+        assert word in result.detail, word
+    if status == WARN:
+        assert "defer" in result.fix
+
+
+def test_doctor_sees_gfd_through_a_readable_nodefeature(tmp_path):
+    server = ThreadedKubeApi(str(tmp_path / "api"), nodefeature_api=True)
+    try:
+        api = server.api
+        root = tmp_path / "root"
+        api.write_kubelet_root(str(root))
+        assert doctor(root)["labels.gpu-labels-owner"].status == PASS
+        assert "403" in doctor(root)["labels.gpu-labels-owner"].detail
+        api.add_nodefeature("jetson-1", GFD)
+        api.grant("system:nodes", ["list"])
+        result = doctor(root)["labels.gpu-labels-owner"]
+        assert result.status == PASS and "defers" in result.detail
+        assert "nvidia-features-for-jetson-1" in result.detail
+        api.nfd_master_sync("jetson-1")
+        result = doctor(root, **{"labels.nvidia_gpu_labels_owner": "own"})[
+            "labels.gpu-labels-owner"]
+        assert result.status == WARN and "overwriting" in result.detail
+    finally:
+        server.close()
+
+
+def test_publishing_as_nodefeature_asks_for_the_nodefeature_rbac(tmp_path):
+    server = ThreadedKubeApi(str(tmp_path / "api"), nodefeature_api=True)
+    try:
+        api = server.api
+        root = tmp_path / "root"
+        api.write_kubelet_root(str(root))
+        publish = {"labels.publish": "nodefeature"}
+        result = doctor(root, **publish)["kube.patch"]
+        assert result.status == FAIL and "get/create/update" in result.detail
+        assert "node-feature-discovery" in result.fix
+        api.grant("system:nodes", ["get", "create", "update"], namespace="elsewhere")
+        assert doctor(root, **publish)["kube.patch"].status == FAIL
+        api.grant("system:nodes", ["get", "create", "update"],
+                  namespace="node-feature-discovery")
+        results = doctor(root, **publish)
+        assert results["kube.patch"].status == PASS
+        assert results["labels.gpu-labels-owner"].status == SKIP
+    finally:
+        server.close()

@@ -91,7 +91,8 @@ def test_an_unreadable_node_stops_remove_and_apply(server, capsys):
     api.edit_node("jetson-1", {"metadata": {"labels": {"edgeagent.io/board": "x"},
                                             "annotations": {ANN: "edgeagent.io/board"}}})
     for flag in ("--remove", "--apply"):
-        api.inject(200, body="{\"kind\": \"Node\", \"metad", method="GET")
+        api.inject(200, body="{\"kind\": \"Node\", \"metad", method="GET",
+                       path="/api/v1/nodes/")
         code, out, err = run_cli(base(server) + [flag], capsys)
         assert code == 1 and err.count("\n") == 1
         assert "not JSON" in err and "nothing was written" in err
@@ -234,3 +235,27 @@ def test_a_hostile_kubelet_kubeconfig_leaves_run_responsive(tmp_path):
         out = proc.communicate(timeout=10)[0]
     assert proc.returncode == 0 and time.monotonic() - start < 2, out
     assert "Traceback" not in "".join(lines) + out
+
+
+def test_beside_gfd_the_command_shows_and_keeps_the_deferral(server, capsys):
+    api = server.api
+    # edgeagent labelled first; then GFD came, and nfd-master applied its NodeFeature.
+    assert run_cli(base(server) + ["--apply"], capsys)[0] == 0
+    api.add_nodefeature("jetson-1", {"nvidia.com/gfd.timestamp": "1733300000",
+                                     "nvidia.com/gpu.product": "Xavier-by-GFD"})
+    api.nfd_master_sync("jetson-1")
+    code, out, err = run_cli(base(server) + ["--json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert "nvidia.com/gpu.product" in doc["deferred"] and doc["taken"] == []
+    assert "nvidia.com/gpu.product" not in doc["owned"]
+    code, out, _ = run_cli(base(server) + ["--apply"], capsys)
+    assert "NFD manages nvidia.com/gfd.timestamp, nvidia.com/gpu.product" in out
+    assert "Left to them" in out
+    assert api.labels("jetson-1")["nvidia.com/gpu.product"] == "Xavier-by-GFD"
+    # uninstall: GFD's label stays, the rest of edgeagent's goes.
+    code, out, _ = run_cli(base(server) + ["--remove"], capsys)
+    assert code == 0
+    labels = api.labels("jetson-1")
+    assert labels["nvidia.com/gpu.product"] == "Xavier-by-GFD"
+    assert "nvidia.com/gpu.family" not in labels and "edgeagent.io/board" not in labels

@@ -92,7 +92,8 @@ def test_labels_applied_once_then_only_drift_reads(tmp_path, nano):
             desired = compute_labels(nano, load_config(env={}).options.labels).labels
 
             async def body():
-                await until(lambda: len(api.requests_by("GET")) >= 5, what="drift checks")
+                await until(lambda: len(api.requests_by("GET", "/api/v1/nodes/")) >= 5,
+                            what="drift checks")
             await running(rec, client, body)
             labels = api.labels("jetson-1")
             for k, v in desired.items():
@@ -138,8 +139,8 @@ def test_conflict_reads_again(tmp_path, nano):
             result = await rec.reconcile_once(rec._desired(nano))
             await client.close()
             assert result == "applied"
-            assert [r.method for r in api.records] == ["GET", "PATCH", "GET", "PATCH", "GET",
-                                                       "PATCH"]
+            assert [r.method for r in api.records if "/nodes/" in r.path] == [
+                "GET", "PATCH", "GET", "PATCH", "GET", "PATCH"]
         assert sample(registry, "edgeagent_labels_patches_total", result="conflict") == 2
 
     arun(scenario())
@@ -191,10 +192,11 @@ def test_forbidden_is_logged_once_and_retried(tmp_path, nano, caplog):
             rec, _, client = make(api, nano, node="jetson-2", registry=registry)
 
             async def body():
-                await until(lambda: len(api.requests_by("GET")) >= 3, what="retries")
+                await until(lambda: len(api.requests_by("GET", "/api/v1/nodes/")) >= 3,
+                            what="retries")
             await running(rec, client, body)
             # The Node authorizer (1.32+) refuses even the read: nothing is ever sent.
-            assert {r.status for r in api.requests_by("GET")} == {403}
+            assert {r.status for r in api.requests_by("GET", "/api/v1/nodes/")} == {403}
             assert not api.requests_by("PATCH")
             assert rec.state == "forbidden"
             assert "forbidden" in rec.problem()
@@ -212,9 +214,9 @@ def test_server_errors_back_off_then_recover(tmp_path, nano, caplog):
     async def scenario():
         async with KubeApiServer(str(tmp_path)) as api:
             rec, _, client = make(api, nano)
-            api.inject(500, count=2)
-            api.inject(drop=True, count=4)
-            api.inject(429, count=1, retry_after=0)
+            api.inject(500, count=2, path="/api/v1/nodes/")
+            api.inject(drop=True, count=4, path="/api/v1/nodes/")
+            api.inject(429, count=1, retry_after=0, path="/api/v1/nodes/")
 
             async def body():
                 await until(lambda: api.requests_by("PATCH"), what="the patch")
@@ -255,7 +257,8 @@ def test_dry_run_reads_but_never_writes(tmp_path, nano, caplog):
             rec, _, client = make(api, nano, dry_run=True)
 
             async def body():
-                await until(lambda: len(api.requests_by("GET")) >= 3, what="reads")
+                await until(lambda: len(api.requests_by("GET", "/api/v1/nodes/")) >= 3,
+                            what="reads")
             await running(rec, client, body)
             assert not api.requests_by("PATCH")
 
@@ -346,7 +349,8 @@ def test_a_hostile_annotation_deletes_nothing_run(tmp_path, nano, caplog):
             rec, _, client = make(api, nano)
 
             async def body():
-                await until(lambda: len(api.requests_by("GET")) >= 4, what="drift checks")
+                await until(lambda: len(api.requests_by("GET", "/api/v1/nodes/")) >= 4,
+                            what="drift checks")
             await running(rec, client, body)
             labels = api.labels("jetson-1")
             for key, value in HOSTILE.items():
@@ -396,7 +400,8 @@ def test_an_administrators_gpu_product_is_neither_overwritten_nor_claimed(tmp_pa
             rec, _, client = make(api, nano)
 
             async def body():
-                await until(lambda: len(api.requests_by("GET")) >= 3, what="drift checks")
+                await until(lambda: len(api.requests_by("GET", "/api/v1/nodes/")) >= 3,
+                            what="drift checks")
             await running(rec, client, body)
             assert api.labels("jetson-1")["nvidia.com/gpu.product"] == "Custom-Product"
             owned = api.annotations("jetson-1")[ANN].split(",")
@@ -415,13 +420,14 @@ def test_an_unreadable_node_stops_the_write(tmp_path, nano, body):
             api.edit_node("jetson-1", {"metadata": {
                 "labels": {"edgeagent.io/board": "x"}, "annotations": {ANN: "edgeagent.io/board"}}})
             rec, _, client = make(api, nano)
-            api.inject(200, body=body, method="GET", count=3)
+            api.inject(200, body=body, method="GET", count=3,
+                       path="/api/v1/nodes/")
 
             async def body_():
                 await until(lambda: api.requests_by("PATCH"), what="the patch after recovery")
             await running(rec, client, body_)
             patches = api.requests_by("PATCH")
-            gets = api.requests_by("GET")
+            gets = api.requests_by("GET", "/api/v1/nodes/")
             assert len(gets) >= 4 and gets[0].time < patches[0].time
             # Never planned against "{}": the first PATCH came after a real read.
             assert len([g for g in gets if g.time < patches[0].time]) == 4

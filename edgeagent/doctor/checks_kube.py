@@ -1,6 +1,8 @@
 """Doctor checks of the path to the API server, in the order a failure would be diagnosed:
 credentials found, API server reachable, TLS valid, clock agrees with the API server, the Node
-exists under the agent's name, and the identity may patch it (SelfSubjectAccessReview).
+exists under the agent's name, and the identity may patch it (SelfSubjectAccessReview); then
+who owns the ``nvidia.com/gpu.*`` labels where GPU feature discovery or NFD also run
+(``labels.gpu-labels-owner``: the Node read, its NodeFeature objects, labels/contest.py).
 
 One async check produces all six results in order, because each step needs the one before
 (no point asking about the Node when the server is unreachable). Every network step is bounded
@@ -11,12 +13,14 @@ one check), so a dead API server costs at most one timeout.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from edgeagent.doctor.model import FAIL, PASS, SKIP, WARN, CheckResult
 
 if TYPE_CHECKING:  # pragma: no cover - types only
+    from edgeagent.config import LabelsOptions
     from edgeagent.doctor.model import DoctorContext
+    from edgeagent.labels.contest import NodeFeatures
 
 CLOCK_WARN_SECONDS = 5.0
 CLOCK_FAIL_SECONDS = 60.0
@@ -28,7 +32,46 @@ def _skip_rest(results: List[CheckResult], names: List[str], why: str) -> List[C
     return results + [CheckResult(n, SKIP, why) for n in names if n not in done]
 
 
-ALL = ["kube.credentials", "kube.reachable", "kube.tls", "kube.clock", "kube.node", "kube.patch"]
+GPU_OWNER = "labels.gpu-labels-owner"
+ALL = ["kube.credentials", "kube.reachable", "kube.tls", "kube.clock", "kube.node", "kube.patch",
+       GPU_OWNER]
+
+
+def gpu_owner_result(node: Dict[str, Any], options: "LabelsOptions",
+                     nodefeatures: "NodeFeatures") -> CheckResult:
+    """Who owns ``nvidia.com/gpu.*`` on ``node`` and what the setting does there. Pure."""
+    from edgeagent.labels.contest import mode_for, node_contest, unknown_reason
+
+    name = str((node.get("metadata") or {}).get("name") or "?")
+    contest = node_contest(node, nodefeatures)
+    unknown = unknown_reason(nodefeatures)
+    mode = mode_for(options.nvidia_gpu_labels, options.nvidia_gpu_labels_owner)
+    setting = 'labels.nvidia_gpu_labels_owner = "%s"' % options.nvidia_gpu_labels_owner
+    if mode == "off":
+        return CheckResult(GPU_OWNER, PASS, "labels.nvidia_gpu_labels = false: edgeagent sets no "
+                           "nvidia.com/gpu.* labels%s" % (
+                               "; GPU feature discovery / NFD do on Node %s (%s)"
+                               % (name, contest.describe()) if contest.present else ""))
+    if not contest.present:
+        return CheckResult(GPU_OWNER, PASS, "edgeagent owns the nvidia.com/gpu.* labels of Node "
+                           "%s: neither GPU feature discovery nor NFD labels them there%s"
+                           % (name, " (NodeFeature objects unknown: %s)" % unknown
+                              if unknown else ""))
+    if mode == "defer":
+        return CheckResult(GPU_OWNER, PASS, "GPU feature discovery / NFD own the "
+                           "nvidia.com/gpu.* labels of Node %s (%s): edgeagent defers and "
+                           "neither writes nor removes them (%s; \"own\" would write them)"
+                           % (name, contest.describe(), setting))
+    from edgeagent.labels.compute import NVIDIA_GPU_KEYS
+
+    contested = sorted(k for k in contest.managed if k in NVIDIA_GPU_KEYS)
+    return CheckResult(GPU_OWNER, WARN, "GPU feature discovery / NFD also label "
+                       "nvidia.com/gpu.* on Node %s (%s), and %s makes edgeagent write them "
+                       "anyway%s: each rewrites the other's values (a value set by hand stays)"
+                       % (name, contest.describe(), setting,
+                          ", overwriting " + ", ".join(contested) if contested else ""),
+                       "keep GPU feature discovery off this node (its DaemonSet's nodeSelector "
+                       "or affinity), or set labels.nvidia_gpu_labels_owner = \"defer\"")
 
 
 def clock_result(server_time: Optional[float], local_time: float,
@@ -50,6 +93,40 @@ def clock_result(server_time: Optional[float], local_time: float,
            "certificates and tokens are time-limited")
     return CheckResult("kube.clock", WARN if magnitude <= CLOCK_FAIL_SECONDS else FAIL, detail,
                        fix)
+
+
+async def _may_publish(client: Any, namespace: str, step_timeout: Any) -> CheckResult:
+    """kube.patch for labels.publish = "nodefeature": may this identity write NodeFeatures?"""
+    from edgeagent.kube.errors import KubeError
+
+    missing = []
+    try:
+        for verb in ("get", "create", "update"):
+            allowed, _ = await client.can_i(verb, "nodefeatures", group="nfd.k8s-sigs.io",
+                                            namespace=namespace, timeout=step_timeout())
+            if not allowed:
+                missing.append(verb)
+    except KubeError as e:
+        return CheckResult("kube.patch", WARN, "could not ask the API server "
+                           "(SelfSubjectAccessReview): %s" % e,
+                           "run `edgeagent labels --apply` to try a real write")
+    if missing:
+        return CheckResult("kube.patch", FAIL, "labels.publish = \"nodefeature\", and this "
+                           "identity may not %s nodefeatures (nfd.k8s-sigs.io) in namespace %s"
+                           % ("/".join(missing), namespace),
+                           "bind a Role with get, create and update on nodefeatures in %s to "
+                           "this node (or the group system:nodes), or set labels.publish = "
+                           "\"node\"" % namespace)
+    return CheckResult("kube.patch", PASS, "may write NodeFeature objects in namespace %s "
+                       "(labels.publish = \"nodefeature\")" % namespace)
+
+
+def gpu_owner_result_publishing() -> CheckResult:
+    # Publishing through NFD, NFD's annotation lists edgeagent's own labels too: it cannot show
+    # who else labels the GPU, so this is not judged here (the reconciler logs what it sees).
+    return CheckResult(GPU_OWNER, SKIP, "labels.publish = \"nodefeature\": nfd-master applies "
+                       "edgeagent's NodeFeature, which leaves nvidia.com/gpu.* out where GFD's "
+                       "labels or NodeFeature are seen (\"defer\")")
 
 
 async def check_kube(ctx: "DoctorContext") -> List[CheckResult]:
@@ -137,7 +214,7 @@ async def check_kube(ctx: "DoctorContext") -> List[CheckResult]:
         if step_timeout() < 0.1:
             return _skip_rest(results, ALL, "API server too slow")
         try:
-            await client.get_node(name, timeout=step_timeout())
+            node = await client.get_node(name, timeout=step_timeout())
             results.append(CheckResult("kube.node", PASS, "Node %s exists (name from %s)"
                                        % (name, name_source)))
         except KubeError as e:
@@ -156,6 +233,10 @@ async def check_kube(ctx: "DoctorContext") -> List[CheckResult]:
         # 3. may this identity patch its Node?
         if step_timeout() < 0.1:
             return _skip_rest(results, ALL, "API server too slow")
+        if options.labels.publish == "nodefeature":
+            results.append(await _may_publish(client, options.labels.nodefeature_namespace,
+                                              step_timeout))
+            return results + [gpu_owner_result_publishing()]
         try:
             allowed, reason = await client.can_i("patch", "nodes", name,
                                                  timeout=step_timeout())
@@ -163,15 +244,27 @@ async def check_kube(ctx: "DoctorContext") -> List[CheckResult]:
             results.append(CheckResult("kube.patch", WARN, "could not ask the API server "
                                        "(SelfSubjectAccessReview): %s" % e,
                                        "run `edgeagent labels --apply` to try a real patch"))
-            return results
-        if allowed:
-            results.append(CheckResult("kube.patch", PASS, "%s may patch Node %s"
-                                       % (creds.auth, name)))
         else:
-            results.append(CheckResult("kube.patch", FAIL, "this identity may not patch Node %s"
-                                       "%s" % (name, ": " + reason if reason else ""),
-                                       "use the kubelet's own kubeconfig (a node may patch its "
-                                       "own Node) or grant patch on nodes"))
+            if allowed:
+                results.append(CheckResult("kube.patch", PASS, "%s may patch Node %s"
+                                           % (creds.auth, name)))
+            else:
+                results.append(CheckResult("kube.patch", FAIL, "this identity may not patch "
+                                           "Node %s%s" % (name, ": " + reason if reason else ""),
+                                           "use the kubelet's own kubeconfig (a node may patch "
+                                           "its own Node) or grant patch on nodes"))
+
+        # 4. who owns nvidia.com/gpu.* (the Node is read; its NodeFeatures if the budget allows)
+        from edgeagent.labels.contest import NF_SKIPPED, NOT_ASKED, NodeFeatures
+        from edgeagent.labels.nodefeatures import read_nodefeatures
+
+        nodefeatures = NOT_ASKED
+        if options.labels.nvidia_gpu_labels:
+            if step_timeout() >= 0.1:
+                nodefeatures = await read_nodefeatures(client, name, timeout=step_timeout())
+            else:
+                nodefeatures = NodeFeatures(NF_SKIPPED, detail="the API server was too slow")
+        results.append(gpu_owner_result(node, options.labels, nodefeatures))
     return results
 
 

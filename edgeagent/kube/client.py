@@ -1,4 +1,5 @@
-"""A small Kubernetes API client on plain aiohttp: GET/PATCH a Node, SelfSubjectAccessReview.
+"""A small Kubernetes API client on plain aiohttp: GET/PATCH a Node, list NFD's NodeFeature
+objects of a Node, SelfSubjectAccessReview.
 
 One ``aiohttp.ClientSession`` per client, created on first use inside the running loop; every
 request is bounded by ``timeout``. Credentials are re-read when any of their files changes
@@ -166,6 +167,13 @@ def _node_body(resp: KubeResponse, method: str, name: str) -> Dict[str, Any]:
     return body
 
 
+def _object_body(resp: KubeResponse, what: str) -> Dict[str, Any]:
+    body = resp.body
+    if not isinstance(body, dict) or not isinstance(body.get("metadata"), dict):
+        raise KubeResponseError("%s: the answer is not an object" % what)
+    return body
+
+
 class KubeClient:
     """Requests against one API server, for one identity."""
 
@@ -304,10 +312,63 @@ class KubeClient:
                                   MERGE_PATCH)
         return _node_body(resp, "PATCH", name)
 
+    async def list_node_features(self, node: str,
+                                 timeout: Optional[float] = None) -> List[Any]:
+        """The ``items`` of NFD's NodeFeature objects labelled for ``node``, in every namespace
+        (``nfd.k8s-sigs.io/v1alpha1``). KubeError 403 when this identity may not list them,
+        404 when the cluster has no such API; KubeResponseError when the answer is no list."""
+        selector = quote("nfd.node.kubernetes.io/node-name=" + node, safe="")
+        resp = await self.request("GET", "/apis/nfd.k8s-sigs.io/v1alpha1/nodefeatures"
+                                  "?labelSelector=" + selector, timeout=timeout)
+        items = resp.body.get("items") if isinstance(resp.body, dict) else None
+        if not isinstance(items, list):
+            raise KubeResponseError("GET NodeFeatures of %s: the answer is not a list" % node)
+        return items
+
+    def _nodefeature_path(self, namespace: str, name: str = "") -> str:
+        path = "/apis/nfd.k8s-sigs.io/v1alpha1/namespaces/%s/nodefeatures" % quote(
+            namespace, safe="")
+        return path + "/" + quote(name, safe="") if name else path
+
+    async def get_nodefeature(self, namespace: str, name: str) -> Optional[Dict[str, Any]]:
+        """One NodeFeature object, or None when there is none (404 with a Status: the API is
+        served; a plain-text 404, no NFD API at all, raises like any other error)."""
+        try:
+            resp = await self.request("GET", self._nodefeature_path(namespace, name))
+        except KubeError as e:
+            if e.status == 404 and e.reason == "NotFound":
+                return None
+            raise
+        return _object_body(resp, "GET NodeFeature %s/%s" % (namespace, name))
+
+    async def write_nodefeature(self, namespace: str, body: Dict[str, Any]) -> Dict[str, Any]:
+        """Create ``body`` (no resourceVersion) or replace it (PUT with its resourceVersion: a
+        concurrent change is a 409)."""
+        name = body["metadata"]["name"]
+        if body["metadata"].get("resourceVersion"):
+            resp = await self.request("PUT", self._nodefeature_path(namespace, name), body)
+        else:
+            resp = await self.request("POST", self._nodefeature_path(namespace), body)
+        return _object_body(resp, "write NodeFeature %s/%s" % (namespace, name))
+
+    async def delete_nodefeature(self, namespace: str, name: str) -> bool:
+        """Delete it; False when there was none."""
+        try:
+            await self.request("DELETE", self._nodefeature_path(namespace, name))
+        except KubeError as e:
+            if e.status == 404 and e.reason == "NotFound":
+                return False
+            raise
+        return True
+
     async def can_i(self, verb: str, resource: str, name: str = "",
-                    subresource: str = "", timeout: Optional[float] = None) -> Tuple[bool, str]:
-        """SelfSubjectAccessReview: (allowed, reason) for this identity on a cluster resource."""
-        attrs = {"verb": verb, "resource": resource, "group": ""}
+                    subresource: str = "", timeout: Optional[float] = None,
+                    group: str = "", namespace: str = "") -> Tuple[bool, str]:
+        """SelfSubjectAccessReview: (allowed, reason) for this identity on a resource (of
+        ``group``, in ``namespace`` when it is namespaced)."""
+        attrs = {"verb": verb, "resource": resource, "group": group}
+        if namespace:
+            attrs["namespace"] = namespace
         if name:
             attrs["name"] = name
         if subresource:

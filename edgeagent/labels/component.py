@@ -73,6 +73,7 @@ class LabelsComponent(Component):
 
     async def run(self, started: Callable[[], None]) -> None:
         from edgeagent.labels.compute import compute_labels
+        from edgeagent.labels.contest import mode_for
         from edgeagent.labels.reconciler import Reconciler
 
         options = self.labels
@@ -90,6 +91,8 @@ class LabelsComponent(Component):
                 drift_seconds=options.drift_check_seconds,
                 startup_jitter=0.0 if (self.demo or self.dry_run) else
                 options.startup_jitter_seconds,
+                gpu_owner=mode_for(options.nvidia_gpu_labels, options.nvidia_gpu_labels_owner),
+                publish=options.publish, nodefeature_namespace=options.nodefeature_namespace,
             )
             await self.reconciler.run(started)
         finally:

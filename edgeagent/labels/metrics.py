@@ -19,6 +19,9 @@ class LabelMetrics:
                                ["result"], registry=registry)
         self.owned = Gauge("edgeagent_labels_owned", "Labels edgeagent owns on its Node",
                            registry=registry)
+        self.deferred = Gauge("edgeagent_labels_deferred", "nvidia.com/gpu.* labels edgeagent "
+                              "leaves to GPU feature discovery / NFD on its Node",
+                              registry=registry)
         self.last_success = Gauge("edgeagent_labels_last_success_timestamp_seconds",
                                   "Unix time the Node's labels were last confirmed or written",
                                   registry=registry)

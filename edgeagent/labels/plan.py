@@ -9,6 +9,11 @@ changed or removed. A desired key that is already on the Node but not owned (set
 administrator, GPU feature discovery or the devicetree labeller) is left alone and not claimed,
 so uninstalling never deletes a label someone else put there.
 
+Where GPU feature discovery or NFD also label ``nvidia.com/gpu.*``, ``labels/contest.py``
+decides which of those keys are held (neither written nor removed), kept in the annotation, or
+taken over; ``plan_labels`` applies that decision and ``plan_removal`` never removes a key NFD
+lists as its own.
+
 The patch carries ``metadata.resourceVersion``: the API server then applies it only to the
 version that was read and answers 409 Conflict otherwise (optimistic concurrency). A Node
 without ``metadata`` is no Node: planning against it raises ValueError rather than treating it
@@ -21,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from edgeagent.labels.compute import is_own_key
+from edgeagent.labels.contest import NOT_ASKED, Contest, NodeFeatures, decide, node_contest
 from edgeagent.labels.sanitize import is_valid_key
 
 OWNED_ANNOTATION = "owned-labels"
@@ -59,6 +65,9 @@ class Plan:
     owned: Tuple[str, ...] = ()            # the ownership list after the patch
     foreign: Tuple[str, ...] = ()          # desired keys left alone: someone else owns them
     ignored: Tuple[str, ...] = ()          # listed in the annotation but not edgeagent's to own
+    deferred: Tuple[str, ...] = ()         # nvidia.com/gpu.* keys left to GFD/NFD: not touched
+    taken: Tuple[str, ...] = ()            # foreign values GFD/NFD made, overwritten ("own")
+    contest: Contest = Contest()           # who else labels nvidia.com/gpu.* here
 
     @property
     def changed(self) -> bool:
@@ -92,8 +101,10 @@ def node_owned(node: Mapping[str, Any], prefix: str) -> List[str]:
     return split_owned(node_listed(node, prefix), prefix)[0]
 
 
-def _build(node: Mapping[str, Any], labels_patch: Dict[str, Optional[str]],
-           annotation_key: str, new_owned: Optional[str]) -> Optional[Dict[str, Any]]:
+def build_patch(node: Mapping[str, Any], labels_patch: Dict[str, Optional[str]],
+                annotation_key: str, new_owned: Optional[str]) -> Optional[Dict[str, Any]]:
+    """The merge patch of ``labels_patch`` and the ownership annotation's new value (None:
+    removed), with the Node's resourceVersion; None when nothing changes."""
     annotations = _strmap(_meta(node).get("annotations"))
     annotation_changes: Dict[str, Optional[str]] = {}
     if annotations.get(annotation_key) != new_owned:
@@ -112,32 +123,39 @@ def _build(node: Mapping[str, Any], labels_patch: Dict[str, Optional[str]],
     return {"metadata": metadata}
 
 
-def plan_labels(node: Mapping[str, Any], desired: Mapping[str, str], prefix: str) -> Plan:
+def plan_labels(node: Mapping[str, Any], desired: Mapping[str, str], prefix: str,
+                gpu_owner: str = "defer", nodefeatures: NodeFeatures = NOT_ASKED) -> Plan:
     """The patch that sets ``desired`` on ``node`` and removes owned labels no longer desired.
-    ``desired`` holds only keys of edgeagent's own families (ValueError otherwise)."""
+    ``desired`` holds only keys of edgeagent's own families (ValueError otherwise).
+    ``gpu_owner`` (defer, own, off) and ``nodefeatures`` decide the ``nvidia.com/gpu.*`` keys
+    where another tool labels them (``contest.decide``)."""
     strays = [key for key in desired if not is_own_key(key, prefix)]
     if strays:
         raise ValueError("not edgeagent's to set: %s" % ", ".join(sorted(strays)))
     current = node_labels(node)
     owned_list, ignored = split_owned(node_listed(node, prefix), prefix)
     owned = set(owned_list)
+    contest = node_contest(node, nodefeatures)
+    gpu = decide(contest, gpu_owner, desired, current, owned)
     labels_patch: Dict[str, Optional[str]] = {}
-    new_owned = set()
+    new_owned = set(gpu.keep)
     foreign = []
     for key, value in desired.items():
-        if key in current and key not in owned:
+        if key in gpu.hold:
+            continue
+        if key in current and key not in owned and key not in gpu.take:
             foreign.append(key)
             continue
         new_owned.add(key)
         if current.get(key) != value:
             labels_patch[key] = value
     removed = []
-    for key in sorted(owned - set(desired)):
+    for key in sorted(owned - set(desired) - gpu.hold):
         if key in current:
             labels_patch[key] = None
             removed.append(key)
     annotation_key = owned_annotation_key(prefix)
-    patch = _build(node, labels_patch, annotation_key,
+    patch = build_patch(node, labels_patch, annotation_key,
                    format_owned(new_owned) if new_owned else None)
     return Plan(
         patch=patch,
@@ -146,13 +164,19 @@ def plan_labels(node: Mapping[str, Any], desired: Mapping[str, str], prefix: str
         owned=tuple(sorted(new_owned)),
         foreign=tuple(sorted(foreign)),
         ignored=tuple(ignored),
+        deferred=tuple(sorted(gpu.hold)),
+        taken=tuple(sorted(gpu.take)),
+        contest=contest,
     )
 
 
 def plan_removal(node: Mapping[str, Any], prefix: str) -> Plan:
-    """The patch that removes exactly the owned labels and the ownership annotation."""
+    """The patch that removes exactly the owned labels and the ownership annotation, except
+    keys NFD lists as its own (GFD's label now: removing it would delete theirs)."""
     current = node_labels(node)
     owned, ignored = split_owned(node_listed(node, prefix), prefix)
-    removed = [k for k in owned if k in current]
-    patch = _build(node, {k: None for k in removed}, owned_annotation_key(prefix), None)
-    return Plan(patch=patch, removed=tuple(removed), ignored=tuple(ignored))
+    nfd = node_contest(node).managed
+    removed = [k for k in owned if k in current and k not in nfd]
+    patch = build_patch(node, {k: None for k in removed}, owned_annotation_key(prefix), None)
+    return Plan(patch=patch, removed=tuple(removed), ignored=tuple(ignored),
+                deferred=tuple(k for k in owned if k in nfd))

@@ -6,6 +6,10 @@ precondition; a 409 re-reads and plans again. The loop then sleeps until the nex
 back off: 429/5xx/network with full jitter capped at 5 minutes and at least Retry-After; 401/403
 and credential problems more slowly. Each kind of trouble is logged once when it begins and once
 when it ends, never once per retry.
+
+Where GPU feature discovery or NFD also label ``nvidia.com/gpu.*`` (``contest.py``), each
+reconcile first lists the Node's NodeFeature objects (an answer of 403/404 is "unknown" and asked
+again only hourly), and the situation is logged once, and again when it changes.
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 from edgeagent.backoff import Backoff
 from edgeagent.kube.errors import CredentialsError, KubeError, KubeResponseError, KubeTLSError
+from edgeagent.labels.contest import NF_ABSENT, NF_FORBIDDEN, NOT_ASKED, NodeFeatures, \
+    unknown_reason
+from edgeagent.labels.nodefeatures import NodeFeatureForbidden, publish_labels, \
+    read_nodefeatures
 from edgeagent.labels.plan import Plan, plan_labels
 
 if TYPE_CHECKING:  # pragma: no cover - types only
@@ -33,6 +41,9 @@ log = logging.getLogger(__name__)
 MAX_CONFLICT_RETRIES = 5
 RETRY_AFTER_LIMIT = 3600.0
 DRIFT_JITTER = 0.25
+# A 403 or 404 for NodeFeature objects lasts until someone grants RBAC or installs NFD: asking
+# every drift check would double the agent's requests for nothing.
+NODEFEATURE_RECHECK_SECONDS = 3600.0
 
 
 def patch_text(patch: Optional[Dict[str, Any]]) -> str:
@@ -52,6 +63,8 @@ def describe_plan(plan: Plan) -> str:
 
 def classify(error: BaseException) -> Tuple[str, str]:
     """(state, kind of backoff) for a failed reconcile."""
+    if isinstance(error, NodeFeatureForbidden):
+        return "nodefeature-forbidden", "auth"
     if isinstance(error, CredentialsError):
         return "no-credentials", "slow"
     if isinstance(error, KubeTLSError):
@@ -89,10 +102,15 @@ STATE_HINTS = {
     "unreachable": "the API server is unreachable or failing",
     "rejected": "the API server rejected the patch",
     "conflict": "the Node keeps changing under us",
+    "nodefeature-forbidden": "labels.publish = \"nodefeature\" needs create, get and update on "
+                             "nodefeatures (nfd.k8s-sigs.io) in labels.nodefeature_namespace "
+                             "for this identity (a Role bound to it), or set labels.publish = "
+                             "\"node\"",
 }
 
 # States in which the labels component cannot do its job until someone acts (its problem()).
-NEEDS_OPERATOR = ("no-credentials", "unauthorized", "forbidden", "tls-error")
+NEEDS_OPERATOR = ("no-credentials", "unauthorized", "forbidden", "tls-error",
+                  "nodefeature-forbidden")
 
 
 def explain(error: BaseException) -> str:
@@ -145,7 +163,10 @@ class Reconciler:
                  client: Optional["KubeClient"] = None,
                  metrics: Optional["LabelMetrics"] = None,
                  dry_run: bool = False, drift_seconds: float = 600.0,
-                 startup_jitter: float = 0.0, rng: Optional[random.Random] = None) -> None:
+                 startup_jitter: float = 0.0, rng: Optional[random.Random] = None,
+                 gpu_owner: str = "defer", publish: str = "node",
+                 nodefeature_namespace: str = "node-feature-discovery",
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.feed = feed
         self.compute = compute
         self.prefix = prefix
@@ -156,6 +177,10 @@ class Reconciler:
         self.drift_seconds = drift_seconds
         self.startup_jitter = startup_jitter
         self.rng = rng or random.Random()
+        self.gpu_owner = gpu_owner      # defer, own or off (labels.nvidia_gpu_labels = false)
+        self.publish = publish          # node: patch the Node; nodefeature: NFD applies them
+        self.nodefeature_namespace = nodefeature_namespace
+        self.clock = clock
         self.state = "starting"
         self.backoffs = {
             "transient": Backoff(base=1.0, cap=300.0, rng=self.rng),
@@ -166,6 +191,8 @@ class Reconciler:
         self._ignored: Tuple[str, ...] = ()
         self._last_dry_patch: Optional[str] = None
         self._node_name: Optional[str] = None
+        self._nodefeatures: Tuple[NodeFeatures, float] = (NOT_ASKED, 0.0)
+        self._contest_seen: Optional[Tuple[Tuple[str, str, Tuple[str, ...]], ...]] = None
         self.reconciles = 0
 
     # --- one reconcile --------------------------------------------------------------------
@@ -193,6 +220,7 @@ class Reconciler:
     def _success(self, plan: Plan) -> None:
         if self.metrics is not None:
             self.metrics.owned.set(len(plan.owned))
+            self.metrics.deferred.set(len(plan.deferred))
             self.metrics.last_success.set(time.time())
 
     def _log_dry(self, name: str, plan: Plan, against: str) -> None:
@@ -201,17 +229,66 @@ class Reconciler:
             log.info("dry run: would patch Node %s (%s) with %s", name, against, text)
             self._last_dry_patch = text
 
+    async def _read_nodefeatures(self, name: str) -> NodeFeatures:
+        """This Node's NodeFeature claims; a 403/404 is reused for an hour (see above)."""
+        if self.gpu_owner == "off" or self.client is None:
+            return NOT_ASKED
+        last, when = self._nodefeatures
+        if last.state in (NF_FORBIDDEN, NF_ABSENT) and \
+                self.clock() - when < NODEFEATURE_RECHECK_SECONDS:
+            return last
+        found = await read_nodefeatures(self.client, name)
+        if found.state != last.state:
+            reason = unknown_reason(found)
+            if reason:
+                log.info("NodeFeature objects of Node %s: %s; GFD and NFD are still seen in the "
+                         "Node's labels and NFD's annotation", name, reason)
+            elif last.state != NOT_ASKED.state:
+                log.info("NodeFeature objects of Node %s can be read again", name)
+        self._nodefeatures = (found, self.clock())
+        return found
+
+    def _report_contest(self, plan: Plan) -> None:
+        """Log who else labels nvidia.com/gpu.* once, and again when that changes."""
+        contest = plan.contest
+        seen = contest.signature
+        if seen == self._contest_seen:
+            return
+        first = self._contest_seen is None
+        self._contest_seen = seen
+        if not contest.present:
+            if not first:
+                log.info("no other labeller of nvidia.com/gpu.* on this Node any more: edgeagent "
+                         "labels them again (a value it did not set stays untouched)")
+            return
+        if self.gpu_owner == "own":
+            log.warning("GPU feature discovery / NFD also label nvidia.com/gpu.* on this Node "
+                        "(%s); labels.nvidia_gpu_labels_owner = \"own\": edgeagent writes them "
+                        "anyway%s, and the two will rewrite each other's values: stop GFD on "
+                        "this node or set it to \"defer\"", contest.describe(),
+                        ", overwriting " + ", ".join(plan.taken) if plan.taken else "")
+        elif self.gpu_owner == "defer":
+            log.info("GPU feature discovery / NFD label nvidia.com/gpu.* on this Node (%s): "
+                     "edgeagent defers to them and neither writes nor removes those labels "
+                     "(labels.nvidia_gpu_labels_owner = \"defer\")", contest.describe())
+
     async def reconcile_once(self, labels: Dict[str, str]) -> str:
         """GET, plan, PATCH (409: again). Returns applied, unchanged or dry_run."""
         name = self._name()
         if self.client is None:  # demo: no API server; plan against an empty Node
-            plan = plan_labels({"metadata": {"name": name}}, labels, self.prefix)
+            plan = plan_labels({"metadata": {"name": name}}, labels, self.prefix,
+                               self.gpu_owner)
             self._log_dry(name, plan, "demo: against an empty Node")
             self._count("dry_run")
             return "dry_run"
+        nodefeatures = await self._read_nodefeatures(name)
+        if self.publish == "nodefeature":
+            return await self._publish_once(name, labels, nodefeatures)
         plan, node, sent = await patch_node_labels(
-            self.client, name, lambda node: plan_labels(node, labels, self.prefix),
+            self.client, name,
+            lambda node: plan_labels(node, labels, self.prefix, self.gpu_owner, nodefeatures),
             send=not self.dry_run, on_conflict=lambda: self._count("conflict"))
+        self._report_contest(plan)
         if plan.ignored != self._ignored:
             if set(plan.ignored) - set(self._ignored):
                 warn_ignored(plan, self.prefix)
@@ -230,6 +307,38 @@ class Reconciler:
         self._count("applied")
         self._success(plan)
         log.info("Node %s labels: %s", name, describe_plan(plan))
+        return "applied"
+
+    async def _publish_once(self, name: str, labels: Dict[str, str],
+                            nodefeatures: NodeFeatures) -> str:
+        """``labels.publish = "nodefeature"``: write edgeagent's NodeFeature, not the Node."""
+        assert self.client is not None
+        done = await publish_labels(self.client, name, self.nodefeature_namespace, labels,
+                                    self.prefix, self.gpu_owner, nodefeatures,
+                                    send=not self.dry_run,
+                                    on_conflict=lambda: self._count("conflict"))
+        self._report_contest(done.plan)
+        where = "%s/%s" % (done.namespace, done.name)
+        if done.body is None and done.plan.patch is None:
+            self._count("unchanged")
+            self._success(done.plan)
+            return "unchanged"
+        if self.dry_run:
+            text = patch_text({"nodefeature": done.body, "node": done.plan.patch})
+            if text != self._last_dry_patch:
+                log.info("dry run: would write NodeFeature %s and patch Node %s with %s", where,
+                         name, text)
+                self._last_dry_patch = text
+            self._count("dry_run")
+            return "dry_run"
+        self._count("applied")
+        self._success(done.plan)
+        if done.written:
+            log.info("NodeFeature %s: published %d labels for nfd-master to apply to Node %s",
+                     where, len(done.body["spec"]["labels"]) if done.body else 0, name)
+        if done.plan.patch is not None:
+            log.info("Node %s: handed its labels over to nfd-master (removed: %s; ownership "
+                     "annotation dropped)", name, ", ".join(done.plan.removed) or "none")
         return "applied"
 
     def problem(self) -> Optional[str]:
@@ -297,7 +406,8 @@ class Reconciler:
                 self._enter(state, e)
                 if self.dry_run and self._last_dry_patch is None:
                     name = self._node_name or "(name unknown without credentials)"
-                    self._log_dry(name, plan_labels({"metadata": {}}, labels, self.prefix),
+                    self._log_dry(name, plan_labels({"metadata": {}}, labels, self.prefix,
+                                                    self.gpu_owner),
                                   "API server unavailable: against an empty Node")
                 delay = self._delay_after(e, kind)
                 log.debug("retrying node labels in %.1fs", delay)

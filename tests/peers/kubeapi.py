@@ -12,6 +12,16 @@ It is as unkind as a real kube-apiserver where the agent could go wrong:
   that user) may get, list (with ``fieldSelector=metadata.name=<name>``) and patch only its own
   Node, with the real 403 message; NodeRestriction refuses its kubernetes.io/k8s.io labels.
 
+With ``nodefeature_api=True`` it also serves NFD's NodeFeature objects
+(``nfd.k8s-sigs.io/v1alpha1``, namespaced: list across namespaces or in one, with an equality
+label selector; get, create, update with resourceVersion preconditions, delete) under RBAC as a
+real cluster has it: nothing grants a node identity that group, so it gets the real 403 until
+:meth:`grant` binds a role (SelfSubjectAccessReview answers from the same rules); without the API
+(NFD not installed) the group's paths answer ``404 page not found`` in plain text, as
+kube-apiserver does. :meth:`nfd_master_sync` does what nfd-master does with them: writes their
+labels to the Node (overwriting), removes the ones it listed before and no longer wants, and
+lists its labels in the ``nfd.node.kubernetes.io/feature-labels`` annotation.
+
 It also enforces TLS with a CA of its own (trustme), client-certificate and bearer-token
 authentication, JSON merge patch semantics (null deletes), ``metadata.resourceVersion``
 preconditions (409), label syntax (422), SelfSubjectAccessReview, and a Date header (optionally
@@ -212,8 +222,12 @@ class KubeApiServer:
     """The fake API server. ``nodes`` are created at start; more with :meth:`add_node`."""
 
     def __init__(self, directory: str, nodes: Any = ("jetson-1",), host: str = "127.0.0.1",
-                 port: int = 0, tls: bool = True) -> None:
+                 port: int = 0, tls: bool = True, nodefeature_api: bool = False) -> None:
         self.directory = directory
+        self.nodefeature_api = nodefeature_api
+        self.nodefeatures: Dict[Tuple[str, str], Dict[str, Any]] = {}
+        # RBAC for nodefeatures: (user or group, verbs, namespace or None for cluster-wide)
+        self.rbac: List[Tuple[str, frozenset, Optional[str]]] = []
         self.tls = tls                 # False: plain http:// (bearer tokens only)
         os.makedirs(directory, exist_ok=True)
         self.host = host
@@ -263,6 +277,53 @@ class KubeApiServer:
         self.resource_version += 1
         meta["metadata"]["resourceVersion"] = str(self.resource_version)
         self.nodes[name] = meta
+
+    # --- NFD's NodeFeature objects --------------------------------------------------------------
+
+    def grant(self, subject: str, verbs: Any = ("get", "list", "watch"),
+              namespace: Optional[str] = None) -> None:
+        """Bind a role on nodefeatures to a user or group: cluster-wide (a ClusterRoleBinding)
+        or in ``namespace`` (a RoleBinding)."""
+        self.rbac.append((subject, frozenset(verbs), namespace))
+
+    def add_nodefeature(self, node: str, labels: Dict[str, str],
+                        namespace: str = "gpu-operator", name: Optional[str] = None,
+                        node_label: bool = True) -> Dict[str, Any]:
+        """A NodeFeature as GFD makes it: ``nvidia-features-for-<node>`` in its namespace,
+        labelled with the node's name, its labels in ``spec.labels``."""
+        self.resource_version += 1
+        name = name or "nvidia-features-for-" + node
+        obj = {"apiVersion": "nfd.k8s-sigs.io/v1alpha1", "kind": "NodeFeature",
+               "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()),
+                            "resourceVersion": str(self.resource_version),
+                            "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                               time.gmtime()),
+                            "labels": {"nfd.node.kubernetes.io/node-name": node}
+                            if node_label else {}},
+               "spec": {"features": {"flags": {}, "attributes": {}, "instances": {}},
+                        "labels": dict(labels)}}
+        self.nodefeatures[(namespace, name)] = obj
+        return obj
+
+    def delete_nodefeature(self, namespace: str, name: str) -> None:
+        del self.nodefeatures[(namespace, name)]
+
+    def nfd_master_sync(self, node: str, annotation: str = "nfd.node.kubernetes.io/feature-labels"
+                        ) -> None:
+        """What nfd-master does for ``node``: its NodeFeatures' labels onto the Node."""
+        wanted: Dict[str, str] = {}
+        for obj in self.nodefeatures.values():
+            if obj["metadata"].get("labels", {}).get("nfd.node.kubernetes.io/node-name") == node:
+                wanted.update(obj["spec"].get("labels") or {})
+        meta = self.nodes[node]["metadata"]
+        default = "feature.node.kubernetes.io/"
+        listed = [n if "/" in n else default + n
+                  for n in (meta.get("annotations") or {}).get(annotation, "").split(",") if n]
+        labels: Dict[str, Any] = {k: None for k in listed if k not in wanted}
+        labels.update(wanted)
+        names = sorted(k[len(default):] if k.startswith(default) else k for k in wanted)
+        self.edit_node(node, {"metadata": {"labels": labels, "annotations": {
+            annotation: ",".join(names) if names else None}}})
 
     def issue_client_cert(self, user: str, groups: Any = ()) -> Any:
         self._issued += 1
@@ -402,6 +463,14 @@ class KubeApiServer:
         app.router.add_patch("/api/v1/nodes/{name}", self._patch_node)
         app.router.add_post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
                             self._ssar)
+        nf = "/apis/nfd.k8s-sigs.io/v1alpha1"
+        app.router.add_get(nf + "/nodefeatures", self._list_nodefeatures)
+        app.router.add_get(nf + "/namespaces/{ns}/nodefeatures", self._list_nodefeatures)
+        app.router.add_post(nf + "/namespaces/{ns}/nodefeatures", self._create_nodefeature)
+        app.router.add_get(nf + "/namespaces/{ns}/nodefeatures/{name}", self._get_nodefeature)
+        app.router.add_put(nf + "/namespaces/{ns}/nodefeatures/{name}", self._put_nodefeature)
+        app.router.add_delete(nf + "/namespaces/{ns}/nodefeatures/{name}",
+                              self._delete_nodefeature)
         app.router.add_post("/_test/faults", self._test_faults)
         app.router.add_get("/_test/requests", self._test_requests)
         app.router.add_post("/_test/nodes", self._test_nodes)
@@ -558,6 +627,177 @@ class KubeApiServer:
             return _status(403, "Forbidden", 'nodes "%s" is forbidden: %s' % (name, why))
         return self._node_or_404(name)
 
+    # --- NodeFeature objects (NFD's CRD) --------------------------------------------------------
+
+    def _rbac(self, request: web.Request, verb: str, namespace: Optional[str],
+              name: str = "") -> Optional[web.Response]:
+        """None when RBAC allows ``verb`` on nodefeatures (in ``namespace``; None: every
+        namespace), else the real 403. Node identities get nothing from the Node authorizer
+        here: only a binding does."""
+        user = request[_USER]
+        if self._rbac_allows(user, request[_GROUPS], verb, namespace):
+            return None
+        scope = 'in the namespace "%s"' % namespace if namespace else "at the cluster scope"
+        what = 'nodefeatures.nfd.k8s-sigs.io "%s"' % name if name else \
+            "nodefeatures.nfd.k8s-sigs.io"
+        return _status(403, "Forbidden", '%s is forbidden: User "%s" cannot %s resource '
+                       '"nodefeatures" in API group "nfd.k8s-sigs.io" %s'
+                       % (what, user, verb, scope), group="nfd.k8s-sigs.io",
+                       kind="nodefeatures", **({"name": name} if name else {}))
+
+    def _rbac_allows(self, user: str, groups: Any, verb: str, namespace: Optional[str]) -> bool:
+        if "*" in self.grants.get(user, set()):
+            return True
+        subjects = {user} | set(groups)
+        return any(subject in subjects and verb in verbs and (where is None or where == namespace)
+                   for subject, verbs, where in self.rbac)
+
+    def _no_api(self) -> Optional[web.Response]:
+        # kube-apiserver's answer for a group it does not serve: plain text, not a Status.
+        if self.nodefeature_api:
+            return None
+        return web.Response(status=404, text="404 page not found\n", content_type="text/plain")
+
+    @staticmethod
+    def _selector(text: str) -> Optional[List[Tuple[str, str, str]]]:
+        """Equality-based label selector terms (key, op, value); None when not understood."""
+        terms = []
+        for part in [p.strip() for p in text.split(",") if p.strip()]:
+            for op in ("!=", "==", "="):
+                if op in part:
+                    key, value = part.split(op, 1)
+                    terms.append((key.strip(), op, value.strip()))
+                    break
+            else:
+                if not part.replace("/", "").replace(".", "").replace("-", "").replace(
+                        "_", "").isalnum():
+                    return None
+                terms.append((part, "exists", ""))
+        return terms
+
+    @staticmethod
+    def _matches(obj: Dict[str, Any], terms: List[Tuple[str, str, str]]) -> bool:
+        labels = obj["metadata"].get("labels") or {}
+        for key, op, value in terms:
+            if op == "exists" and key not in labels:
+                return False
+            if op in ("=", "==") and labels.get(key) != value:
+                return False
+            if op == "!=" and labels.get(key) == value:
+                return False
+        return True
+
+    async def _list_nodefeatures(self, request: web.Request) -> web.Response:
+        missing = self._no_api()
+        if missing is not None:
+            return missing
+        namespace = request.match_info.get("ns")
+        denied = self._rbac(request, "list", namespace)
+        if denied is not None:
+            return denied
+        terms = self._selector(request.query.get("labelSelector", ""))
+        if terms is None:
+            return _status(400, "BadRequest", "unable to parse requirement: %r"
+                           % request.query.get("labelSelector"))
+        items = [obj for (ns, _), obj in sorted(self.nodefeatures.items())
+                 if (namespace is None or ns == namespace) and self._matches(obj, terms)]
+        return web.json_response({"apiVersion": "nfd.k8s-sigs.io/v1alpha1",
+                                  "kind": "NodeFeatureList",
+                                  "metadata": {"resourceVersion": str(self.resource_version)},
+                                  "items": items})
+
+    def _nodefeature_or_error(self, request: web.Request, verb: str) -> Any:
+        missing = self._no_api()
+        if missing is not None:
+            return missing
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        denied = self._rbac(request, verb, ns, name)
+        if denied is not None:
+            return denied
+        obj = self.nodefeatures.get((ns, name))
+        if obj is None:
+            return _status(404, "NotFound", 'nodefeatures.nfd.k8s-sigs.io "%s" not found' % name,
+                           name=name, group="nfd.k8s-sigs.io", kind="nodefeatures")
+        return obj
+
+    async def _get_nodefeature(self, request: web.Request) -> web.Response:
+        obj = self._nodefeature_or_error(request, "get")
+        return obj if isinstance(obj, web.Response) else web.json_response(obj)
+
+    async def _delete_nodefeature(self, request: web.Request) -> web.Response:
+        obj = self._nodefeature_or_error(request, "delete")
+        if isinstance(obj, web.Response):
+            return obj
+        del self.nodefeatures[(obj["metadata"]["namespace"], obj["metadata"]["name"])]
+        return web.json_response(obj)
+
+    async def _read_nodefeature_body(self, request: web.Request, ns: str) -> Any:
+        try:
+            body = json.loads(await request.text())
+        except ValueError as e:
+            return _status(400, "BadRequest", "error decoding body: %s" % e)
+        meta = body.get("metadata") if isinstance(body, dict) else None
+        if not isinstance(meta, dict) or body.get("kind") != "NodeFeature" or \
+                body.get("apiVersion") != "nfd.k8s-sigs.io/v1alpha1":
+            return _status(400, "BadRequest", "the body is not an nfd.k8s-sigs.io/v1alpha1 "
+                           "NodeFeature")
+        name = meta.get("name")
+        if not isinstance(name, str) or len(name) > 253 or not _DNS.fullmatch(name):
+            return _status(422, "Invalid", "NodeFeature.nfd.k8s-sigs.io %r is invalid: "
+                           "metadata.name: a lowercase RFC 1123 subdomain" % (name,))
+        if meta.get("namespace", ns) != ns:
+            return _status(400, "BadRequest", "the namespace of the object does not match the "
+                           "namespace on the request")
+        spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
+        for key, value in dict(meta.get("labels") or {}, **(spec.get("labels") or {})).items():
+            problem = label_problem(key, value)
+            if problem:
+                return _status(422, "Invalid", "NodeFeature.nfd.k8s-sigs.io %r is invalid: %s"
+                               % (name, problem))
+        return body
+
+    async def _create_nodefeature(self, request: web.Request) -> web.Response:
+        missing = self._no_api()
+        if missing is not None:
+            return missing
+        ns = request.match_info["ns"]
+        denied = self._rbac(request, "create", ns)
+        if denied is not None:
+            return denied
+        body = await self._read_nodefeature_body(request, ns)
+        if isinstance(body, web.Response):
+            return body
+        name = body["metadata"]["name"]
+        if (ns, name) in self.nodefeatures:
+            return _status(409, "AlreadyExists", 'nodefeatures.nfd.k8s-sigs.io "%s" already '
+                           "exists" % name, name=name, kind="nodefeatures")
+        self.resource_version += 1
+        body["metadata"].update(namespace=ns, uid=str(uuid.uuid4()),
+                                resourceVersion=str(self.resource_version))
+        self.nodefeatures[(ns, name)] = body
+        return web.json_response(body, status=201)
+
+    async def _put_nodefeature(self, request: web.Request) -> web.Response:
+        obj = self._nodefeature_or_error(request, "update")
+        if isinstance(obj, web.Response):
+            return obj
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        body = await self._read_nodefeature_body(request, ns)
+        if isinstance(body, web.Response):
+            return body
+        if body["metadata"]["name"] != name:
+            return _status(400, "BadRequest", "the name of the object does not match the name "
+                           "on the URL")
+        if body["metadata"].get("resourceVersion") != obj["metadata"]["resourceVersion"]:
+            return _status(409, "Conflict", 'Operation cannot be fulfilled on nodefeatures.'
+                           'nfd.k8s-sigs.io "%s": the object has been modified; please apply '
+                           "your changes to the latest version and try again" % name)
+        self.resource_version += 1
+        body["metadata"].update(namespace=ns, uid=obj["metadata"]["uid"],
+                                resourceVersion=str(self.resource_version))
+        self.nodefeatures[(ns, name)] = body
+        return web.json_response(body)
+
     async def _version(self, request: web.Request) -> web.Response:
         return web.json_response({"major": "1", "minor": "32", "gitVersion": "v1.32.0-test",
                                   "platform": "linux/amd64"})
@@ -569,7 +809,11 @@ class KubeApiServer:
                                        "serverAddress": "%s:%d" % (self.host, self.port)}]})
 
     async def _api_groups(self, request: web.Request) -> web.Response:
-        return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+        groups = [{"name": "nfd.k8s-sigs.io", "versions": [
+            {"groupVersion": "nfd.k8s-sigs.io/v1alpha1", "version": "v1alpha1"}],
+            "preferredVersion": {"groupVersion": "nfd.k8s-sigs.io/v1alpha1",
+                                 "version": "v1alpha1"}}] if self.nodefeature_api else []
+        return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 
     async def _api_resources(self, request: web.Request) -> web.Response:
         return web.json_response({
@@ -652,6 +896,9 @@ class KubeApiServer:
         reason = ""
         if attrs.get("resource") == "nodes" and attrs.get("group", "") == "":
             allowed, reason = self._allowed(request, attrs.get("verb", ""), attrs.get("name", ""))
+        elif attrs.get("resource") == "nodefeatures" and attrs.get("group") == "nfd.k8s-sigs.io":
+            allowed = self._rbac_allows(request[_USER], request[_GROUPS], attrs.get("verb", ""),
+                                        attrs.get("namespace") or None)
         review["status"] = {"allowed": allowed, "reason": reason}
         return web.json_response(review, status=201)
 
