@@ -9,9 +9,11 @@ that Allocate only ever reads the cached value.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Iterable, List, Optional, Tuple
@@ -493,6 +495,7 @@ class ClusterFacts:
     k3s_config: Dict[str, Setting] = field(default_factory=dict)   # config.yaml (+ .d) keys
     k3s_data_dir: str = K3S_DATA_DIR
     k3s_templates: Tuple[Tuple[str, str], ...] = ()   # (path, text) of config*.toml.tmpl
+    k3s_containerd_version: Optional[Setting] = None  # "v2.0.4-k3s2", from containerd.log
     kubelet_config: Dict[str, Setting] = field(default_factory=dict)  # /var/lib/kubelet/config
     kubelet_flags: Dict[str, Setting] = field(default_factory=dict)   # --flag=value from env files
     cri_dockerd: Optional[str] = None        # evidence that kubelet talks to Docker via cri-dockerd
@@ -649,6 +652,20 @@ def dpkg_package_version(lines: Iterable[str], names: Iterable[str]
     return None
 
 
+_STARTING = re.compile(r'msg="starting containerd".*?\bversion=([^\s"]+)')
+
+
+def containerd_log_version(text: str) -> Optional[Tuple[str, int]]:
+    """(version, line number) of the last "starting containerd" line of a containerd log (k3s
+    keeps its embedded containerd's in <data-dir>/agent/containerd/containerd.log)."""
+    found = None
+    for n, line in enumerate(text.splitlines(), 1):
+        m = _STARTING.search(line)
+        if m:
+            found = (m.group(1).strip('"'), n)
+    return found
+
+
 def parse_btime(text: str) -> Optional[float]:
     """Boot time (epoch seconds) from /proc/stat's ``btime`` line."""
     m = re.search(r"^btime\s+(\d+)\s*$", text, re.M)
@@ -668,6 +685,8 @@ def _read_lines_bounded(root: HostRoot, host_path: str, limit: int = 64 << 20) -
     # dpkg's status file is several MB on a JetPack rootfs: stream it, never hold it whole.
     fd = root.open(host_path)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", host_path)
         rest = b""
         seen = 0
         while seen < limit:
@@ -681,6 +700,30 @@ def _read_lines_bounded(root: HostRoot, host_path: str, limit: int = 64 << 20) -
                 yield line.decode("utf-8", "replace")
         if rest:
             yield rest.decode("utf-8", "replace")
+    finally:
+        os.close(fd)
+
+
+def _tail(root: HostRoot, host_path: str, size: int) -> Optional[str]:
+    # The log grows for as long as k3s runs: only its end says which containerd runs now.
+    try:
+        fd = root.open(host_path)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        end = os.lseek(fd, 0, os.SEEK_END)
+        os.lseek(fd, max(0, end - size), os.SEEK_SET)
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)[-size:].decode("utf-8", "replace")
+    except OSError:
+        return None
     finally:
         os.close(fd)
 
@@ -720,6 +763,7 @@ def read_cluster_facts(root: HostRoot) -> ClusterFacts:
             break
     k3s_config: Dict[str, Setting] = {}
     templates: List[Tuple[str, str]] = []
+    k3s_containerd: Optional[Setting] = None
     data_dir = K3S_DATA_DIR
     if k3s_unit is not None or root.exists(K3S_CONFIG):
         k3s_config.update(mapping(K3S_CONFIG))
@@ -733,6 +777,11 @@ def read_cluster_facts(root: HostRoot) -> ClusterFacts:
             text = text_of(path)
             if text is not None:
                 templates.append((path, text))
+        log = data_dir + "/agent/containerd/containerd.log"
+        tail = _tail(root, log, 1 << 20)
+        found = containerd_log_version(tail) if tail else None
+        if found is not None:
+            k3s_containerd = Setting(found[0], log)
     kubelet_config = mapping(KUBELET_CONFIG)
     flags: Dict[str, Setting] = {}
     for path, variable in KUBELET_FLAG_FILES:
@@ -770,6 +819,7 @@ def read_cluster_facts(root: HostRoot) -> ClusterFacts:
     return ClusterFacts(
         k3s_unit=k3s_unit, k3s_unit_path=k3s_path, k3s_args=tuple(k3s_args),
         k3s_config=k3s_config, k3s_data_dir=data_dir, k3s_templates=tuple(templates),
+        k3s_containerd_version=k3s_containerd,
         kubelet_config=kubelet_config, kubelet_flags=flags, cri_dockerd=cri_dockerd,
         containerd_package=package, boot_time=boot, cdi_refresh_unit=refresh_unit,
         cdi_refresh_output=output, problems=tuple(problems))
