@@ -192,10 +192,12 @@ def set_json_key(text: str, key: str, value: str, path: str) -> str:
         brace = text.index("{")
         rest = text[brace + 1:]
         m = re.match(r"[ \t]*\n([ \t]*)", rest)
-        indent = m.group(1) if m else "    "
-        comma = "," if before else ""
-        new = text[:brace + 1] + "\n%s%s: %s%s" % (indent, json.dumps(key), encoded, comma) + (
-            rest if m or not before else " " + rest.lstrip())
+        indent = m.group(1) if m and m.group(1) else "    "
+        line = "\n%s%s: %s" % (indent, json.dumps(key), encoded)
+        if not before:                               # {} becomes a two-line object
+            new = text[:brace + 1] + line + "\n" + rest.lstrip(" \t\n")
+        else:
+            new = text[:brace + 1] + line + "," + (rest if m else " " + rest.lstrip())
     try:
         after = json.loads(new)
     except ValueError:
