@@ -10,6 +10,7 @@ that Allocate only ever reads the cached value.
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import re
@@ -634,7 +635,7 @@ def dpkg_package_version(lines: Iterable[str], names: Iterable[str]
     wanted = set(names)
     package = version = status = None
     found: Dict[str, str] = {}
-    for raw in list(lines) + [""]:
+    for raw in itertools.chain(lines, [""]):   # streamed: the file is MBs
         line = raw.rstrip("\n")
         if not line:
             if package in wanted and version and status and status.endswith(" installed"):
