@@ -306,7 +306,8 @@ def test_systemd_cgroup_is_the_default_runtimes_and_crio_cgroup_manager():
     rc = parse_runtime_toml(CONTAINERD_V2 + "  SystemdCgroup = true\n", "containerd", "/x")
     assert rc.default == "nvidia" and rc.systemd_cgroup is True
     crio = parse_runtime_toml(CRIO.replace('default_runtime = "nvidia"\n', 'default_runtime = '
-                                           '"nvidia"\ncgroup_manager = "cgroupfs"\n'), "cri-o", "/c")
+                                           '"nvidia"\ncgroup_manager = "cgroupfs"\n'),
+                              "cri-o", "/c")
     assert crio.systemd_cgroup is False
 
 

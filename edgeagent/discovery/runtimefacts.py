@@ -1,10 +1,13 @@
 """How this node's container runtime can give a container the GPU: CDI specs, NVIDIA runtime
-configuration (Docker, containerd, k3s/RKE2, CRI-O) and the L4T CSV file lists.
+configuration (Docker, containerd, k3s/RKE2, CRI-O) and the L4T CSV file lists; and, for
+doctor's runtime traps, who runs the containers (ClusterFacts: k3s's unit flags, config.yaml,
+templates and containerd log, the kubelet's flags and config, cri-dockerd, containerd's dpkg
+version, boot time, nvidia-cdi-refresh).
 
 Part of the host-reading layer (discovery/). Parsers are pure (text in, values out); CDI specs
-are YAML or JSON written by nvidia-ctk, read with PyYAML's safe loader. :class:`RuntimeFactsCache` does the reading, re-parsing
-only files whose size or mtime changed; the device plugin refreshes it from its health loop so
-that Allocate only ever reads the cached value.
+are YAML or JSON written by nvidia-ctk, read with PyYAML's safe loader. :class:`RuntimeFactsCache`
+does the reading, re-parsing only files whose size or mtime changed; the device plugin refreshes
+it from its health loop so that Allocate only ever reads the cached value.
 """
 
 from __future__ import annotations
