@@ -299,3 +299,37 @@ def test_a_terminal_answer_decides_each_edit(host):
     session.ask = lambda q: True
     session.run(results, ctx)
     assert "SystemdCgroup = true" in open(real).read()
+
+
+JSON_PIECES = ['{', '}', '"default-runtime"', '"runtimes"', ': ', '"nvidia"', ', ', '\n    ',
+               '[', ']', 'null', 'true', '1e5', '"\\u0000"', '"a\\"b"', '\ufeff', '{}']
+YAML_PIECES = ["default-runtime: runc\n", "default-runtime:\n", "  - a\n", "docker: true\n",
+               "kubelet-arg:\n", "- x\n", "'default-runtime': 1\n", "# c\n", "|\n", "&a ", "*a",
+               "---\n", "\t", ": ", "{", "}", "\n", "\"default-runtime\": x\n"]
+
+
+@pytest.mark.timeout(300)
+@settings(max_examples=int(os.environ.get("EDGEAGENT_FUZZ_EXAMPLES", "250")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(JSON_PIECES), max_size=40).map("".join) | st.text(max_size=300),
+       st.lists(st.sampled_from(YAML_PIECES), max_size=30).map("".join) | st.text(max_size=300))
+def test_fuzzed_json_and_yaml_edits_are_exact_or_refused_within_bounds(json_text, yaml_text):
+    from edgeagent.safeyaml import loads
+
+    result = bounded(lambda: set_json_key(json_text, "default-runtime", "nvidia", "/d.json"),
+                     2.0, 8 << 20, (FixError,))
+    if not isinstance(result, FixError):
+        doc = json.loads(result)
+        assert doc["default-runtime"] == "nvidia"
+        assert {k: v for k, v in doc.items() if k != "default-runtime"} == {
+            k: v for k, v in (json.loads(json_text) if json_text.strip() else {}).items()
+            if k != "default-runtime"}
+    else:
+        assert "\n" not in str(result)
+    result = bounded(lambda: set_yaml_key(yaml_text, "default-runtime", "nvidia", "/c.yaml"),
+                     2.0, 8 << 20, (FixError,))
+    if not isinstance(result, FixError):
+        assert loads(result)["default-runtime"] == "nvidia"
+        assert len(result.splitlines()) - len(yaml_text.splitlines()) in (0, 1)
+    else:
+        assert "\n" not in str(result)
