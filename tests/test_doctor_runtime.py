@@ -10,7 +10,7 @@ from edgeagent.config import load_config
 from edgeagent.doctor import checks_runtime as cr
 from edgeagent.doctor.runner import build_context, default_check_modules
 from edgeagent.hostpaths import HostRoot
-from tests.peers.hosts import FIXTURES, make_root, write
+from tests.peers.hosts import FIXTURES, RPI4, make_root, write
 
 RUNTIME = os.path.join(FIXTURES, "runtime")
 K3S_GEN = "/var/lib/rancher/k3s/agent/etc/containerd/config.toml"
@@ -454,3 +454,31 @@ def test_k3s_root_dir_from_config_yaml_and_pass(host):
     r, _ = run(cr.check_kubelet_root_dir, host,
                **{"device_plugin.directory": "/mnt/ssd/kubelet/device-plugins"})
     assert r.status == "PASS"
+
+
+def test_kubeadm_containerd_without_a_config_file_runs_on_its_defaults(host):
+    kubeadm(host)
+    r, c = run(cr.check_cgroup_driver, host)
+    assert r.status == "FAIL" and "no /etc/containerd/config.toml" in r.detail
+    assert "containerd config default" in r.fix and edits(c) == []
+    kubeadm(host, cgroup_driver="cgroupfs")
+    assert run(cr.check_cgroup_driver, host)[0].status == "PASS"
+
+
+def test_default_runtime_set_in_a_drop_in_is_edited_there(host):
+    k3s(host)
+    write(host, "/etc/rancher/k3s/config.yaml", fixture("k3s-config.yaml"))
+    write(host, "/etc/rancher/k3s/config.yaml.d/50-gpu.yaml", "default-runtime: runc\n")
+    r, c = run(cr.check_k3s_default_runtime, host)
+    assert r.status == "WARN"
+    (edit,) = edits(c)
+    assert edit.path == "/etc/rancher/k3s/config.yaml.d/50-gpu.yaml"
+    assert edit.new == 'default-runtime: "nvidia"\n'
+
+
+def test_docker_check_skips_without_a_gpu(tmp_path):
+    host = str(make_root(tmp_path, dtb=RPI4, release=None, dev=()))
+    k3s(host, flags=["--docker"], generated=None)
+    write(host, DAEMON_JSON, fixture("docker-daemon-jetpack.json"))
+    r, _ = run(cr.check_docker_default_runtime, host)
+    assert r.status == "SKIP" and "GPU" in r.detail

@@ -223,14 +223,18 @@ def check_k3s_default_runtime(ctx: DoctorContext) -> CheckResult:
               % (", ".join(k3s.nvidia_runtimes), k3s.nvidia_runtimes[0], k3s.path,
                  k3s.default or "runc", k3s.nvidia_runtimes[0]))
     manual = ("set default-runtime: nvidia in %s and sudo systemctl restart %s, or give GPU "
-              "pods runtimeClassName: nvidia" % (K3S_CONFIG, _k3s_service(ctx)))
+              "pods runtimeClassName: nvidia" % (
+                  flag.source.rsplit(":", 1)[0] if flag is not None else K3S_CONFIG,
+                  _k3s_service(ctx)))
     if flag is not None and flag.source.endswith("ExecStart"):
         return CheckResult(K3S_DEFAULT_RUNTIME, WARN, detail + "; %s sets --default-runtime %s"
                            % (flag.source, flag.value),
                            "change --default-runtime to nvidia in %s, then sudo systemctl "
                            "daemon-reload && sudo systemctl restart %s" % (
                                cluster.k3s_unit_path, _k3s_service(ctx)))
-    hint = _plan_yaml(ctx, K3S_DEFAULT_RUNTIME, K3S_CONFIG, "default-runtime", "nvidia",
+    # k3s merges config.yaml.d/*.yaml over config.yaml: edit the file the value comes from.
+    target = flag.source.rsplit(":", 1)[0] if flag is not None else K3S_CONFIG
+    hint = _plan_yaml(ctx, K3S_DEFAULT_RUNTIME, target, "default-runtime", "nvidia",
                       _k3s_service(ctx), "make nvidia k3s's default runtime")
     return CheckResult(K3S_DEFAULT_RUNTIME, WARN, detail,
                        manual + ("; " + hint if hint else ""))
@@ -563,7 +567,19 @@ def check_cgroup_driver(ctx: DoctorContext) -> CheckResult:
         if problem:
             return CheckResult(CGROUP_DRIVER, FAIL, problem, "fix the syntax of %s"
                                % ETC_CONTAINERD)
-        return CheckResult(CGROUP_DRIVER, SKIP, "no containerd or CRI-O config to compare")
+        endpoint = cluster.kubelet_flags.get("container-runtime-endpoint")
+        if k3s or endpoint is None or "containerd" not in str(endpoint.value):
+            return CheckResult(CGROUP_DRIVER, SKIP, "no containerd or CRI-O config to compare")
+        # No config file: containerd runs on its built-in defaults, SystemdCgroup = false.
+        driver = str(kubelet.value) if kubelet is not None else "cgroupfs"
+        if driver == "cgroupfs":
+            return CheckResult(CGROUP_DRIVER, PASS, "both use cgroupfs (no %s: containerd's "
+                               "defaults)" % ETC_CONTAINERD)
+        return CheckResult(CGROUP_DRIVER, FAIL, "the kubelet's cgroup driver is systemd (%s) but "
+                           "containerd has no %s and its default is SystemdCgroup = false"
+                           % (kubelet.source, ETC_CONTAINERD),
+                           "containerd config default | sudo tee %s, set SystemdCgroup = true in "
+                           "it, and sudo systemctl restart containerd" % ETC_CONTAINERD)
     driver = str(kubelet.value) if kubelet is not None else "cgroupfs"
     source = kubelet.source if kubelet is not None else "the kubelet's default (no cgroupDriver)"
     if rc.engine == "cri-o":
@@ -607,6 +623,8 @@ def check_docker_default_runtime(ctx: DoctorContext) -> CheckResult:
     cluster = _cluster(ctx)
     if not ctx.root.isfile(DOCKER_DAEMON_JSON):
         return CheckResult(DOCKER_DEFAULT_RUNTIME, SKIP, "%s not present" % DOCKER_DAEMON_JSON)
+    if _gpu(ctx) is None:
+        return CheckResult(DOCKER_DEFAULT_RUNTIME, SKIP, "no usable NVIDIA GPU on this host")
     problem = _problem(ctx, DOCKER_DAEMON_JSON)
     docker = next((r for r in _runtime(ctx).runtimes if r.engine == "docker"), None)
     if docker is None:
@@ -630,7 +648,7 @@ def check_docker_default_runtime(ctx: DoctorContext) -> CheckResult:
         if docker.nvidia_default:
             cluster_rt = _k3s_config_in_use(ctx) if _has_k3s(ctx) else _etc_containerd(ctx)
             if (cluster_rt is None or not cluster_rt.nvidia_runtimes) and \
-                    _runtime(ctx).gpu_spec() is None and _gpu(ctx) is not None:
+                    _runtime(ctx).gpu_spec() is None:
                 return CheckResult(
                     DOCKER_DEFAULT_RUNTIME, WARN, "%s in %s, but the cluster runs pods through "
                     "containerd%s, which has no NVIDIA runtime and no CDI spec: Docker's "
