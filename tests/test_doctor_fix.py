@@ -49,7 +49,7 @@ def test_toml_table_appended_when_missing_and_single_quoted_headers_are_found():
 
 def test_toml_string_values_and_an_empty_file():
     assert set_toml_key("", ("device_plugin",), "directory", "/d/device-plugins", "/c") == \
-        '\n[device_plugin]\n  directory = "/d/device-plugins"\n'
+        '[device_plugin]\n  directory = "/d/device-plugins"\n'
 
 
 OPTIONS = CRI + ("containerd", "runtimes", "runc", "options")

@@ -704,17 +704,18 @@ def check_kubelet_root_dir(ctx: DoctorContext) -> CheckResult:
     path_used = ctx.config.path
     config_file = DEFAULT_CONFIG_PATH
     if origin not in ("default",) and (path_used is None or origin != path_used):
-        return CheckResult(KUBELET_ROOT_DIR, FAIL, detail, "set device_plugin.directory = %r "
+        return CheckResult(KUBELET_ROOT_DIR, FAIL, detail, "set device_plugin.directory = \"%s\" "
                            "where it is set now (%s) and restart edgeagent" % (want, origin))
     if path_used is not None and os.path.realpath(path_used) != \
             os.path.realpath(ctx.root.resolve(config_file)):
-        return CheckResult(KUBELET_ROOT_DIR, FAIL, detail, "set directory = %r under "
+        return CheckResult(KUBELET_ROOT_DIR, FAIL, detail, "set directory = \"%s\" under "
                            "[device_plugin] in %s and restart edgeagent" % (want, path_used))
     hint = _plan_toml(ctx, KUBELET_ROOT_DIR, config_file, ("device_plugin",), "directory", want,
                       "edgeagent", "point the device plugin at the kubelet's directory")
     return CheckResult(KUBELET_ROOT_DIR, FAIL, detail,
-                       "set directory = %r under [device_plugin] in %s and sudo systemctl "
-                       "restart edgeagent%s" % (want, config_file, "; " + hint if hint else ""))
+                       "set directory = \"%s\" under [device_plugin] in %s and sudo "
+                       "systemctl restart edgeagent%s" % (want, config_file,
+                                                          "; " + hint if hint else ""))
 
 
 # --- planning the --fix edits (pure, via edgeagent.doctor.fix) -----------------------------------

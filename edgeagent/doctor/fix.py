@@ -133,8 +133,8 @@ def set_toml_key(text: str, table: Sequence[str], key: str, value: Any, path: st
     start = next((i for i, parts in headers if parts == target), None)
     if start is None:
         tail = "" if not text or text.endswith("\n") else "\n"
-        new = text + tail + "\n[%s]\n  %s = %s\n" % (_format_key(target), _format_key([key]),
-                                                     literal)
+        new = text + tail + ("\n" if text.strip() else "") + "[%s]\n  %s = %s\n" % (
+            _format_key(target), _format_key([key]), literal)
     else:
         end = next((i for i, _ in headers if i > start), len(lines))
         key_line = re.compile(r"""^(\s*)(?:%s|"%s"|'%s')\s*=""" % ((re.escape(key),) * 3))
