@@ -333,3 +333,15 @@ def test_fuzzed_json_and_yaml_edits_are_exact_or_refused_within_bounds(json_text
         assert len(result.splitlines()) - len(yaml_text.splitlines()) in (0, 1)
     else:
         assert "\n" not in str(result)
+
+
+def test_a_config_file_that_is_not_utf8_is_never_planned_for_an_edit(host):
+    from edgeagent.config import load_config
+    from edgeagent.doctor.command import diagnose
+
+    kubeadm(host)
+    write(host, ETC_CONTAINERD, fixture("containerd-1.7-default.toml").encode() +
+          b"# caf\xe9 (latin-1)\n")
+    results, ctx = diagnose(HostRoot(host), load_config(None, env={}))
+    assert [r.status for r in results if r.check == "runtime.cgroup-driver"] == ["FAIL"]
+    assert [e.path for e in ctx.facts.get("fix.edits", [])] == []

@@ -31,7 +31,7 @@ CSV_DIR = "/etc/nvidia-container-runtime/host-files-for-container.d"
 DOCKER_DAEMON_JSON = "/etc/docker/daemon.json"
 # containerd's own config and drop-ins (nvidia-ctk runtime configure writes conf.d/99-nvidia.toml
 # on toolkit 1.17+), and the configs k3s and RKE2 generate for their embedded containerd
-# (config.toml for containerd 1.7, config-v3.toml for containerd 2).
+# (config.toml: version 2 for containerd 1.7, version 3 for containerd 2).
 CONTAINERD_CONFIGS = (
     ("containerd", "/etc/containerd/config.toml"),
     ("containerd", "/etc/containerd/conf.d/*.toml"),

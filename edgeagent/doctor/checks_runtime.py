@@ -79,9 +79,19 @@ def _line_of(ctx: DoctorContext, path: str, pattern: str) -> str:
 
 
 def _read(ctx: DoctorContext, path: str) -> Optional[str]:
+    """The whole text of a config file; None when unreadable, not UTF-8 or over 1 MiB (an edit
+    planned from a cut-off or mis-decoded text would lose the rest)."""
+    from edgeagent.discovery.runtimefacts import MAX_FILE_BYTES
+
     try:
-        return ctx.root.read_text(path)
+        data = ctx.root.read_bytes(path, MAX_FILE_BYTES + 1)
     except (OSError, ValueError):
+        return None
+    if len(data) > MAX_FILE_BYTES:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:   # an edit would rewrite the bytes it cannot decode
         return None
 
 
@@ -100,8 +110,8 @@ def k3s_external_runtime(cluster: "ClusterFacts") -> Optional[str]:
 
 
 def k3s_configs(ctx: DoctorContext) -> List["RuntimeConfig"]:
-    """The containerd configs k3s generated (config.toml for containerd 1.7, config-v3.toml for
-    containerd 2), under its data dir."""
+    """The containerd configs k3s generated under its data dir (config.toml: version 2 with
+    containerd 1.7, version 3 with containerd 2)."""
     from edgeagent.discovery.runtimefacts import SpecError, parse_runtime_toml
 
     cluster = _cluster(ctx)

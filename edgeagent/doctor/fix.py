@@ -292,8 +292,8 @@ class FixApplier:
         backup = None
         if exists:
             st = os.stat(real)
-            current = self.root.read_bytes(edit.path, 16 << 20).decode("utf-8", "replace")
-            if current != edit.old:
+            current = self.root.read_bytes(edit.path, 16 << 20)
+            if current != edit.old.encode("utf-8"):
                 raise FixError("%s changed since doctor read it; not edited" % edit.path)
             backup = backup_name(edit.path, self.clock())
             self._write(self.root.resolve(backup), edit.old.encode("utf-8"), st, exclusive=True)
