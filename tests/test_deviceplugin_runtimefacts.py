@@ -116,7 +116,12 @@ def test_fuzzed_cdi_specs_parse_or_fail_in_one_line_within_bounds(text):
     if isinstance(result, SpecError):
         assert str(result).startswith("/etc/cdi/fuzz.yaml") and "\n" not in str(result)
     else:
+        from edgeagent.discovery.runtimefacts import spec_mode
+
         assert result.devices and all(isinstance(n, str) for n in result.devices)
+        assert all(isinstance(w, str) for w in result.device_nodes + result.host_paths
+                   + result.hook_args)
+        assert spec_mode(result) in ("csv", "nvml", "unknown")
 
 
 def test_csv_lines():
