@@ -102,7 +102,10 @@ def test_a_device_named_0_stays_a_name():
 
 YAML_PIECES = ["kind: nvidia.com/gpu\n", "devices:\n", "- name: x\n", "  name: '0'\n", "[", "]",
                "{", "}", "&a ", "*a", "!!python/object:os.system ", "---\n", "\t", ": ", ", ",
-               "'", '"', "#", "\n", "- ", "  ", "? ", "| \n", "\x00", "\ufeff", "9" * 50]
+               "'", '"', "#", "\n", "- ", "  ", "? ", "| \n", "\x00", "\ufeff", "9" * 50,
+               "containerEdits:\n", "  deviceNodes:\n", "  - path: /dev/nvidia-uvm\n",
+               "  mounts:\n", "  - hostPath: /usr/lib/libcuda.so.1.1\n", "  hooks:\n",
+               "  - args: [nvidia-cdi-hook, --host-driver-version=570.1]\n"]
 
 
 @pytest.mark.timeout(300)
