@@ -345,3 +345,15 @@ def test_a_config_file_that_is_not_utf8_is_never_planned_for_an_edit(host):
     results, ctx = diagnose(HostRoot(host), load_config(None, env={}))
     assert [r.status for r in results if r.check == "runtime.cgroup-driver"] == ["FAIL"]
     assert [e.path for e in ctx.facts.get("fix.edits", [])] == []
+
+
+def test_fix_json_without_yes_lists_the_edits_applies_none_and_exits_2(host, capsys):
+    real = cgroup_trap(host)
+    before = open(real).read()
+    assert cli(host, "--json", "--fix") == 2
+    out, err = capsys.readouterr()
+    (fix,) = json.loads(out)["fixes"]
+    assert fix["applied"] is False and "--json cannot ask for confirmation" in fix["error"]
+    assert "+            SystemdCgroup = true" in fix["diff"]
+    assert "edgeagent: error: --fix: --json cannot ask" in err
+    assert open(real).read() == before

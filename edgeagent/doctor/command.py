@@ -128,6 +128,8 @@ class FixSession:
         self.out.write(text + "\n")
 
     def run(self, results: List[CheckResult], ctx: DoctorContext) -> int:
+        from edgeagent.doctor.fix import Applied
+
         edits: List["FileEdit"] = list(ctx.facts.get("fix.edits", []))
         refused: List[Tuple[str, str]] = list(ctx.facts.get("fix.refused", []))
         if not self.as_json:
@@ -142,16 +144,16 @@ class FixSession:
             for edit in edits:
                 self.say("# %s (%s)" % (edit.why, edit.check))
                 self.out.write(edit.diff())
-        confirmed = self._confirm(edits, results)
+        try:
+            confirmed = self._confirm(edits, results)
+        except UsageError as e:
+            if self.as_json:     # the planned edits still reach the caller, none applied
+                self._say_json(results, [Applied(x, False, str(e)) for x in edits], refused, [])
+            raise
         applied = [self.applier.apply(e) for e in confirmed]
         restarts = self._restarts(applied)
         if self.as_json:
-            self.say(json.dumps({
-                "checks": [r.to_json() for r in results],
-                "fixes": [a.to_json() for a in applied],
-                "refused": [{"check": c, "why": w} for c, w in refused],
-                "restarts": [{"service": s, "restarted": ok, "detail": d}
-                             for s, ok, d in restarts]}, indent=2))
+            self._say_json(results, applied, refused, restarts)
         else:
             for a in applied:
                 self.say(("edited %s (%s)" if a.ok else "not edited: %s%s") % (
@@ -159,6 +161,15 @@ class FixSession:
             for service, ok, detail in restarts:
                 self.say(detail)
         return self._exit(results, applied, restarts)
+
+    def _say_json(self, results: List[CheckResult], applied: List["Applied"],
+                  refused: List[Tuple[str, str]], restarts: List[Tuple[str, bool, str]]) -> None:
+        self.say(json.dumps({
+            "checks": [r.to_json() for r in results],
+            "fixes": [a.to_json() for a in applied],
+            "refused": [{"check": c, "why": w} for c, w in refused],
+            "restarts": [{"service": s, "restarted": ok, "detail": d}
+                         for s, ok, d in restarts]}, indent=2))
 
     def _confirm(self, edits: List["FileEdit"], results: List[CheckResult]) -> List["FileEdit"]:
         if not edits or self.yes:
