@@ -59,12 +59,12 @@ OPTIONS = CRI + ("containerd", "runtimes", "runc", "options")
     ("[plugins\n", CRI, "invalid TOML"),
     # A dotted key already defines the table: adding [..options] would define it again.
     ('[plugins."io.containerd.grpc.v1.cri"]\n  containerd.runtimes.runc.options.SystemdCgroup'
-     ' = false\n', OPTIONS, "invalid TOML"),
+     ' = false\n', OPTIONS, "edit it by hand"),
     # A header inside a multi-line string is not a header.
     ('a = """\n[plugins."io.containerd.grpc.v1.cri"]\n"""\n', CRI, "edit it by hand"),
     # The table is an inline table.
     ('plugins = { "io.containerd.grpc.v1.cri" = { enable_cdi = false } }\n', CRI,
-     "invalid TOML"),
+     "edit it by hand"),
 ])
 def test_toml_edits_that_cannot_be_made_safely_are_refused(text, table, words):
     with pytest.raises(FixError) as e:
@@ -357,3 +357,17 @@ def test_fix_json_without_yes_lists_the_edits_applies_none_and_exits_2(host, cap
     assert "+            SystemdCgroup = true" in fix["diff"]
     assert "edgeagent: error: --fix: --json cannot ask" in err
     assert open(real).read() == before
+
+
+def test_a_value_that_cannot_be_set_on_one_line_is_named_not_edited(host, capsys):
+    kubeadm(host)
+    real = write(host, ETC_CONTAINERD, 'version = 2\n[plugins."io.containerd.grpc.v1.cri"]\n'
+                 '  containerd.runtimes.runc.options.SystemdCgroup = false\n')
+    assert cli(host, "--fix", "--yes") == 1
+    out, _ = capsys.readouterr()
+    assert "FAIL  runtime.cgroup-driver" in out
+    assert "not editable (runtime.cgroup-driver): /etc/containerd/config.toml: could not set " \
+        'plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options.SystemdCgroup on ' \
+        "one line without changing anything else; edit it by hand" in out
+    assert "--fix: nothing to edit" in out
+    assert open(real).read().endswith("SystemdCgroup = false\n")

@@ -160,7 +160,11 @@ def set_toml_key(text: str, table: Sequence[str], key: str, value: Any, path: st
         new = "".join(lines)
     expected = copy.deepcopy(before)
     _set_in(expected, target, key, value, path)
-    if _load_toml(new, path) != expected:
+    try:
+        after: Optional[Dict[str, Any]] = _load_toml(new, path)
+    except FixError:         # the edit broke the file (the table was defined another way)
+        after = None
+    if after != expected:
         raise FixError("%s: could not set %s.%s on one line without changing anything else; "
                        "edit it by hand" % (path, _format_key(target), key))
     return new
