@@ -73,6 +73,7 @@ def test_a_module_that_does_not_load_is_a_fail_line(tmp_path):
 def test_the_doctor_runs_every_check_module_host_first():
     assert default_check_modules() == ["edgeagent.doctor.checks_host",
                                        "edgeagent.doctor.checks_plugin",
+                                       "edgeagent.doctor.checks_runtime",
                                        "edgeagent.doctor.checks_kube",
                                        "edgeagent.doctor.checks_metrics"]
 

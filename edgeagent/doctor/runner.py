@@ -48,6 +48,11 @@ def _checks_plugin() -> ModuleType:
     return checks_plugin
 
 
+def _checks_runtime() -> ModuleType:
+    from edgeagent.doctor import checks_runtime
+    return checks_runtime
+
+
 def _checks_kube() -> ModuleType:
     from edgeagent.doctor import checks_kube
     return checks_kube
@@ -58,8 +63,8 @@ def _checks_metrics() -> ModuleType:
     return checks_metrics
 
 
-DEFAULT_SOURCES: Tuple[CheckSource, ...] = (_checks_host, _checks_plugin, _checks_kube,
-                                            _checks_metrics)
+DEFAULT_SOURCES: Tuple[CheckSource, ...] = (_checks_host, _checks_plugin, _checks_runtime,
+                                            _checks_kube, _checks_metrics)
 
 
 def default_check_modules() -> List[str]:
