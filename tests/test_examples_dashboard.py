@@ -66,6 +66,8 @@ CONTRACT: Dict[str, FrozenSet[str]] = {k: frozenset(v) for k, v in {
     "edgeagent_device_plugin_allocations_total": ("resource", "result"),
     "edgeagent_device_plugin_registrations_total": ("resource",),
     "edgeagent_labels_patches_total": ("result",), "edgeagent_labels_owned": (),
+    "edgeagent_labels_deferred": (), "edgeagent_component_degraded": ("component",),
+    "jetson_tegrastats_lines_dropped_total": ("reason",),
     "edgeagent_labels_last_success_timestamp_seconds": (),
     "edgeagent_kube_requests_total": ("method", "code"),
 }.items()}
