@@ -64,6 +64,11 @@ def build_components(ctx: AgentContext) -> List[Component]:
         from edgeagent.deviceplugin.component import build as build_device_plugin
 
         components.extend(build_device_plugin(ctx))
+        # The agent's own CDI specs (edgeagent.io/gpu, edgeagent.io/dla): the cdi strategy
+        # hands them out, and `ctr`/podman users can ask for them by name.
+        from edgeagent.cdi.component import build as build_cdi
+
+        components.extend(build_cdi(ctx))
     if options.enabled("metrics"):
         from edgeagent.metrics.component import build as build_metrics
 
