@@ -19,10 +19,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from edgeagent.discovery.devnodes import NVDLA_NODE, NVDLA_SUPPORT_NODES, gpu_nodes
 from edgeagent.discovery.runtimefacts import DeviceNodeFact
 
-# 0.6.0: parsed by the CDI library (container-device-interface) from v0.5.4 on, which
-# containerd 1.7.0+, containerd 2.x, CRI-O 1.27+ and podman 4.x vendor; 0.7.0+ needs a library
-# that containerd 1.7's early patch releases lack. Nothing here needs a feature newer than 0.3.
-CDI_VERSION = "0.6.0"
+# 0.5.0, not the newest: it is the lowest version this content needs (device names starting
+# with a digit, "0", came with 0.5.0: container-device-interface's requiresV050), what
+# nvidia-ctk's csv mode writes, and what every CDI library from v0.5 on accepts. A library
+# refuses a version newer than it knows: Debian 12's podman 4.3 answers "unresolvable CDI
+# devices" for the same spec marked 0.6.0 and injects it marked 0.5.0 (tests/test_cdi_podman.py).
+CDI_VERSION = "0.5.0"
 GPU_KIND = "edgeagent.io/gpu"
 DLA_KIND = "edgeagent.io/dla"
 SPEC_DIR = "/var/run/cdi"
