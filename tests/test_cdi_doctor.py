@@ -122,3 +122,14 @@ def test_cdi_strategy_with_only_the_agents_spec_is_not_a_missing_spec(host):
     os.unlink(spec_path(host))
     r = check(host, cr.check_cdi_spec_mode, **{"device_plugin.device_list_strategy": "cdi"})
     assert r.status == "FAIL"
+
+
+def test_plugin_checks_accept_the_agents_spec_for_the_cdi_strategy(host):
+    from edgeagent.doctor import checks_plugin as cp
+
+    cdi = {"device_plugin.device_list_strategy": "cdi"}
+    assert check(host, cp.check_strategy, **cdi).status == "FAIL"   # nothing to hand out yet
+    sync_specs(HostRoot(host))
+    r = check(host, cp.check_cdi_spec, **cdi)
+    assert r.status == "PASS" and "the agent's own /var/run/cdi/edgeagent-gpu.json" in r.detail
+    assert check(host, cp.check_strategy, **cdi).status == "PASS"
