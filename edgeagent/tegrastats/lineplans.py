@@ -27,6 +27,7 @@ _DIGITS = b"0123456789"
 # Shapes kept: a board prints one or two (tegrastats without root drops fields); a stream of junk
 # makes a new shape a line, so the table is cleared when full rather than grown.
 _PLAN_LIMIT = 64
+_MAX_PLAN_TOKENS = 256
 _MEMO_LIMIT = 1024
 _MEMO_KEY_MAX = 48
 _dumps = json.dumps
@@ -237,6 +238,7 @@ class _Builder:
                 if nxt is not None and kind in (_p._gr3d, _p._gr3d_n):
                     if nxt != i + 2:
                         return None
+                    self.exact(i)
                     self.gpu += [i, i + 1]
                     i = nxt
                     continue
@@ -315,10 +317,10 @@ class _Builder:
                 "    if not (%s): return None\n"
                 "    %s\n"
                 "    if %s: return None\n"
-                "    return %r %% (%s,)\n"
+                "    return %r %% (%s)\n"
                 % (" and ".join(self.checks), "\n    ".join(self.lets) or "pass",
                    " or ".join(refused) or "False", "{" + ", ".join(parts) + "}",
-                   ", ".join(args)))
+                   "".join(a + ", " for a in args)))
 
 
 def build_plan(tokens: List[str]) -> Optional[Plan]:
@@ -335,14 +337,23 @@ def build_plan(tokens: List[str]) -> Optional[Plan]:
     return namespace["plan"]  # type: ignore[no-any-return]
 
 
+def _refuse(tokens: List[str]) -> Optional[str]:
+    return None                            # the plan of a shape the plans leave to the slow way
+
+
 class LineEncoder:
     """``encode(line)`` is ``json.dumps(parse_line(line).to_json())``, through the plan of the
-    line's shape when there is one. One per stream; keeps at most 64 shapes."""
+    line's shape when there is one. One per stream.
 
-    __slots__ = ("_plans", "planned", "slow")
+    A plan is built the second time a shape is seen: a stream of junk, every line a new shape,
+    then costs no more than the slow way; and a line of over 256 tokens (a real one has under
+    80) is never planned, so no plan is big."""
+
+    __slots__ = ("_plans", "_seen", "planned", "slow")
 
     def __init__(self) -> None:
-        self._plans: Dict[bytes, Optional[Plan]] = {}
+        self._plans: Dict[bytes, Plan] = {}
+        self._seen: set = set()
         self.planned = 0          # lines encoded by a plan (for tests and the bench)
         self.slow = 0
 
@@ -352,23 +363,25 @@ class LineEncoder:
             return _dumps(_p.parse_line(line).to_json())
         key = line.encode("utf-8", "surrogatepass").translate(None, _DIGITS)
         tokens = line.split()
-        plans = self._plans
-        try:
-            plan = plans[key]
-        except KeyError:
-            text = _dumps(_p.parse_line(line).to_json())
-            plan = build_plan(tokens)
-            if plan is not None and plan(tokens) != text:
-                plan = None               # a case the builder does not know: the slow way
-            if len(plans) >= _PLAN_LIMIT:
-                plans.clear()
-            plans[key] = plan
-            self.slow += 1
-            return text
+        plan = self._plans.get(key)
         if plan is not None:
             text = plan(tokens)
             if text is not None:
                 self.planned += 1
                 return text
+            self.slow += 1
+            return _dumps(_p.parse_line(line).to_json())
         self.slow += 1
-        return _dumps(_p.parse_line(line).to_json())
+        text = _dumps(_p.parse_line(line).to_json())
+        if key not in self._seen:
+            if len(self._seen) >= _PLAN_LIMIT:
+                self._seen.clear()
+            self._seen.add(key)
+            return text
+        plan = build_plan(tokens) if len(tokens) <= _MAX_PLAN_TOKENS else None
+        if plan is None or plan(tokens) != text:
+            plan = _refuse                 # a case the builder does not know: the slow way
+        if len(self._plans) >= _PLAN_LIMIT:
+            self._plans.clear()
+        self._plans[key] = plan
+        return text
