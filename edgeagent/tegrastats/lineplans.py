@@ -70,6 +70,24 @@ class _Fragments(dict):
         return value
 
 
+def _scalar(value: Any) -> str:
+    """What json.dumps writes for None, a bool, an int or a finite float (the parser makes no
+    other number), without its per-call cost: memo misses are frequent on a real board, whose
+    readings change every second."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return repr(value)
+
+
+def _core_text(core: Any) -> str:
+    return '{"index": %d, "online": %s, "utilization": %s, "frequency_hz": %s}' % (
+        core.index, _scalar(core.online), _scalar(core.utilization), _scalar(core.frequency_hz))
+
+
 def _field_texts(fn: Any, values: Tuple[str, ...]) -> Optional[Tuple[str, ...]]:
     """The JSON texts of the keys field parser ``fn`` sets, from its value tokens; None when the
     parser would not consume exactly them or would call any of them unknown."""
@@ -77,10 +95,10 @@ def _field_texts(fn: Any, values: Tuple[str, ...]) -> Optional[Tuple[str, ...]]:
     st = _p._Line()
     if fn(tokens, 0, st) != len(tokens) or st.unknown:
         return None
-    if st.gpcs:
-        st.values["gpcs"] = tuple(st.gpcs[k] for k in sorted(st.gpcs))
-    doc = _p._make_sample(st.values).to_json()
-    return tuple(_dumps(doc[k]) for k in _FIELD_KEYS[fn])
+    if fn is _p._cpu:
+        return ("[" + ", ".join(map(_core_text, st.values["cpus"])) + "]",)
+    get = st.values.get
+    return tuple(_scalar(get(key)) for key in _FIELD_KEYS[fn])
 
 
 _GPU_KEYS = ("gpu_utilization", "gpu_frequencies_hz", "gpc_utilization")
@@ -89,12 +107,20 @@ _GPU_KEYS = ("gpu_utilization", "gpu_frequencies_hz", "gpc_utilization")
 def _gpu_texts(tokens: Tuple[str, ...]) -> Optional[Tuple[str, ...]]:
     """``GR3D_FREQ 0%@[305,305]``, with DRIVE OS's ``GR3D2_FREQ 82%@1274`` and the like: these
     fields share the GPCs (GR3D2's load becomes GPC 0's too), so they are looked up together,
-    parsed as a line of their own."""
-    sample = _p.parse_line(" ".join(tokens))
-    if sample.unknown or sample.fields != len(tokens) // 2:
+    in their order, as parse_line reads them."""
+    st = _p._Line()
+    names = list(tokens)
+    for i in range(0, len(names), 2):
+        fn = _p._FIELDS.get(names[i])
+        if fn is None or fn(names, i, st) != i + 2:
+            return None
+    if st.unknown:
         return None
-    doc = sample.to_json()
-    return tuple(_dumps(doc[k]) for k in _GPU_KEYS)
+    gpcs = [st.gpcs[k] for k in sorted(st.gpcs)]
+    return (_scalar(st.values.get("gpu_utilization")),
+            "{" + ", ".join('"%d": %s' % (g.index, _scalar(g.frequency_hz)) for g in gpcs) + "}",
+            "{" + ", ".join('"%d": %s' % (g.index, _scalar(g.utilization))
+                            for g in gpcs if g.utilization is not None) + "}")
 
 
 _GPU = _Fragments(_gpu_texts)
@@ -102,44 +128,54 @@ _FIELDS = {fn: _Fragments(lambda values, fn=fn: _field_texts(fn, values)) for fn
 
 # CPU lists change every line, their entries do not: one memo per core index, as in the parser.
 _CORE_TEXT: Tuple[Dict[str, str], ...] = tuple({} for _ in range(_p._MAX_CPUS))
+_CORE_MEMO_LIMIT = 256
 
 
 def _cpus_text(tok: str) -> Optional[str]:
-    entries = tok[1:-1].split(",")
-    if tok[-1:] != "]" or len(entries) > _p._MAX_CPUS:
+    """``[1%@729,off,2%@1190]`` as parser._cpu reads it (the usual form: a frequency per core)."""
+    body = tok[1:-1]
+    entries = body.split(",")
+    if tok[:1] != "[" or tok[-1:] != "]" or "]" in body or len(entries) > _p._MAX_CPUS:
         return None
     texts = list(map(dict.get, _CORE_TEXT, entries))   # map stops at the shorter: the entries
     if None in texts:
-        st = _p._Line()
-        if _p._cpu(["CPU", tok], 0, st) != 2 or st.unknown:
-            return None
-        docs = _p._make_sample(st.values).to_json()["cpus"]
-        texts = []
-        for index, (entry, doc) in enumerate(zip(entries, docs)):
-            text = _dumps(doc)
+        pct, mhz = _p._PCT, _p._MHZ
+        for index, text in enumerate(texts):
+            if text is not None:
+                continue
+            entry = entries[index]
+            if entry == "off":
+                text = _core_text(_p.CpuCore(index, False))
+            else:
+                load_s, at, freq_s = entry.partition("@")
+                load = pct[load_s]
+                freq = mhz[freq_s] if at else None
+                if load is None or freq is None:
+                    return None              # the parser lists it as unknown: the slow way
+                text = _core_text(_p.CpuCore(index, True, load, freq))
+            texts[index] = text
             memo = _CORE_TEXT[index]
             if len(entry) <= _MEMO_KEY_MAX:
-                if len(memo) >= 256:
+                if len(memo) >= _CORE_MEMO_LIMIT:
                     memo.clear()
                 memo[entry] = text
-            texts.append(text)
     return "[" + ", ".join(texts) + "]"
 
 
-def _temperature_text(tok: str) -> Optional[Tuple[str, str, Optional[str]]]:
+def _temperature_text(tok: str) -> Tuple[str, str, Optional[str]]:
     """(what the plan checks: the sensor, "" when off, "\\0" when not a reading; celsius; max)."""
     temp = _p._TEMPERATURE[tok]
     if temp is None:
         return ("\0", "", None)
     if temp is _p._SENSOR_OFF:
         return ("", "", None)
-    top = None if temp.max_celsius is None else _dumps(temp.max_celsius)
-    return (temp.sensor, _dumps(temp.celsius), top)
+    top = None if temp.max_celsius is None else repr(temp.max_celsius)
+    return (temp.sensor, repr(temp.celsius), top)
 
 
 def _watts_text(part: str) -> Optional[str]:
     watts = _p._MW[part]
-    return None if watts is None else _dumps(watts)
+    return None if watts is None else repr(watts)
 
 
 _WATTS = _Fragments(_watts_text)
@@ -148,7 +184,7 @@ _WATTS = _Fragments(_watts_text)
 def _rail_text(value: str) -> Optional[str]:
     # as parse_line reads ``NAME cur/avg[/max]``
     parts = value.split("/")
-    if len(parts) > 3:
+    if not 2 <= len(parts) <= 3:
         return None
     cur, avg = _WATTS[parts[0]], _WATTS[parts[1]]
     top = _WATTS[parts[2]] if len(parts) == 3 else "null"
@@ -163,8 +199,8 @@ def _engine_text(value: str) -> Optional[str]:
     if load_freq is None:
         return None
     load, freq = load_freq
-    return _dumps({"active": None if freq is None else freq > 0, "utilization": load,
-                   "frequency_hz": freq})
+    return '{"active": %s, "utilization": %s, "frequency_hz": %s}' % (
+        _scalar(None if freq is None else freq > 0), _scalar(load), _scalar(freq))
 
 
 _TEMPERATURES = _Fragments(_temperature_text)
