@@ -120,11 +120,11 @@ GOLDEN = os.path.join(REPO, "tests", "fixtures", "tegrastats")
 
 
 def test_output_is_byte_for_byte_the_golden_output(capsys):
-    # golden_output.jsonl is what the command printed before its fast path existed (issue 15),
+    # golden_output.txt is what the command printed before its fast path existed (issue 15),
     # for every real fixture line, the demo log and 188 seeded mutations of the real lines (bad
     # numbers, Unicode digits, out-of-range loads, sensors off, tokens missing, doubled, swapped).
     # Run twice: the second pass goes through the plans the first one learnt.
-    with open(os.path.join(GOLDEN, "golden_output.jsonl"), encoding="utf-8") as f:
+    with open(os.path.join(GOLDEN, "golden_output.txt"), encoding="utf-8") as f:
         golden = f.read()
     for _ in range(2):
         code, out, err = run(["tegrastats", os.path.join(GOLDEN, "golden_input.log")], capsys)
