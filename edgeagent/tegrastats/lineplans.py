@@ -124,6 +124,18 @@ def _gpu_texts(tokens: Tuple[str, ...]) -> Optional[Tuple[str, ...]]:
 
 
 _GPU = _Fragments(_gpu_texts)
+
+
+def _texts_of(memo: Any) -> _Fragments:
+    """A memo of the JSON texts of a parser memo's tuple of numbers (None stays None)."""
+    return _Fragments(lambda tok: None if memo[tok] is None else tuple(map(_scalar, memo[tok])))
+
+
+# field parser -> (texts of "used/totalMB", the parenthesis' first token, texts of its value)
+_PAIRS = {
+    _p._ram: (_texts_of(_p._USED_TOTAL), "(lfb", _texts_of(_p._LFB)),
+    _p._swap: (_texts_of(_p._USED_TOTAL), "(cached", _texts_of(_p._CACHED)),
+}
 _FIELDS = {fn: _Fragments(lambda values, fn=fn: _field_texts(fn, values)) for fn in _FIELD_KEYS}
 
 # CPU lists change every line, their entries do not: one memo per core index, as in the parser.
@@ -285,6 +297,21 @@ class _Builder:
                     self.exact(i)
                     if kind is _p._cpu and tokens[i + 1][-1:] == "]":
                         self.values["cpus"] = ("%s", [self.let("cpus_text(t[%d])" % (i + 1))])
+                    elif kind in _PAIRS:
+                        # RAM, SWAP: memos per token, not per field; "2462/3964MB" and
+                        # "(lfb 2x4MB)" change every second on a real board, each on its own
+                        used_total, paren, extra = _PAIRS[kind]
+                        v = self.let("%s[t[%d]]" % (self.const(used_total), i + 1))
+                        keys = _FIELD_KEYS[kind]
+                        self.values[keys[0]] = ("%s", ["%s[0]" % v])
+                        self.values[keys[1]] = ("%s", ["%s[1]" % v])
+                        if nxt == i + 4 and tokens[i + 2] == paren:
+                            self.exact(i + 2)
+                            w = self.let("%s[t[%d]]" % (self.const(extra), i + 3))
+                            for k, key in enumerate(keys[2:]):
+                                self.values[key] = ("%s", ["%s[%d]" % (w, k)])
+                        elif nxt != i + 2:
+                            return None
                     else:
                         # the memo's key is every value token: "(lfb", "fg" are in it too
                         v = self.let("%s[(%s,)]" % (self.const(_FIELDS[kind]), ", ".join(
