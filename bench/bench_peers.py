@@ -14,12 +14,12 @@ the file and prints each dict with ``json.dumps``. Only ``jtop.core.tegrastats``
 imports are loaded (not ``jtop/__init__``, which starts the whole client): the peer's start-up is
 counted at its cheapest.
 
-The log: 20,000 lines cycling every real line of tests/fixtures/tegrastats/*.jsonl (47 lines,
-TX1 to Thor), and a second log, board after board (each real line 425 times in a row), with the
-last digit of every number changed (seeded), so that values differ from line to line as on a
-real board and memos of whole values miss. Each process runs ``--runs`` times after one warm-up (the pyz's shiv cache is warm); the
-best time is reported. Goal: edgeagent at least 5x faster than the peer on the real lines.
-Exit status 1 when it is not, on any interpreter.
+The log: 20,000 lines cycling every real line of tests/fixtures/tegrastats/*.jsonl (47 lines, TX1
+to Thor), and a second log, board after board (each real line 425 times in a row), with the last
+digit of every number changed (seeded), so that values differ from line to line as on a real board
+and memos of whole values miss. Each process runs ``--runs`` times after one warm-up (the pyz's
+shiv cache is warm); the best time is reported. Goal: edgeagent at least 5x faster than the peer on
+the real lines. Exit status 1 when it is not, on any interpreter.
 """
 
 from __future__ import annotations

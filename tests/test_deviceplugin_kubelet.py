@@ -573,7 +573,8 @@ def test_a_device_change_is_pushed_without_waiting_for_the_next_health_interval(
     kubelet.wait_registrations(2)
     streams = [kubelet.watch(GPU), Watch(PluginClient(agent.socket(GPU)))]
     node = os.path.join(root, "dev/nvhost-gpu")
-    for health, move in (("Unhealthy", (node, node + ".away")), ("Healthy", (node + ".away", node))):
+    away = node + ".away"
+    for health, move in (("Unhealthy", (node, away)), ("Healthy", (away, node))):
         for s in streams:
             s.wait_for(lambda d: d == [("0", "Unhealthy" if health == "Healthy" else "Healthy")])
         done = len(checks)

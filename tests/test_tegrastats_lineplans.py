@@ -106,7 +106,8 @@ def redigited(draw):
     out = []
     for ch in line:
         if ch.isdigit() and rnd.random() < 0.3:
-            out.append("".join(rnd.choice("0123456789") for _ in range(rnd.choice([0, 1, 1, 2, 5]))))
+            size = rnd.choice([0, 1, 1, 2, 5])
+            out.append("".join(rnd.choice("0123456789") for _ in range(size)))
         else:
             out.append(ch)
     return line, "".join(out)

@@ -5,13 +5,14 @@ Why: turning a line into a :class:`~edgeagent.tegrastats.parser.TegraSample`, th
 JSON cost about 60 us a line, most of it spent deciding again, for every line, what the board
 decided once: which fields it prints, in which order. Lines of one board share a shape (the same
 fields in the same order; only digits change), so the shape's key is the line without its ASCII
-digits. The first line of a shape goes the slow way; when every token of it is a field this
+digits. A shape's first two lines go the slow way; on the second, when every token is a field this
 module plans (no unknown token, no field twice), a small function is compiled for the shape. It
 checks every name token exactly (``CV0`` and ``CV1`` share a key), looks each value token up in
 bounded memos of JSON fragments made by the parser's own value functions, and fills one format
-string. A value the plan did not expect (digits that make a value invalid, a sensor going off, a new name) makes it return None,
-and that line goes the slow way. A plan is kept only if it gives the slow path's text on the line
-it was built from; tests/test_tegrastats_lineplans.py holds it to the slow path on mutated lines.
+string. A value the plan did not expect (digits that make a value invalid, a sensor going off, a
+new name) makes it return None, and that line goes the slow way. A plan is kept only if it gives
+the slow path's text on the line it was built from; tests/test_tegrastats_lineplans.py holds it to
+the slow path on mutated lines.
 
 Output through the slow way is the reference: change the JSON there, the plans follow.
 """
@@ -266,7 +267,11 @@ class _Builder:
         self.checks.append("len(t) == %d" % n)
         i = 0
         if n >= 2 and _p._timestamp(tokens) is not None:
-            self.values["timestamp"] = ('"%s"', [self.let("_timestamp(t)")])
+            # parser._timestamp, knowing the key: its only non-digits are "--" and "::" (and
+            # the key drops ASCII digits only), so the lengths and separators are all to check
+            self.checks.append("len(t[0]) == 10 and len(t[1]) == 8 and t[0][2] == t[0][5] == '-'"
+                               " and t[1][2] == t[1][5] == ':'")
+            self.values["timestamp"] = ('"%s %s"', ["t[0]", "t[1]"])
             i = 2
         while i < n:
             tok = tokens[i]
@@ -393,9 +398,8 @@ def build_plan(tokens: List[str]) -> Optional[Plan]:
     source = builder.build()
     if source is None:
         return None
-    namespace: Dict[str, Any] = dict(builder.consts, _timestamp=_p._timestamp,
-                                     TEMPERATURES=_TEMPERATURES, RAILS=_RAILS, ENGINES=_ENGINES,
-                                     GPU=_GPU, cpus_text=_cpus_text)
+    namespace: Dict[str, Any] = dict(builder.consts, TEMPERATURES=_TEMPERATURES, RAILS=_RAILS,
+                                     ENGINES=_ENGINES, GPU=_GPU, cpus_text=_cpus_text)
     exec(compile(source, "<tegrastats plan>", "exec"), namespace)
     return namespace["plan"]  # type: ignore[no-any-return]
 
