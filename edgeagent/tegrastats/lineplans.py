@@ -20,6 +20,7 @@ Output through the slow way is the reference: change the JSON there, the plans f
 from __future__ import annotations
 
 import json
+from operator import itemgetter
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from edgeagent.tegrastats import parser as _p
@@ -233,6 +234,7 @@ class _Builder:
     def __init__(self, tokens: List[str]) -> None:
         self.tokens = tokens
         self.checks: List[str] = []          # on the tokens, before any lookup
+        self.exacts: List[int] = []          # indices of the tokens checked exactly
         self.lets: List[str] = []            # vN = a lookup
         self.nullable: List[str] = []        # lookups that give None for a value they refuse
         self.tags: List[str] = []            # temperatures: the sensor the plan expects
@@ -258,7 +260,7 @@ class _Builder:
 
     def exact(self, i: int) -> None:
         # needed even for names without digits: "R1AM" has the key of "RAM"
-        self.checks.append("t[%d] == %r" % (i, self.tokens[i]))
+        self.exacts.append(i)
 
     def build(self) -> Optional[str]:
         tokens, n = self.tokens, len(self.tokens)
@@ -345,6 +347,16 @@ class _Builder:
             i += 2
         return self.source()
 
+    def exact_check(self) -> List[str]:
+        # one C-level itemgetter and one tuple comparison: less to compile and to run than a
+        # comparison per token
+        if not self.exacts:
+            return []
+        if len(self.exacts) == 1:
+            return ["t[%d] == %r" % (self.exacts[0], self.tokens[self.exacts[0]])]
+        get = self.const(itemgetter(*self.exacts))
+        return ["%s(t) == %s" % (get, self.const(tuple(self.tokens[i] for i in self.exacts)))]
+
     def source(self) -> str:
         def first_of_each(items: List[Any]) -> List[Any]:
             seen: set = set()
@@ -386,7 +398,8 @@ class _Builder:
                 "    %s\n"
                 "    if %s: return None\n"
                 "    return %r %% (%s)\n"
-                % (" and ".join(self.checks), "\n    ".join(self.lets) or "pass",
+                % (" and ".join(self.checks + self.exact_check()),
+                   "\n    ".join(self.lets) or "pass",
                    " or ".join(refused) or "False", "{" + ", ".join(parts) + "}",
                    "".join(a + ", " for a in args)))
 
