@@ -265,6 +265,8 @@ def main() -> int:
     ap.add_argument("--ready-runs", type=int, default=5)
     ap.add_argument("--allocate-calls", type=int, default=1000)
     ap.add_argument("--board", default="nano", help="fixture board: nano or agx-xavier")
+    ap.add_argument("--load", type=int, default=0,
+                    help="busy processes spinning during the steady window (2: both cores)")
     args = ap.parse_args()
     if not os.path.exists(args.pyz):
         raise SystemExit("no %s: run ./build.sh first" % args.pyz)
@@ -288,7 +290,10 @@ def main() -> int:
             shutil.rmtree(fresh, ignore_errors=True)
         time_to_ready(node, shiv_root)  # fill the warm cache
         warm = [time_to_ready(node, shiv_root) for _ in range(args.ready_runs)]
-        s = steady_run(node, shiv_root, args.duration, args.allocate_calls)
+        from bench.loadgen import Busy
+
+        with Busy(args.load):
+            s = steady_run(node, shiv_root, args.duration, args.allocate_calls)
     finally:
         node.close()
         shutil.rmtree(shiv_root, ignore_errors=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark of the tegrastats exporter: parse cost per line and /metrics scrape latency.
 
-    python bench/bench_exporter.py [--scrapes N]
+    python bench/bench_exporter.py [--scrapes N] [--load 2]
 
 Parse: every real fixture line (tests/fixtures/tegrastats/*.jsonl), best of many passes, in three
 regimes - steady state (the line shapes seen before: the parser's memos are warm, as on a board
@@ -38,6 +38,7 @@ sys.path.insert(0, REPO)
 from edgeagent.tegrastats import parser  # noqa: E402
 from edgeagent.tegrastats.replay import default_log  # noqa: E402
 from tests.parser_memos import clear_memos  # noqa: E402
+from bench.loadgen import Busy  # noqa: E402
 from tests.tools import free_port  # noqa: E402
 
 PARSE_BUDGET_US = 30.0
@@ -205,10 +206,13 @@ def bench_scrape(scrapes):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scrapes", type=int, default=500)
+    ap.add_argument("--load", type=int, default=0,
+                    help="busy processes spinning meanwhile (2: both cores, as the test suite)")
     args = ap.parse_args()
-    p = bench_parse()
-    fl = bench_flood()
-    s = bench_scrape(args.scrapes)
+    with Busy(args.load):
+        p = bench_parse()
+        fl = bench_flood()
+        s = bench_scrape(args.scrapes)
     rows = [
         ("parse, %d fixture lines, steady state" % p["lines"], "%.1f us/line" % p["warm_us"],
          "< %.0f us" % PARSE_BUDGET_US, p["warm_us"] < PARSE_BUDGET_US),
@@ -226,8 +230,9 @@ def main():
          s["p99_ms"] < SCRAPE_P99_BUDGET_MS),
         ("scrape /metrics max", "%.2f ms" % s["max_ms"], "", None),
     ]
-    print("edgeagent exporter benchmark: Python %s on %s %s, %d CPUs" % (
-        platform.python_version(), platform.system(), platform.machine(), os.cpu_count() or 0))
+    print("edgeagent exporter benchmark: Python %s on %s %s, %d CPUs, %d busy processes" % (
+        platform.python_version(), platform.system(), platform.machine(), os.cpu_count() or 0,
+        args.load))
     width = max(len(r[0]) for r in rows)
     print("%-*s  %14s  %9s  %s" % (width, "measure", "value", "budget", "result"))
     for name, value, budget, ok in rows:

@@ -551,3 +551,35 @@ def test_a_refused_request_of_a_thousand_ids_logs_one_short_line(root, cleanup, 
     assert len(e.value.details()) < 500                 # the answer names the first id only
     refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert len(refused) == 1 and len(refused[0]) < 600, refused
+
+
+def test_a_device_change_is_pushed_without_waiting_for_the_next_health_interval(root, cleanup):
+    # The longest interval the config allows. Each change is made right after a full check, so
+    # the next one by the clock is 5 s away: the streams must see it sooner, because the loop's
+    # watch of /dev (ProbeWatch) starts a check as soon as the node goes or comes.
+    checks = []
+    agent = AgentThread(root, {"device_plugin.health_interval_seconds": 5.0})
+    check = agent.component.check
+
+    def counted(*args):
+        result = check(*args)
+        checks.append(1)
+        return result
+
+    agent.component.check = counted
+    kubelet = FakeKubelet(os.path.join(root, "var/lib/kubelet/device-plugins")).start()
+    cleanup += [kubelet, agent]
+    agent.start()
+    kubelet.wait_registrations(2)
+    streams = [kubelet.watch(GPU), Watch(PluginClient(agent.socket(GPU)))]
+    node = os.path.join(root, "dev/nvhost-gpu")
+    away = node + ".away"
+    for health, move in (("Unhealthy", (node, away)), ("Healthy", (away, node))):
+        for s in streams:
+            s.wait_for(lambda d: d == [("0", "Unhealthy" if health == "Healthy" else "Healthy")])
+        done = len(checks)
+        wait_until(lambda: len(checks) > done, timeout=10, what="a full check")
+        os.rename(*move)
+        for s in streams:
+            s.wait_for(lambda d, h=health: d == [("0", h)], timeout=3.0)
+    streams[1].cancel()

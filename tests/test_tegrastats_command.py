@@ -114,3 +114,19 @@ def test_a_300_mb_line_costs_no_more_memory_than_a_short_one(tmp_path):
     assert [json.loads(x)["gpu_utilization"] for x in result.stdout.splitlines()] == [0.02]
     maxrss_mib = int(err.split("maxrss_kib=")[1].split()[0]) / 1024
     assert maxrss_mib < 80, "peak RSS %.0f MiB for a 300 MB line" % maxrss_mib
+
+
+GOLDEN = os.path.join(REPO, "tests", "fixtures", "tegrastats")
+
+
+def test_output_is_byte_for_byte_the_golden_output(capsys):
+    # golden_output.txt is what the command printed before its fast path existed (issue 15),
+    # for every real fixture line, the demo log and 188 seeded mutations of the real lines (bad
+    # numbers, Unicode digits, out-of-range loads, sensors off, tokens missing, doubled, swapped).
+    # Run twice: the second pass goes through the plans the first one learnt.
+    with open(os.path.join(GOLDEN, "golden_output.txt"), encoding="utf-8") as f:
+        golden = f.read()
+    for _ in range(2):
+        code, out, err = run(["tegrastats", os.path.join(GOLDEN, "golden_input.log")], capsys)
+        assert code == 0 and err == ""
+        assert out == golden

@@ -12,6 +12,7 @@ descriptors and a failed stat was read as "the DLA is gone".
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Dict, List, Optional, Set, Tuple
@@ -259,3 +260,73 @@ def probe_host(root: HostRoot, plan: ScanPlan,
     status = read_node_status(root, plan.gpu_node) if plan.gpu_node else None
     return HostFacts(existing=frozenset(existing), unknown=frozenset(unknown), globs=globs,
                      gpu_status=status, usb=usb)
+
+
+class ProbeWatch:
+    """A cheap test of whether :func:`probe_host` of ``plan`` could now read something else.
+
+    What a probe reads changes in a few places only: a device node added, removed or renamed
+    changes the identity or mtime of the directory that holds it (devtmpfs, like any POSIX file
+    system, updates a directory's mtime on every entry change), USB devices appear under
+    ``/dev/bus/usb`` and ``USB_DEVICES``, and the GPU's status is one small file. The watch stats
+    those directories and reads that file: a few system calls, about 6 us of CPU against 0.19 ms
+    for a probe, so the device plugin can run it on its loop twice a second and probe only on a
+    change. The directories are resolved inside the root once, when the watch is made; the full
+    probe, still run every health interval, is the authority for anything this misses (a link
+    swapped on the way to /dev, two changes that cancel out).
+
+    Make the watch before the probe it guards: a change between the two is then seen as one.
+    """
+
+    __slots__ = ("_dirs", "_files", "_seen")
+
+    def __init__(self, root: HostRoot, plan: ScanPlan) -> None:
+        dirs: Set[str] = set()
+        for path in plan.paths:
+            dirs.add(path.rsplit("/", 1)[0] or "/")
+        for pattern in plan.globs:
+            # the longest directory prefix without a wildcard: a pattern's matches live below it
+            head = pattern.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
+            dirs.add(head.rsplit("/", 1)[0] or "/")
+        files: List[str] = []
+        if plan.usb:
+            dirs.update(("/dev/bus/usb", USB_DEVICES))
+            try:
+                dirs.update(root.glob("/dev/bus/usb/*"))
+            except OSError:
+                pass
+        if plan.gpu_node:
+            for tree in TREE_DIRS:
+                node = tree + ("" if plan.gpu_node == "/" else plan.gpu_node)
+                dirs.add(node)
+                files.append(node + "/status")
+        self._dirs = tuple(sorted(root.resolve(d) for d in dirs))
+        self._files = tuple(root.resolve(f) for f in files)
+        self._seen = self._read()
+
+    def _read(self) -> Tuple[object, ...]:
+        out: List[object] = []
+        for path in self._dirs:
+            try:
+                st = os.stat(path)
+            except OSError as e:
+                out.append(e.errno)
+            else:
+                out.append((st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
+        for path in self._files:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as e:
+                out.append(e.errno)
+                continue
+            try:
+                out.append(os.read(fd, 64))
+            except OSError as e:
+                out.append(e.errno)
+            finally:
+                os.close(fd)
+        return tuple(out)
+
+    def changed(self) -> bool:
+        """True when anything watched differs from when the watch was made."""
+        return self._read() != self._seen

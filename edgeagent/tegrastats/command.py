@@ -34,10 +34,8 @@ def _open(path: str) -> BinaryIO:
 
 
 def main(cli: "Invocation") -> int:
-    import json
-
+    from edgeagent.tegrastats.lineplans import LineEncoder
     from edgeagent.tegrastats.lines import MAX_LINE_BYTES, READ_CHUNK, LineSplitter
-    from edgeagent.tegrastats.parser import parse_line
 
     path = cli.args.file
     stream = sys.stdin.buffer if path in (None, "-") else _open(path)
@@ -46,12 +44,14 @@ def main(cli: "Invocation") -> int:
     # read1: what is there now, up to a chunk (a pipe from a live tegrastats never fills one)
     read = getattr(stream, "read1", stream.read)
     splitter = LineSplitter()
+    encode = LineEncoder().encode
 
     def emit(lines: List[bytes]) -> None:
-        for raw in lines:
-            text = raw.decode("utf-8", "replace").strip()
-            if text:
-                out.write(json.dumps(parse_line(text).to_json()) + "\n")
+        # one write per chunk: a write per line cost more than encoding the line
+        texts = [encode(text) for text in [raw.decode("utf-8", "replace").strip()
+                                           for raw in lines] if text]
+        if texts:
+            out.write("\n".join(texts) + "\n")
         if interactive and lines:
             out.flush()
 

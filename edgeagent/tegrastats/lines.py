@@ -34,6 +34,14 @@ class LineSplitter:
         self._skipping = False   # inside a line already counted as too long: drop to its newline
 
     def feed(self, data: bytes) -> List[bytes]:
+        if not self._skipping:
+            # The usual chunk: every line in it under the limit. One C-level split instead of a
+            # Python step per line (a tenth of `edgeagent tegrastats FILE`'s time per line).
+            lines = (self._partial + data).split(b"\n")
+            rest = lines.pop()
+            if len(rest) <= self.limit and (not lines or max(map(len, lines)) <= self.limit):
+                self._partial = rest
+                return lines
         out: List[bytes] = []
         start = 0
         limit = self.limit
