@@ -186,7 +186,7 @@ class KubeClient:
         self.requests = 0
 
     async def _get_session(self) -> "aiohttp.ClientSession":
-        from edgeagent.lazycerts import import_aiohttp
+        from edgeagent.lightaiohttp import import_aiohttp
 
         aiohttp = import_aiohttp()
 
@@ -235,7 +235,7 @@ class KubeClient:
 
     async def _send(self, method: str, path: str, body: Any, content_type: str,
                     timeout: Optional[float] = None) -> KubeResponse:
-        from edgeagent.lazycerts import import_aiohttp
+        from edgeagent.lightaiohttp import import_aiohttp
 
         aiohttp = import_aiohttp()
 

@@ -53,7 +53,7 @@ class MetricsServer:
         self.listener: Optional[GuardedListener] = None
 
     def make_app(self) -> "web.Application":
-        from edgeagent.lazycerts import import_aiohttp
+        from edgeagent.lightaiohttp import import_aiohttp
 
         import_aiohttp()  # before aiohttp.web imports the package
         from aiohttp import web
@@ -66,7 +66,7 @@ class MetricsServer:
 
     async def start(self) -> None:
         """Listen; OSError (address in use, no such address) propagates to the supervisor."""
-        from edgeagent.lazycerts import import_aiohttp
+        from edgeagent.lightaiohttp import import_aiohttp
 
         import_aiohttp()  # before aiohttp.web imports the package
         from aiohttp import web

@@ -1,25 +1,32 @@
-"""Import aiohttp without reading the system's CA bundle until a connection needs it (I/O-free).
+"""Import aiohttp without what the agent never uses (I/O-free but for the import itself).
 
-aiohttp's ``connector`` module builds two SSL contexts when it is imported (aiohttp 3.10+,
-``_SSL_CONTEXT_VERIFIED`` and ``_SSL_CONTEXT_UNVERIFIED``), and both load every certificate of
-the system's CA bundle: ``create_default_context()`` through ``load_default_certs`` and the
-unverified one through ``set_default_verify_paths`` (OpenSSL 3 reads the default file at once).
-The agent never uses either: the kube client connects with its own context holding the
-cluster's CA (edgeagent/kube/tls.py) and the metrics server speaks plain HTTP. Measured on
-Debian 12 (144 CAs, Python 3.11, OpenSSL 3.0): 3.3 MiB resident for the two, 7 % of the whole
-agent's RSS (bench/bench_footprint.py).
+1. The CA bundle. aiohttp's ``connector`` module builds two SSL contexts when it is imported
+   (aiohttp 3.10+, ``_SSL_CONTEXT_VERIFIED`` and ``_SSL_CONTEXT_UNVERIFIED``), and both load
+   every certificate of the system's CA bundle: ``create_default_context()`` through
+   ``load_default_certs`` and the unverified one through ``set_default_verify_paths`` (OpenSSL
+   3 reads the default file at once). The agent never uses either: the kube client connects
+   with its own context holding the cluster's CA (edgeagent/kube/tls.py) and the metrics server
+   speaks plain HTTP. While aiohttp's modules run, those two loading methods only record the
+   call and make the context a :class:`DeferredCertsContext`, which does the loading (in the
+   same order, on the same context) the first time it wraps a connection or is asked about its
+   certificates. Behaviour is unchanged, also for a caller that passes ``ssl=True`` to aiohttp;
+   only the cost moves to first use (a blocking read of a few ms, once).
+2. libstdc++. frozenlist's compiled extension is C++ (frozenlist 1.4+), so importing it maps and
+   initialises the C++ runtime; aiohttp uses FrozenList only for its signal lists (aiosignal),
+   built at start-up and never on a request's path. ``FROZENLIST_NO_EXTENSIONS`` is set while
+   aiohttp is imported, so frozenlist picks its pure-Python FrozenList (same class, same tests
+   upstream), then the environment is restored (tegrastats and other children never see it).
 
-:func:`import_aiohttp` imports aiohttp with :class:`DeferredCertsContext` standing in for
-``ssl.SSLContext`` while aiohttp's modules run, so those two contexts record the certificate
-loading instead of doing it, and do it (in the same order, on the same context) the first time
-they are used to wrap a connection or asked about their certificates. Behaviour is unchanged,
-including for a caller that passes ``ssl=True`` to aiohttp; only the cost moves to first use
-(the read is blocking, a few ms, once). It does nothing when aiohttp is already imported.
+Measured on Debian 12 x86-64 (144 CAs, Python 3.11, OpenSSL 3.0), bench/bench_footprint.py:
+the two contexts held 1.9 to 3.3 MiB resident (less when our own TLS context already made
+OpenSSL load its decoders) and libstdc++ 1.1 MiB, of a 47 MiB agent.
+:func:`import_aiohttp` does nothing when aiohttp is already imported.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import ssl
 import sys
 import threading
@@ -27,6 +34,7 @@ from types import ModuleType
 from typing import Any, Callable, List, Tuple
 
 _IMPORT_LOCK = threading.Lock()
+FROZENLIST_NO_EXTENSIONS = "FROZENLIST_NO_EXTENSIONS"  # read by frozenlist/__init__.py
 
 
 class DeferredCertsContext(ssl.SSLContext):
@@ -80,9 +88,8 @@ def _deferring(real: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def import_aiohttp() -> ModuleType:
-    """``import aiohttp``, its import-time SSL contexts deferring their CA loading. Call it
-    before the first ``import aiohttp`` anywhere in the process (later imports get the cached
-    module)."""
+    """``import aiohttp`` without the CA bundle and libstdc++ (see above). Call it before the
+    first ``import aiohttp`` anywhere in the process (later imports get the cached module)."""
     module = sys.modules.get("aiohttp")
     if module is not None:
         return module
@@ -97,8 +104,14 @@ def import_aiohttp() -> ModuleType:
         cls.load_default_certs = _deferring(own_load)  # type: ignore[assignment]
         cls.set_default_verify_paths = _deferring(  # type: ignore[assignment]
             ssl.SSLContext.set_default_verify_paths)
+        no_ext = os.environ.get(FROZENLIST_NO_EXTENSIONS)
+        os.environ[FROZENLIST_NO_EXTENSIONS] = "1"
         try:
             return importlib.import_module("aiohttp")
         finally:
             cls.load_default_certs = own_load  # type: ignore[assignment]
             del cls.set_default_verify_paths  # inherited from _ssl._SSLContext again
+            if no_ext is None:
+                del os.environ[FROZENLIST_NO_EXTENSIONS]
+            else:
+                os.environ[FROZENLIST_NO_EXTENSIONS] = no_ext

@@ -1,4 +1,5 @@
-"""aiohttp imported without reading the CA bundle until first use (edgeagent/lazycerts.py).
+"""aiohttp imported without reading the CA bundle until first use and without libstdc++
+(edgeagent/lightaiohttp.py).
 
 Each case runs in a fresh interpreter: in this one aiohttp is usually imported already, and then
 import_aiohttp() rightly does nothing."""
@@ -24,7 +25,7 @@ def _run(code: str, env=None) -> str:
 def test_aiohttp_contexts_load_the_same_certificates_on_first_use_only():
     out = _run("""
         import ssl
-        from edgeagent.lazycerts import DeferredCertsContext, import_aiohttp
+        from edgeagent.lightaiohttp import DeferredCertsContext, import_aiohttp
 
         import_aiohttp()
         from aiohttp import connector
@@ -65,7 +66,7 @@ def test_a_request_through_aiohttps_default_context_verifies_with_the_loaded_ca(
     cert.private_key_and_cert_chain_pem.write_to_path(str(chain))
     code = """
         import asyncio, ssl, sys
-        from edgeagent.lazycerts import import_aiohttp
+        from edgeagent.lightaiohttp import import_aiohttp
 
         aiohttp = import_aiohttp()
         from aiohttp import web
@@ -95,7 +96,7 @@ def test_a_request_through_aiohttps_default_context_verifies_with_the_loaded_ca(
     assert _run(code, {"SSL_CERT_FILE": os.devnull}).strip() == "refused"
 
 
-def test_the_agents_aiohttp_users_import_it_through_lazycerts():
+def test_the_agents_aiohttp_users_import_it_through_lightaiohttp():
     out = _run("""
         import asyncio
         from edgeagent.metrics.server import MetricsServer
@@ -106,3 +107,36 @@ def test_the_agents_aiohttp_users_import_it_through_lazycerts():
         print(type(connector._SSL_CONTEXT_VERIFIED).__name__)
     """)
     assert out.strip() == "DeferredCertsContext"
+
+
+def test_frozenlist_is_the_pure_python_one_and_the_environment_is_restored():
+    out = _run("""
+        import os
+        from edgeagent.lightaiohttp import import_aiohttp
+
+        import_aiohttp()
+        import aiosignal, frozenlist
+
+        assert frozenlist.FrozenList.__module__ == "frozenlist", frozenlist.FrozenList.__module__
+        assert "FROZENLIST_NO_EXTENSIONS" not in os.environ
+        assert all("libstdc++" not in line for line in open("/proc/self/maps"))
+        signal = aiosignal.Signal(owner=None)
+        signal.append(print)
+        signal.freeze()
+        try:
+            signal.append(print)
+        except RuntimeError:
+            print("frozen")
+    """)
+    assert out.strip() == "frozen"
+
+
+def test_a_caller_s_own_frozenlist_setting_is_kept():
+    out = _run("""
+        import os
+        from edgeagent.lightaiohttp import import_aiohttp
+
+        import_aiohttp()
+        print(os.environ["FROZENLIST_NO_EXTENSIONS"])
+    """, {"FROZENLIST_NO_EXTENSIONS": "yes"})
+    assert out.strip() == "yes"
