@@ -17,8 +17,9 @@ binary, here a Python replay). Each agent starts on a warm shiv cache, as after 
     python bench/bench_footprint.py [--seconds 60] [--pyz dist/edgeagent.pyz] [--no-unit-env]
                                     [--only all,none,...] [--imports]
 
-``--imports`` adds what each top-level dependency costs on its own: VmRSS of a fresh interpreter
-after importing it (from the pyz's unpacked site-packages) minus a bare interpreter's.
+``--imports`` adds where the memory of imports goes: one fresh interpreter (the pyz's unpacked
+site-packages on its path) imports what `run` imports, step by step in the agent's order, and
+the table shows the VmRSS and modules each step adds.
 Exit status 1 when the agent is over 2.0x node_exporter's RSS, 2 when a peer is missing.
 """
 
@@ -61,11 +62,27 @@ address = "127.0.0.1:%d"
 [labels]
 startup_jitter_seconds = 0
 """
-# Each alone, in a fresh interpreter: the libraries a component may load.
-IMPORTS = ("ssl", "asyncio", "yaml", "prometheus_client", "aiohttp", "aiohttp.web",
-           "h2.connection", "grpclib.server", "betterproto", "edgeagent.app",
-           "edgeagent.deviceplugin.component", "edgeagent.metrics.component",
-           "edgeagent.metrics.server", "edgeagent.labels.component", "edgeagent.kube.client")
+# The agent's imports in the order `run` with every component loads them, one fresh interpreter
+# importing step after step: what each step adds on top of the ones before.
+IMPORT_STEPS = (
+    ("shiv's bootstrap (stdlib: hashlib = OpenSSL's libcrypto, compileall, zipfile, json)",
+     "compileall,hashlib,zipfile,json,shutil,subprocess", ""),
+    ("CLI, config, logging", "edgeagent.cli,edgeagent.agent_command,edgeagent.config,"
+     "edgeagent.logs", ""),
+    ("asyncio, ssl (OpenSSL)", "asyncio,ssl", ""),
+    ("app and discovery", "edgeagent.app,edgeagent.discovery.scan,edgeagent.daemonexecutor", ""),
+    ("prometheus_client (the registry)", "prometheus_client", ""),
+    ("tegrastats runner and collectors", "edgeagent.metrics.component,"
+     "edgeagent.metrics.collector,edgeagent.tegrastats.runner", ""),
+    ("aiohttp (client and server) and the metrics server", "aiohttp.web,edgeagent.metrics.server",
+     "from edgeagent.lightaiohttp import import_aiohttp; import_aiohttp()"),
+    ("kube client, YAML, labels", "edgeagent.kube.client,edgeagent.kube.tls,yaml,"
+     "edgeagent.labels.component", ""),
+    ("device plugin: grpclib, h2, betterproto", "edgeagent.deviceplugin.component,"
+     "edgeagent.deviceplugin.server",
+     "from edgeagent.deviceplugin.lightimports import prepare_betterproto; "
+     "prepare_betterproto()"),
+)
 
 
 # --- reading a process ------------------------------------------------------------------------
@@ -241,31 +258,40 @@ def site_packages(shiv_root: str) -> str:
 
 
 _PROBE = """
-import sys
+import importlib, sys
 sys.path.insert(0, %r)
 def rss():
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-before = rss()
-n = len(sys.modules)
-if %r:
-    import importlib
-    importlib.import_module(%r)
-print(rss() - before, len(sys.modules) - n)
+                return int(line.split()[1]) / 1024.0
+out = [(rss(), len(sys.modules))]
+for modules, before in %r:
+    exec(before)
+    for name in modules.split(","):
+        importlib.import_module(name)
+    out.append((rss(), len(sys.modules)))
+import json
+print(json.dumps(out))
 """
 
 
-def import_cost(python: str, path: str, module: str, env: Dict[str, str]) -> Tuple[float, int]:
-    """(MiB, modules) that importing ``module`` adds to a fresh interpreter: median of 3."""
+def import_steps(python: str, path: str, env: Dict[str, str]) -> List[Tuple[str, float, int]]:
+    """(step, MiB added, modules added) for IMPORT_STEPS in one fresh interpreter, the bare
+    interpreter first; the median of 3 runs."""
+    import json
+
+    steps = [(modules, before) for _, modules, before in IMPORT_STEPS]
     runs = []
     for _ in range(3):
-        out = subprocess.run([python, "-c", _PROBE % (path, module, module)],
-                             env=dict(os.environ, **env), stdout=subprocess.PIPE,
-                             universal_newlines=True, check=True).stdout.split()
-        runs.append((int(out[0]) / 1024.0, int(out[1])))
-    return statistics.median(r[0] for r in runs), runs[0][1]
+        out = subprocess.run([python, "-c", _PROBE % (path, steps)], env=dict(os.environ, **env),
+                             stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
+        runs.append(json.loads(out))
+    rows = [("bare interpreter", statistics.median(r[0][0] for r in runs), runs[0][0][1])]
+    for i, (name, _, _) in enumerate(IMPORT_STEPS, 1):
+        rows.append((name, statistics.median(r[i][0] - r[i - 1][0] for r in runs),
+                     runs[0][i][1] - runs[0][i - 1][1]))
+    return rows
 
 
 # --- the table ----------------------------------------------------------------------------------
@@ -311,11 +337,7 @@ def main() -> int:
             results[name] = agent_run(node, RUNS[name], env, shiv_root, args.seconds)
         imports: List[Tuple[str, float, int]] = []
         if args.imports:
-            path = site_packages(shiv_root)
-            base, _ = import_cost(python, path, "", env)
-            for module in IMPORTS:
-                mib, mods = import_cost(python, path, module, env)
-                imports.append((module, mib, mods))
+            imports = import_steps(python, site_packages(shiv_root), env)
     finally:
         node.close()
         shutil.rmtree(shiv_root, ignore_errors=True)
@@ -347,11 +369,12 @@ def main() -> int:
         line(label, results[name])
     if args.imports:
         print()
-        print("| import, alone in a fresh interpreter | + VmRSS MiB | + modules |")
+        print("| imports, in the order `run` loads them (one fresh interpreter) | + VmRSS MiB "
+              "| + modules |")
         print("|---|---|---|")
-        print("| (bare interpreter: %.1f MiB extra from the probe) | | |" % base)
-        for module, mib, mods in imports:
-            print("| `%s` | %.1f | %d |" % (module, mib - base, mods))
+        for name, mib, mods in imports:
+            print("| %s | %.1f | %d |" % (name, mib, mods))
+        print("| total | %.1f | %d |" % (sum(r[1] for r in imports), sum(r[2] for r in imports)))
     if "all" in results:
         ratio = results["all"]["VmRSS"] / ne["VmRSS"]
         print("every component: %.1f MiB, node_exporter %.1f MiB: %.2fx (goal <= %.1fx)" % (
