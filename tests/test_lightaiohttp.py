@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import trustme
 
 from tests.conftest import REPO
@@ -41,7 +42,9 @@ def test_aiohttp_contexts_load_the_same_certificates_on_first_use_only():
             fresh_verified.verify_mode, fresh_verified.check_hostname, fresh_verified.options,
             fresh_verified.minimum_version)
         want = fresh_verified.cert_store_stats()
-        assert want["x509_ca"] > 0, "this host has no CA bundle: nothing to compare"
+        if not want["x509_ca"]:
+            print("no CA bundle")
+            raise SystemExit(0)
         assert v.cert_store_stats() == want
         assert connector._SSL_CONTEXT_UNVERIFIED.get_ca_certs() == fresh_verified.get_ca_certs()
         assert connector._SSL_CONTEXT_UNVERIFIED.verify_mode == ssl.CERT_NONE
@@ -52,6 +55,8 @@ def test_aiohttp_contexts_load_the_same_certificates_on_first_use_only():
         assert "set_default_verify_paths" not in ssl.SSLContext.__dict__
         print("ok")
     """)
+    if out.strip() == "no CA bundle":
+        pytest.skip("this host has no system CA bundle (ca-certificates): nothing to defer")
     assert out.strip() == "ok"
 
 
