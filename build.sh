@@ -58,6 +58,7 @@ test_tools() {
   command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
   command -v dtc >/dev/null 2>&1 || missing+=(device-tree-compiler)
   command -v lintian >/dev/null 2>&1 || missing+=(lintian)
+  command -v podman >/dev/null 2>&1 || missing+=(podman)
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${missing[*]} (Debian packages the tests use)"

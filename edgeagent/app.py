@@ -61,8 +61,13 @@ def build_components(ctx: AgentContext) -> List[Component]:
     components: List[Component] = [DiscoveryComponent(
         ctx.root, ctx.inventory, options.discovery)]
     if options.enabled("device-plugin"):
+        # The agent's own CDI specs (edgeagent.io/gpu, edgeagent.io/dla), started first so the
+        # plugin's cdi strategy finds them: it hands them out, and podman/nerdctl users can
+        # ask for them by name.
+        from edgeagent.cdi.component import build as build_cdi
         from edgeagent.deviceplugin.component import build as build_device_plugin
 
+        components.extend(build_cdi(ctx))
         components.extend(build_device_plugin(ctx))
     if options.enabled("metrics"):
         from edgeagent.metrics.component import build as build_metrics

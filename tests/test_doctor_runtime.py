@@ -82,18 +82,18 @@ def test_registered_after_the_plugin_checks():
         "check_k3s_config_path", "check_k3s_default_runtime", "check_k3s_template_version",
         "check_containerd_cdi", "check_cdi_spec_mode", "check_cdi_duplicates",
         "check_cdi_refresh_race", "check_cgroup_driver", "check_docker_default_runtime",
-        "check_kubelet_root_dir"]
+        "check_kubelet_root_dir", "check_edgeagent_spec"]
 
 
 def test_a_bare_host_skips_every_trap(host):
     c = ctx(host)
     results = [r for check in cr.CHECKS for r in [check(c)]]
-    assert [r.status for r in results] == ["SKIP"] * 10, results
+    assert [r.status for r in results] == ["SKIP"] * 11, results
     assert [r.check for r in results] == [
         "runtime.k3s-config-path", "runtime.k3s-default-runtime", "runtime.k3s-template-version",
         "runtime.containerd-cdi", "runtime.cdi-spec-mode", "runtime.cdi-duplicates",
         "runtime.cdi-refresh-race", "runtime.cgroup-driver", "runtime.docker-default-runtime",
-        "kubelet.root-dir"]
+        "kubelet.root-dir", "cdi.edgeagent-spec"]
     assert edits(c) == []
 
 

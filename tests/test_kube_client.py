@@ -13,10 +13,7 @@ from edgeagent.kube.client import CredentialCache, KubeClient, KubeMetrics, pars
 from edgeagent.kube.credentials import load_kubeconfig
 from edgeagent.kube.errors import KubeError, KubeNetworkError, KubeResponseError, KubeTLSError
 from tests.peers.kubeapi import KubeApiServer
-
-
-def arun(coro, timeout=60):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+from tests.tools import arun
 
 
 def client_for(path, timeout=5.0, registry=None):

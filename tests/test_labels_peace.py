@@ -22,6 +22,7 @@ from edgeagent.labels.metrics import LabelMetrics
 from edgeagent.labels.reconciler import Reconciler
 from tests.conftest import dtb_path
 from tests.peers.kubeapi import KubeApiServer
+from tests.tools import arun, until
 
 ANN = "edgeagent.io/owned-labels"
 NFD = "nfd.node.kubernetes.io/feature-labels"
@@ -33,19 +34,6 @@ GFD = {"nvidia.com/gfd.timestamp": "1733300000", "nvidia.com/cuda.driver.major":
        "nvidia.com/gpu.compute.major": "5", "nvidia.com/gpu.compute.minor": "3",
        "nvidia.com/gpu.machine": "Jetson-Nano-by-GFD", "nvidia.com/gpu.replicas": "1",
        "nvidia.com/gpu.sharing-strategy": "none", "nvidia.com/gpu.mode": "compute"}
-
-
-def arun(coro, timeout=60):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-async def until(cond, timeout=10.0, what="condition"):
-    loop = asyncio.get_event_loop()
-    end = loop.time() + timeout
-    while not cond():
-        if loop.time() > end:
-            raise AssertionError("timed out waiting for " + what)
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture(scope="module")

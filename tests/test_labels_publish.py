@@ -23,6 +23,7 @@ from edgeagent.labels.publish import nodefeature_name, others, plan_handover, pl
 from edgeagent.labels.reconciler import Reconciler
 from tests.conftest import dtb_path
 from tests.peers.kubeapi import KubeApiServer, ThreadedKubeApi
+from tests.tools import arun, until
 
 NS = "node-feature-discovery"
 ANN = "edgeagent.io/owned-labels"
@@ -84,19 +85,6 @@ def test_handover_removes_stale_owned_labels_and_the_annotation_only():
 def nano(tmp_path_factory):
     return discover(HostRoot(str(tmp_path_factory.mktemp("r"))),
                     dtb_path("tegra210-p3450-0000.dtb"))
-
-
-def arun(coro, timeout=60):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-async def until(cond, timeout=10.0, what="condition"):
-    loop = asyncio.get_event_loop()
-    end = loop.time() + timeout
-    while not cond():
-        if loop.time() > end:
-            raise AssertionError("timed out waiting for " + what)
-        await asyncio.sleep(0.01)
 
 
 def make(api, inventory, metrics=None):

@@ -22,21 +22,9 @@ from edgeagent.labels.metrics import LabelMetrics
 from edgeagent.labels.reconciler import Reconciler, classify
 from tests.conftest import dtb_path
 from tests.peers.kubeapi import KubeApiServer
+from tests.tools import arun, until
 
 ANN = "edgeagent.io/owned-labels"
-
-
-def arun(coro, timeout=60):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-async def until(cond, timeout=10.0, what="condition"):
-    loop = asyncio.get_event_loop()
-    end = loop.time() + timeout
-    while not cond():
-        if loop.time() > end:
-            raise AssertionError("timed out waiting for " + what)
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ developer machine, but fail them in CI (EDGEAGENT_REQUIRE_TOOLS=1, set by ./buil
 CI=true): a peer test must not silently stop running.
 """
 
+import asyncio
 import os
 import shutil
 import socket
@@ -43,3 +44,19 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str
         if time.monotonic() > deadline:
             raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))
         time.sleep(interval)
+
+
+def arun(coro, timeout: float = 60):
+    """Run one coroutine to completion on a fresh loop, bounded by ``timeout`` seconds."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def until(cond: Callable[[], object], timeout: float = 10.0, what: str = "condition"
+                ) -> None:
+    """The event-loop twin of ``wait_until``: poll ``cond`` without blocking the loop."""
+    loop = asyncio.get_event_loop()
+    end = loop.time() + timeout
+    while not cond():
+        if loop.time() > end:
+            raise AssertionError("timed out waiting for " + what)
+        await asyncio.sleep(0.01)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
+from edgeagent.cdi.spec import DLA_KIND, GPU_KIND, GPU_SPEC_PATH
 from edgeagent.deviceplugin.model import Resource, natural_key, sorted_ids
 from edgeagent.discovery.runtimefacts import CDI_DIRS, GPU_CDI_KIND, RuntimeFacts
 
@@ -64,7 +65,13 @@ class Strategy:
 
 def choose_strategy(configured: str, facts: RuntimeFacts) -> Strategy:
     """``auto``: cdi when a CDI spec for nvidia.com/gpu names "0" or "all", else envvar when an
-    NVIDIA runtime is configured, else device-specs. Any other value is taken as given."""
+    NVIDIA runtime is configured, else cdi with the agent's own edgeagent.io/gpu spec when it
+    exists and the CRI runtime is known to have CDI on, else device-specs. Any other value is
+    taken as given.
+
+    The agent's spec only ever replaces device-specs (the answer for hosts with neither an
+    nvidia-ctk spec nor an NVIDIA runtime), and only where containerd/CRI-O will read it: a
+    working envvar or nvidia-ctk setup is never switched by the agent's own spec appearing."""
     if configured != "auto":
         return Strategy(configured, "device_list_strategy = %s in the config" % configured)
     spec = facts.gpu_spec()
@@ -80,6 +87,11 @@ def choose_strategy(configured: str, facts: RuntimeFacts) -> Strategy:
                        runtime.engine, runtime.nvidia_runtimes[0], runtime.path,
                        runtime.nvidia_runtimes[0]))
         return Strategy("envvar", why)
+    own = facts.own_spec(GPU_KIND)
+    cdi_runtime = facts.cdi_runtime()
+    if own is not None and cdi_runtime is not None:
+        return Strategy("cdi", "no NVIDIA runtime; %s has CDI on (%s) and the agent's own "
+                        "spec %s exists" % (cdi_runtime.engine, cdi_runtime.path, own.path))
     return Strategy("device-specs", "no CDI spec for %s in %s and no NVIDIA runtime configured"
                     % (GPU_CDI_KIND, " or ".join(CDI_DIRS)))
 
@@ -150,13 +162,17 @@ def _gpu_plan(resource: Resource, units: List[str], strategy: Strategy,
         value = "all" if every else ",".join(sorted(units, key=natural_key))
         return ContainerPlan(envs={VISIBLE_DEVICES: value})
     if strategy.name == "cdi":
-        spec = facts.gpu_spec()
+        # nvidia-ctk's spec when there is one (an operator who made it wants it used), else
+        # the one the agent writes itself.
+        spec = facts.gpu_spec() or facts.own_spec(GPU_KIND)
         if spec is None:
             raise AllocationError(
                 "%s: device_list_strategy is cdi but no CDI spec for %s naming device 0 or all "
-                "is in %s; generate one with `nvidia-ctk cdi generate --mode=csv "
-                "--output=/etc/cdi/nvidia.yaml`, or set device_list_strategy = \"auto\""
-                % (resource.name, GPU_CDI_KIND, " or ".join(CDI_DIRS)), "FAILED_PRECONDITION")
+                "is in %s, and the agent's own %s is not written yet (it needs the GPU's device "
+                "nodes; see `edgeagent doctor`); generate one with `nvidia-ctk cdi generate "
+                "--mode=csv --output=/etc/cdi/nvidia.yaml`, or set device_list_strategy = "
+                "\"auto\"" % (resource.name, GPU_CDI_KIND, " or ".join(CDI_DIRS), GPU_SPEC_PATH),
+                "FAILED_PRECONDITION")
         if all(u in spec.devices for u in units):
             names = tuple(spec.qualified(u) for u in sorted(units, key=natural_key))
         elif every and "all" in spec.devices:
@@ -182,12 +198,33 @@ def _gpu_plan(resource: Resource, units: List[str], strategy: Strategy,
                          devices=_device_specs(paths))
 
 
+def _dla_cdi_plan(resource: Resource, units: List[str],
+                  facts: RuntimeFacts) -> Optional[ContainerPlan]:
+    """edgeagent.io/dla=N for engines nvdlaN, when the agent's DLA spec names them all; None
+    (device nodes as before) otherwise: an engine works from its nodes alone, so a missing spec
+    is no reason to refuse a pod."""
+    spec = facts.own_spec(DLA_KIND)
+    if spec is None:
+        return None
+    engines = [u[len("nvdla"):] for u in sorted(units, key=natural_key)]
+    if not all(u.startswith("nvdla") for u in units) or not all(e in spec.devices
+                                                                  for e in engines):
+        return None
+    names = tuple(spec.qualified(e) for e in engines)
+    return ContainerPlan(annotations={cdi_annotation_key(resource.name): ",".join(names)},
+                         cdi_devices=names)
+
+
 def plan_units(resource: Resource, units: List[str], strategy: Strategy,
                facts: RuntimeFacts) -> ContainerPlan:
     """What one container needs for the physical units ``units`` (from validate_request):
     replicas of the same units get the same answer, so callers may cache by units."""
     if resource.gpu:
         return _gpu_plan(resource, units, strategy, facts)
+    if strategy.name == "cdi" and resource.kind == "nvdla":
+        plan = _dla_cdi_plan(resource, units, facts)
+        if plan is not None:
+            return plan
     paths: List[str] = []
     for u in units:
         unit = resource.unit(u)

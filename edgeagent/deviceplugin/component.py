@@ -90,7 +90,8 @@ class DevicePluginComponent(Component):
         if strategy != self.strategy:
             self.strategy = strategy
             log.info("GPU containers get the %s strategy: %s", strategy.name, strategy.why)
-            if strategy.name == "cdi" and facts.gpu_spec() is None:
+            if strategy.name == "cdi" and facts.gpu_spec() is None and \
+                    facts.own_spec("edgeagent.io/gpu") is None:
                 log.warning("device_list_strategy is cdi but no CDI spec for nvidia.com/gpu "
                             "exists: GPU pods will fail until one does (nvidia-ctk cdi generate "
                             "--mode=csv --output=/etc/cdi/nvidia.yaml)")
@@ -110,7 +111,7 @@ class DevicePluginComponent(Component):
         if any(r.gpu for r in resources.values()):
             self._note_runtime(facts)
         for name, resource in resources.items():
-            strategy = self.strategy if resource.gpu else None
+            strategy = self.strategy if resource.gpu or resource.kind == "nvdla" else None
             state = self.states.get(name)
             before = state.resource if state is not None else None
             if state is None:

@@ -25,6 +25,9 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 from edgeagent.hostpaths import HostRoot
 
 GPU_CDI_KIND = "nvidia.com/gpu"
+# The kinds of the spec the agent writes itself (edgeagent/cdi): never nvidia-ctk's kind, so no
+# qualified name can be defined by both.
+OWN_CDI_KINDS = ("edgeagent.io/gpu", "edgeagent.io/dla")
 CDI_DIRS = ("/etc/cdi", "/var/run/cdi")
 CDI_PATTERNS = ("*.yaml", "*.yml", "*.json")
 CSV_DIR = "/etc/nvidia-container-runtime/host-files-for-container.d"
@@ -182,6 +185,53 @@ def parse_csv(text: str, path: str = "<csv>") -> Tuple[List[Tuple[str, str]], Li
     return entries, problems
 
 
+@dataclass(frozen=True)
+class DeviceNodeFact:
+    """A device node as the host has it: what a CDI deviceNodes entry states about it."""
+
+    path: str          # host path (a link's own path, as the container will see it)
+    type: str          # "c" or "b"
+    major: int
+    minor: int
+    mode: int          # permission bits
+    uid: int
+    gid: int
+
+
+def read_device_node(root: HostRoot, host_path: str) -> Optional[DeviceNodeFact]:
+    """The node at ``host_path`` (links followed inside the root, as udev's
+    /dev/nvgpu/igpu0 links are), or None when absent or not a character/block device (a fake
+    host's regular file must never reach a runtime as a device)."""
+    try:
+        st = root.stat(host_path)
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISCHR(st.st_mode):
+        kind = "c"
+    elif stat.S_ISBLK(st.st_mode):
+        kind = "b"
+    else:
+        return None
+    return DeviceNodeFact(host_path, kind, os.major(st.st_rdev), os.minor(st.st_rdev),
+                          stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+
+
+def resolve_host_link(root: HostRoot, host_path: str) -> Optional[str]:
+    """The host path a ``sym`` entry finally points at (links resolved inside the root), or
+    None when it dangles or leaves nothing to mount."""
+    try:
+        # HostRoot("/") leaves links to the kernel: realpath does what _walk does elsewhere.
+        real = os.path.realpath(host_path) if root.root == "/" else root.resolve(host_path)
+    except (OSError, ValueError):
+        return None
+    if not os.path.exists(real):
+        return None
+    if root.root == "/":
+        return real
+    rel = os.path.relpath(real, root.root)
+    return "/" if rel == "." else "/" + rel
+
+
 # --- runtime configs -----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -323,6 +373,10 @@ class RuntimeFacts:
     csv_mounts: Tuple[str, ...] = ()            # existing host paths from lib/sym/dir lines
     csv_missing: int = 0                        # CSV entries not present on this host
     problems: Tuple[str, ...] = ()              # files that could not be read or parsed
+    # The agent's own specs (kinds OWN_CDI_KINDS), and every existing CSV entry with its kind
+    # ("dev" globs expanded): what edgeagent/cdi builds its spec from.
+    own_specs: Tuple[CdiSpec, ...] = ()
+    csv_entries: Tuple[Tuple[str, str], ...] = ()
 
     def gpu_spec(self) -> Optional[CdiSpec]:
         """The nvidia.com/gpu spec naming a device "0" or "all" (the ones we pass); specs in
@@ -330,6 +384,22 @@ class RuntimeFacts:
         for spec in reversed(self.cdi_specs):
             if "0" in spec.devices or "all" in spec.devices:
                 return spec
+        return None
+
+    def own_spec(self, kind: str) -> Optional[CdiSpec]:
+        """The agent's own spec of ``kind`` (edgeagent.io/gpu or edgeagent.io/dla), if written."""
+        return next((s for s in reversed(self.own_specs) if s.kind == kind), None)
+
+    def cdi_runtime(self) -> Optional[RuntimeConfig]:
+        """A CRI runtime config known to have CDI on: containerd with ``enable_cdi = true``, a
+        version 3 config (containerd 2.x, CDI on unless switched off), or CRI-O (CDI always
+        on since 1.23). Docker is left out: the kubelet's CDI devices never reach it."""
+        for r in self.runtimes:
+            if r.engine == "cri-o":
+                return r
+            if r.engine in ("containerd", "k3s", "rke2") and (
+                    r.enable_cdi is True or (r.version == 3 and r.enable_cdi is not False)):
+                return r
         return None
 
     def nvidia_runtime(self) -> Optional[RuntimeConfig]:
@@ -371,6 +441,7 @@ def read_runtime_facts(root: HostRoot) -> RuntimeFacts:
     """Read and parse every file that decides how the GPU reaches containers (blocking I/O)."""
     problems: List[str] = []
     specs: List[CdiSpec] = []
+    own: List[CdiSpec] = []
     for path in cdi_spec_files(root):
         try:
             spec = parse_cdi_spec(_read(root, path), path)
@@ -382,6 +453,8 @@ def read_runtime_facts(root: HostRoot) -> RuntimeFacts:
             continue
         if spec.kind == GPU_CDI_KIND:
             specs.append(spec)
+        elif spec.kind in OWN_CDI_KINDS:
+            own.append(spec)
     runtimes: List[RuntimeConfig] = []
     for engine, path in runtime_config_files(root):
         try:
@@ -395,10 +468,26 @@ def read_runtime_facts(root: HostRoot) -> RuntimeFacts:
         except OSError as e:
             problems.append("%s: %s" % (path, e.strerror or e))
     files = csv_files(root)
-    devices: List[str] = []
-    mounts: List[str] = []
+    present, missing = read_csv_entries(root, files, problems)
+    devices = [p for k, p in present if k == "dev"]
+    mounts = [p for k, p in present if k != "dev"]
+    return RuntimeFacts(
+        cdi_specs=tuple(specs), runtimes=tuple(runtimes), csv_files=tuple(files),
+        csv_devices=tuple(dict.fromkeys(devices)), csv_mounts=tuple(dict.fromkeys(mounts)),
+        csv_missing=missing, problems=tuple(problems), own_specs=tuple(own),
+        csv_entries=tuple(present),
+    )
+
+
+def read_csv_entries(root: HostRoot, files: Optional[List[str]] = None,
+                     problems: Optional[List[str]] = None) -> Tuple[List[Tuple[str, str]], int]:
+    """(kind, host path) of every CSV entry present on this host, ``dev`` globs expanded,
+    each once, in file order; and how many entries are absent. Unreadable files and bad lines
+    go to ``problems``."""
+    problems = [] if problems is None else problems
+    present: List[Tuple[str, str]] = []
     missing = 0
-    for path in files:
+    for path in csv_files(root) if files is None else files:
         try:
             entries, bad = parse_csv(_read(root, path), path)
         except SpecError as e:
@@ -412,17 +501,13 @@ def read_runtime_facts(root: HostRoot) -> RuntimeFacts:
             if kind == "dev":
                 found = root.glob(target) if any(c in target for c in "*?[") else (
                     [target] if root.exists(target) else [])
-                devices.extend(found)
+                present.extend((kind, p) for p in found)
                 missing += 0 if found else 1
             elif root.exists(target):
-                mounts.append(target)
+                present.append((kind, target))
             else:
                 missing += 1
-    return RuntimeFacts(
-        cdi_specs=tuple(specs), runtimes=tuple(runtimes), csv_files=tuple(files),
-        csv_devices=tuple(dict.fromkeys(devices)), csv_mounts=tuple(dict.fromkeys(mounts)),
-        csv_missing=missing, problems=tuple(problems),
-    )
+    return list(dict.fromkeys(present)), missing
 
 
 class RuntimeFactsCache:

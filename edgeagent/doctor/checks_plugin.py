@@ -305,6 +305,10 @@ def check_cdi_spec(ctx: DoctorContext) -> CheckResult:
         spec = facts.cdi_specs[0]
         return CheckResult(CDI_CHECK, FAIL, "%s names devices %s but not 0 or all" % (
             spec.path, ", ".join(spec.devices)), "regenerate it: " + generate)
+    own = facts.own_spec("edgeagent.io/gpu")
+    if own is not None:
+        return CheckResult(CDI_CHECK, PASS, "no nvidia-ctk spec; the agent's own %s defines %s"
+                           % (own.path, ", ".join(own.qualified(d) for d in own.devices)))
     if _options(ctx).device_list_strategy == "cdi":
         return CheckResult(CDI_CHECK, FAIL, "device_list_strategy is cdi but %s hold no spec "
                            "for nvidia.com/gpu" % " and ".join(CDI_DIRS), generate)
@@ -349,7 +353,8 @@ def check_strategy(ctx: DoctorContext) -> CheckResult:
         return CheckResult(STRATEGY_CHECK, SKIP, _no_gpu())
     facts = _runtime(ctx)
     s = choose_strategy(_options(ctx).device_list_strategy, facts)
-    if s.name == "cdi" and facts.gpu_spec() is None:
+    if s.name == "cdi" and facts.gpu_spec() is None and \
+            facts.own_spec("edgeagent.io/gpu") is None:
         return CheckResult(STRATEGY_CHECK, FAIL, "cdi, but no usable CDI spec: every GPU "
                            "Allocate fails", "generate a spec (sudo nvidia-ctk cdi generate "
                            "--mode=csv --output=/etc/cdi/nvidia.yaml) or set "

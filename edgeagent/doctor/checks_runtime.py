@@ -26,6 +26,7 @@ CONTAINERD_CDI = "runtime.containerd-cdi"
 CDI_SPEC_MODE = "runtime.cdi-spec-mode"
 CDI_DUPLICATES = "runtime.cdi-duplicates"
 CDI_REFRESH_RACE = "runtime.cdi-refresh-race"
+EDGEAGENT_SPEC = "cdi.edgeagent-spec"
 CGROUP_DRIVER = "runtime.cgroup-driver"
 DOCKER_DEFAULT_RUNTIME = "runtime.docker-default-runtime"
 KUBELET_ROOT_DIR = "kubelet.root-dir"
@@ -401,6 +402,10 @@ def check_cdi_spec_mode(ctx: DoctorContext) -> CheckResult:
     facts = _runtime(ctx)
     if not facts.cdi_specs:
         uses_cdi, why = _uses_cdi(ctx)
+        own = facts.own_spec("edgeagent.io/gpu")
+        if uses_cdi and own is not None:
+            return CheckResult(CDI_SPEC_MODE, SKIP, "no nvidia-ctk spec for nvidia.com/gpu: the "
+                               "cdi strategy uses the agent's own %s" % own.path)
         if uses_cdi:
             return CheckResult(CDI_SPEC_MODE, FAIL, "no CDI spec for nvidia.com/gpu in /etc/cdi "
                                "or /var/run/cdi, but %s" % why,
@@ -457,11 +462,14 @@ def cdi_conflicts(specs: Sequence) -> Tuple[Dict[str, List[str]], Dict[str, List
 
 def check_cdi_duplicates(ctx: DoctorContext) -> CheckResult:
     facts = _runtime(ctx)
-    if len(facts.cdi_specs) < 2:
-        return CheckResult(CDI_DUPLICATES, SKIP if not facts.cdi_specs else PASS,
-                           "%d spec for nvidia.com/gpu" % len(facts.cdi_specs)
-                           if facts.cdi_specs else "no CDI spec for nvidia.com/gpu")
-    same, across = cdi_conflicts(facts.cdi_specs)
+    # The agent's own specs too (edgeagent.io/gpu, edgeagent.io/dla): a copy of one left in
+    # /etc/cdi or a second writer would cancel or shadow its names just the same.
+    specs = facts.cdi_specs + facts.own_specs
+    if len(specs) < 2:
+        return CheckResult(CDI_DUPLICATES, SKIP if not specs else PASS,
+                           "1 spec (%s)" % specs[0].kind if specs
+                           else "no CDI spec for nvidia.com/gpu")
+    same, across = cdi_conflicts(specs)
     if same:
         name, paths = sorted(same.items())[0]
         return CheckResult(CDI_DUPLICATES, FAIL, "%s is defined by %s in the same directory: "
@@ -480,7 +488,78 @@ def check_cdi_duplicates(ctx: DoctorContext) -> CheckResult:
                            "keep one, so the spec that is used is the one you edit: sudo rm %s"
                            % (loser[0] if loser else paths[0]))
     return CheckResult(CDI_DUPLICATES, PASS, "%d specs, no device name defined twice"
-                       % len(facts.cdi_specs))
+                       % len(specs))
+
+
+# --- 6b. the agent's own spec -------------------------------------------------------------------
+
+def spec_state(expected: Optional[bytes], actual: Optional[bytes]) -> str:
+    """"ok", "missing", "stale" (differs from what the host gives now), "orphan" (the host has
+    nothing for it), "absent" (neither): the agent's spec file against what it would write."""
+    if expected is None:
+        return "absent" if actual is None else "orphan"
+    if actual is None:
+        return "missing"
+    return "ok" if actual == expected else "stale"
+
+
+def check_edgeagent_spec(ctx: DoctorContext) -> CheckResult:
+    """The agent's own CDI specs exist, parse, say what the host has now, and no other spec
+    defines their names."""
+    from edgeagent.cdi import spec as cdispec
+    from edgeagent.cdi.component import read_cdi_facts
+    from edgeagent.discovery.runtimefacts import SpecError, parse_cdi_spec
+
+    if not ctx.config.options.enabled("device-plugin"):
+        return CheckResult(EDGEAGENT_SPEC, SKIP, "the device plugin is disabled: the agent "
+                           "writes no CDI spec")
+    wanted = cdispec.build_specs(read_cdi_facts(ctx.root))
+    found: List[str] = []
+    for path, doc in sorted(wanted.items()):
+        expected = cdispec.render(doc) if doc is not None else None
+        try:
+            actual: Optional[bytes] = ctx.root.read_bytes(path, 4 << 20)
+        except (OSError, ValueError):
+            actual = None
+        state = spec_state(expected, actual)
+        if state == "absent":
+            continue
+        if state == "missing":
+            return CheckResult(EDGEAGENT_SPEC, WARN, "%s is not written: the agent writes it "
+                               "within seconds of starting; pods of the cdi strategy fail "
+                               "meanwhile" % path,
+                               "sudo systemctl start edgeagent (journalctl -u edgeagent says "
+                               "why it cannot write %s)" % cdispec.SPEC_DIR)
+        try:
+            parsed = parse_cdi_spec(actual.decode("utf-8", "replace") if actual else "", path)
+        except SpecError as e:
+            return CheckResult(EDGEAGENT_SPEC, FAIL, "%s: the runtime refuses it" % e,
+                               "sudo rm %s; the agent writes it again" % path)
+        if state == "orphan":
+            return CheckResult(EDGEAGENT_SPEC, WARN, "%s (%s) names devices this host no longer "
+                               "has" % (path, parsed.kind),
+                               "the running agent removes it; if none runs: sudo rm %s" % path)
+        if state == "stale":
+            return CheckResult(EDGEAGENT_SPEC, WARN, "%s differs from the host's device nodes "
+                               "and L4T CSV files now (a driver reload or a package upgrade); "
+                               "the running agent rewrites it" % path,
+                               "sudo systemctl restart edgeagent if it stays so")
+        found.append("%s: %s" % (path, ", ".join(parsed.qualified(d) for d in parsed.devices)))
+    if not found:
+        return CheckResult(EDGEAGENT_SPEC, SKIP, "no GPU or NVDLA device node on this host: "
+                           "the agent writes no CDI spec")
+    facts = _runtime(ctx)
+    same, across = cdi_conflicts(facts.cdi_specs + facts.own_specs)
+    mine = {n: p for n, p in list(same.items()) + list(across.items())
+            if n.split("=", 1)[0] in (cdispec.GPU_KIND, cdispec.DLA_KIND)}
+    if mine:
+        name, paths = sorted(mine.items())[0]
+        others = [p for p in paths if p not in cdispec.SPEC_PATHS]
+        return CheckResult(EDGEAGENT_SPEC, FAIL, "%s is also defined by %s: the runtime drops "
+                           "or shadows the agent's definition" % (name, ", ".join(others)),
+                           "sudo rm %s (only the agent writes edgeagent.io kinds)"
+                           % " ".join(others))
+    return CheckResult(EDGEAGENT_SPEC, PASS, "; ".join(found))
 
 
 # --- 7. nvidia-cdi-refresh raced the driver at boot ----------------------------------------------
@@ -780,4 +859,5 @@ def _plan_yaml(ctx, check, path, key, value, service, why) -> Optional[str]:
 
 CHECKS = [check_k3s_config_path, check_k3s_default_runtime, check_k3s_template_version,
           check_containerd_cdi, check_cdi_spec_mode, check_cdi_duplicates, check_cdi_refresh_race,
-          check_cgroup_driver, check_docker_default_runtime, check_kubelet_root_dir]
+          check_cgroup_driver, check_docker_default_runtime, check_kubelet_root_dir,
+          check_edgeagent_spec]

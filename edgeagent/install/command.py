@@ -399,6 +399,12 @@ def uninstall(root, out: Out, systemctl: Optional[Systemctl] = None, purge: bool
     _remove(root, PYZ_PATH, out)
     _rmdir_if_empty(root, os.path.dirname(PYZ_PATH))
     _remove(root, CACHE_DIR, out, " (unpacked dependencies)")
+    # The agent's CDI specs outlive its restarts (a pod's container may restart meanwhile);
+    # with the agent gone nothing keeps them current, so they go with it.
+    from edgeagent.cdi.spec import SPEC_PATHS
+
+    for spec in SPEC_PATHS:
+        _remove(root, spec, out, " (CDI spec)")
     if purge:
         _remove(root, CONFIG_PATH, out)
         _rmdir_if_empty(root, os.path.dirname(CONFIG_PATH))
