@@ -78,8 +78,8 @@ IMPORT_STEPS = (
      "from edgeagent.lightaiohttp import import_aiohttp; import_aiohttp()"),
     ("kube client, YAML, labels", "edgeagent.kube.client,edgeagent.kube.tls,yaml,"
      "edgeagent.labels.component", ""),
-    ("device plugin: grpclib, h2, betterproto", "edgeagent.deviceplugin.component,"
-     "edgeagent.deviceplugin.server",
+    ("device plugin and its CDI specs: grpclib, h2, betterproto", "edgeagent.cdi.component,"
+     "edgeagent.deviceplugin.component,edgeagent.deviceplugin.server",
      "from edgeagent.deviceplugin.lightimports import prepare_betterproto; "
      "prepare_betterproto()"),
 )
