@@ -6,10 +6,11 @@ Operator errors (bad flags, config, files) print one line and exit 2; never a tr
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from edgeagent.errors import OperatorError
 from edgeagent.invocation import Invocation, UsageError
@@ -25,9 +26,6 @@ FLAG_KEYS: Dict[str, str] = {
     "metrics_address": "metrics.address",
     "tegrastats": "tegrastats.path",
 }
-
-Main = Callable[[Invocation], int]
-
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -49,46 +47,65 @@ def _add_global(parser: argparse.ArgumentParser, suppress: bool) -> None:
     parser.add_argument("--log-format", metavar="FORMAT", default=d, help="text or json")
 
 
-def _commands() -> Sequence[Tuple[str, str, Callable[[argparse.ArgumentParser], None], Main]]:
-    """(name, help, add_arguments, main) of every command, in help order. Command modules keep
-    their heavy imports inside their main functions: all of them are imported to build the
-    parser."""
-    from edgeagent import agent_command, discover_command, version_command
-    from edgeagent.doctor import command as doctor_command
-    from edgeagent.install import command as install_command
-    from edgeagent.labels import command as labels_command
-    from edgeagent.tegrastats import command as tegrastats_command
-
-    return [
-        ("version", "print version, Python version and platform",
-         version_command.add_arguments, version_command.main),
-        ("discover", "print the hardware inventory",
-         discover_command.add_arguments, discover_command.main),
-        ("run", "run the agent", agent_command.add_arguments, agent_command.main),
-        ("install", "install and start the systemd service (sudo ./edgeagent.pyz install)",
-         install_command.add_install_arguments, install_command.install_main),
-        ("uninstall", "stop and remove the systemd service",
-         install_command.add_uninstall_arguments, install_command.uninstall_main),
-        ("doctor", "check this node and say how to fix what is wrong",
-         doctor_command.add_arguments, doctor_command.main),
-        ("tegrastats", "parse a tegrastats log (or stdin) into one JSON object per line",
-         tegrastats_command.add_arguments, tegrastats_command.main),
-        ("labels", "print (or remove) the labels of this node",
-         labels_command.add_arguments, labels_command.main),
-    ]
+# (name, help, module, add_arguments, main) of every command, in help order. Modules are named,
+# not imported: a command's module is imported only when that command runs (or for --help),
+# so `run` does not carry doctor's, install's... code all day (bench/bench_footprint.py).
+COMMANDS: Sequence[Tuple[str, str, str, str, str]] = (
+    ("version", "print version, Python version and platform",
+     "edgeagent.version_command", "add_arguments", "main"),
+    ("discover", "print the hardware inventory",
+     "edgeagent.discover_command", "add_arguments", "main"),
+    ("run", "run the agent", "edgeagent.agent_command", "add_arguments", "main"),
+    ("install", "install and start the systemd service (sudo ./edgeagent.pyz install)",
+     "edgeagent.install.command", "add_install_arguments", "install_main"),
+    ("uninstall", "stop and remove the systemd service",
+     "edgeagent.install.command", "add_uninstall_arguments", "uninstall_main"),
+    ("doctor", "check this node and say how to fix what is wrong",
+     "edgeagent.doctor.command", "add_arguments", "main"),
+    ("tegrastats", "parse a tegrastats log (or stdin) into one JSON object per line",
+     "edgeagent.tegrastats.command", "add_arguments", "main"),
+    ("labels", "print (or remove) the labels of this node",
+     "edgeagent.labels.command", "add_arguments", "main"),
+)
+# Global options that take a value: the token after them is not the command.
+_GLOBAL_VALUES = ("--root", "--config", "--log-level", "--log-format")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def chosen_command(argv: Sequence[str]) -> Optional[str]:
+    """The command ``argv`` names (the first word that is not a global option or its value),
+    or None when there is none or it is unknown (then every command is loaded, for help and
+    for argparse's error message)."""
+    names = {c[0] for c in COMMANDS}
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token in _GLOBAL_VALUES:
+            skip = True
+        elif token == "--":
+            return None
+        elif not token.startswith("-"):
+            return token if token in names else None
+    return None
+
+
+def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
+    """The parser; given ``argv``, only the command it names gets its arguments (and its module
+    imported): the others are listed with their help, and loaded when named."""
     parser = _Parser(prog="edgeagent",
                      description="Kubernetes GPU node agent for Jetson and devicetree boards.")
     _add_global(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name, help_text, add_arguments, main_func in _commands():
+    only = chosen_command(argv) if argv is not None else None
+    for name, help_text, module_name, add_name, main_name in COMMANDS:
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if only is not None and name != only:
+            continue
+        module = importlib.import_module(module_name)
         _add_global(p, suppress=True)
-        add_arguments(p)
-        p.set_defaults(_main=main_func)
+        getattr(module, add_name)(p)
+        p.set_defaults(_main=getattr(module, main_name))
     return parser
 
 
@@ -127,8 +144,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     Exit 2 with one line for an operator error; an unexpected internal error is one line too
     (exit 1), its traceback logged at debug level (``--log-level debug`` shows it)."""
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
+        words = sys.argv[1:] if argv is None else list(argv)
+        parser = build_parser(words)
+        args = parser.parse_args(words)
         if args.command == "run":
             from edgeagent.agent_command import EARLY_STOP
 

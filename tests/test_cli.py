@@ -312,3 +312,29 @@ def test_the_commands_are_the_documented_ones():
     sub = [a for a in build_parser()._actions if a.dest == "command"][0]
     assert list(sub.choices) == ["version", "discover", "run", "install", "uninstall", "doctor",
                                  "tegrastats", "labels"]
+
+
+def test_a_command_loads_only_its_own_module():
+    """`run` does not carry the other commands' code (bench/bench_footprint.py): only the
+    command named is imported; --help and an unknown command still see every command."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from edgeagent.cli import COMMANDS, chosen_command
+
+    assert chosen_command(["--root", "/x", "--log-level", "debug", "run", "--demo"]) == "run"
+    assert chosen_command(["--root=/x", "doctor"]) == "doctor"
+    assert chosen_command(["--help"]) is None
+    assert chosen_command(["bogus"]) is None
+    code = textwrap.dedent("""
+        import sys
+        from edgeagent.cli import build_parser
+        build_parser(["--log-level", "info", "run"]).parse_args(["--log-level", "info", "run"])
+        print(" ".join(sorted(m for m in sys.modules if m.startswith("edgeagent.")
+                              and m.endswith(("command", "_command")))))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
+                         universal_newlines=True, check=True).stdout.split()
+    assert out == ["edgeagent.agent_command"], out
+    assert {c[2] for c in COMMANDS} - {"edgeagent.agent_command"}  # there were others to skip

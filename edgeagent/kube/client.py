@@ -186,7 +186,9 @@ class KubeClient:
         self.requests = 0
 
     async def _get_session(self) -> "aiohttp.ClientSession":
-        import aiohttp
+        from edgeagent.lightaiohttp import import_aiohttp
+
+        aiohttp = import_aiohttp()
 
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
@@ -233,7 +235,9 @@ class KubeClient:
 
     async def _send(self, method: str, path: str, body: Any, content_type: str,
                     timeout: Optional[float] = None) -> KubeResponse:
-        import aiohttp
+        from edgeagent.lightaiohttp import import_aiohttp
+
+        aiohttp = import_aiohttp()
 
         cache = self.credentials
         creds = cache.creds

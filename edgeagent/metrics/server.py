@@ -53,6 +53,9 @@ class MetricsServer:
         self.listener: Optional[GuardedListener] = None
 
     def make_app(self) -> "web.Application":
+        from edgeagent.lightaiohttp import import_aiohttp
+
+        import_aiohttp()  # before aiohttp.web imports the package
         from aiohttp import web
 
         app = web.Application()
@@ -63,6 +66,9 @@ class MetricsServer:
 
     async def start(self) -> None:
         """Listen; OSError (address in use, no such address) propagates to the supervisor."""
+        from edgeagent.lightaiohttp import import_aiohttp
+
+        import_aiohttp()  # before aiohttp.web imports the package
         from aiohttp import web
 
         # keepalive_timeout: aiohttp's own idle timer agrees with the listener's
