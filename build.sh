@@ -6,7 +6,8 @@
 #   ./build.sh deb [--platform P] [--python X.Y] [-o FILE.deb] [--pyz FILE] [--revision N]
 #                                                dist/edgeagent_<version>-<N>_<arch>.deb from the pyz
 #   ./build.sh test                              the whole suite, current Python and 3.8
-#   ./build.sh bench [agent|exporter|deviceplugin|labels] [ARGS]   a benchmark (bench/), on demand
+#   ./build.sh bench [NAME] [ARGS]               bench/bench_NAME.py (agent, exporter, deviceplugin,
+#                                                labels, peers, footprint, protobuf), on demand
 #   ./build.sh protos                            regenerate the betterproto code from protos/
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -148,7 +149,10 @@ run_tests() {
 run_bench() {
   local name=${1:-agent}
   [ $# -gt 0 ] && shift
-  [ -f "bench/bench_$name.py" ] || die "no benchmark $name (bench/bench_*.py: agent, exporter, deviceplugin, labels)"
+  if [ ! -f "bench/bench_$name.py" ]; then
+    local names; names=$(cd bench && ls bench_*.py | sed 's/^bench_//; s/\.py$//' | paste -sd, - | sed 's/,/, /g')
+    die "no benchmark $name (bench/bench_*.py: $names)"
+  fi
   # The benchmarks use the test peers (grpcio kubelet, HTTPS API server) and the one-file build.
   build_pyz native "" dist/edgeagent.pyz
   local py; py=$(command -v python3)
@@ -217,7 +221,7 @@ while [ $# -gt 0 ]; do
     --python) pyver=${2:?--python needs X.Y}; shift 2 ;;
     -o|--output) out=${2:?-o needs a file}; shift 2
       case "$out" in /*) ;; *) out="$caller/$out" ;; esac ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see ./build.sh --help)" ;;
   esac
 done
