@@ -13,8 +13,10 @@ protocol factory, ``web.Server``), wrapped in a protocol that watches its progre
   longest (or has sent nothing for a second), then the one idle longest after a response, and
   only then a connection that is new and has not sent anything yet (a scraper whose request is
   still on its way: under a storm of reconnecting slow clients, evicting the oldest pending
-  connection alone pushed out scrapers whose request came 0.1 s after their connection). A
-  connection whose request is being answered is never taken; if all are, the new one is closed;
+  connection alone pushed out scrapers whose request came 0.1 s after their connection), and
+  last one whose request already waits unread in the kernel (FIONREAD: the loop, busy with the
+  storm, has not read it yet). A connection whose request is being answered is never taken; if
+  all are, the new one is closed;
 - request headers must be complete within ``header_timeout`` seconds (counted from the
   connection, or from the first byte of the next request on a kept-alive one), else the
   connection is aborted; a connection idle for ``idle_timeout`` after a request is closed;
@@ -27,10 +29,13 @@ Requests here are GETs without a body: the end of the headers (a blank line) end
 
 from __future__ import annotations
 
+import array
 import asyncio
 import errno
+import fcntl
 import logging
 import socket
+import termios
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -118,14 +123,29 @@ class _Watched(asyncio.Protocol):
     def evictable_since(self, now: float) -> Optional[Tuple[int, float]]:
         """(rank, since) when this connection may make room for a new one, else None: rank 0
         for one sending its headers (or silent past SILENT_GRACE), 1 for one idle after a
-        response, 2 for a new one that has not sent anything yet."""
+        response, 2 for a new one that has not sent anything yet, 3 for a new one whose request
+        is waiting unread in the kernel."""
         if self.in_headers:
             if self.sent or now - self.phase_start >= SILENT_GRACE:
                 return 0, self.phase_start
-            return 2, self.phase_start
+            # Silent to us, but its request may already be in the kernel's buffer, not yet read
+            # because the loop is busy accepting a storm: such a one (a scraper) goes last.
+            return (3 if self._unread() else 2), self.phase_start
         if now - self.phase_start >= BUSY_GRACE:
             return 1, self.phase_start
         return None
+
+    def _unread(self) -> int:
+        """Bytes the kernel holds for this connection that nobody has read yet (FIONREAD)."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return 0
+        count = array.array("i", [0])
+        try:
+            fcntl.ioctl(sock.fileno(), termios.FIONREAD, count, True)
+        except (OSError, ValueError):  # closed meanwhile: nothing to wait for
+            return 0
+        return count[0]
 
     def drop(self) -> None:
         self.listener._connections.pop(self, None)
