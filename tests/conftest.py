@@ -66,3 +66,15 @@ def pytest_sessionfinish(session, exitstatus):
 def pytest_terminal_summary(terminalreporter):
     for report in _ABANDONED.reports:
         terminalreporter.write_line("abandoned asyncio task: " + report[:400], red=True)
+
+
+@pytest.fixture
+def cleanup():
+    """Things a test started (AgentThread, FakeKubelet...), stopped in reverse order after it."""
+    things = []
+    yield things
+    for thing in reversed(things):
+        try:
+            thing.stop()
+        except Exception:
+            pass

@@ -30,17 +30,6 @@ def root():
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-def cleanup():
-    things = []
-    yield things
-    for thing in reversed(things):
-        try:
-            thing.stop()
-        except Exception:
-            pass
-
-
 def test_cdi_strategy_answers_the_agents_device_ids(root, cleanup):
     assert len(sync_specs(HostRoot(root))) == 2
     kubelet = FakeKubelet(os.path.join(root, "var/lib/kubelet/device-plugins")).start()

@@ -53,17 +53,6 @@ def root():
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-def cleanup():
-    things = []
-    yield things
-    for thing in reversed(things):
-        try:
-            thing.stop()
-        except Exception:
-            pass
-
-
 def run(root, cleanup, kubelet=True, **overrides):
     k = None
     if kubelet:

@@ -23,7 +23,8 @@ from edgeagent.labels.publish import nodefeature_name, others, plan_handover, pl
 from edgeagent.labels.reconciler import Reconciler
 from tests.conftest import dtb_path
 from tests.peers.kubeapi import KubeApiServer, ThreadedKubeApi
-from tests.tools import arun, until
+from tests.test_labels_peace import reconciles
+from tests.tools import arun
 
 NS = "node-feature-discovery"
 ANN = "edgeagent.io/owned-labels"
@@ -100,17 +101,6 @@ def make(api, inventory, metrics=None):
     for kind in rec.backoffs:
         rec.backoffs[kind] = Backoff(base=0.02, cap=0.05, rng=random.Random(2))
     return rec, client
-
-
-async def reconciles(rec, client, count):
-    target = rec.reconciles + count
-    task = asyncio.ensure_future(rec.run())
-    try:
-        await until(lambda: rec.reconciles > target, what="%d reconciles" % count)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await client.close()
 
 
 def writer_role(api, namespace=NS):
