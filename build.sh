@@ -205,7 +205,7 @@ build_deb() {
 
 gen_protos() {
   local v; v=$(venv "build-py$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" "$(command -v python3)" dev)
-  "$v/bin/python" -m edgeagent.deviceplugin.genprotos
+  "$v/bin/python" -m edgeagent.genprotos
 }
 
 platform=native pyver="" out=""

@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="log the node patch instead of sending it")
     parser.add_argument("--metrics-address", metavar="HOST:PORT", help="where to serve /metrics")
     parser.add_argument("--tegrastats", metavar="PATH", help="tegrastats binary (host path)")
+    parser.add_argument("--gpu-mode", choices=("device-plugin", "dra"),
+                        help="serve the GPU and NVDLA engines through the device plugin "
+                             "(default) or Dynamic Resource Allocation, never both")
     add_kube_arguments(parser)
 
 

@@ -25,6 +25,7 @@ FLAG_KEYS: Dict[str, str] = {
     "disable": "disable",
     "metrics_address": "metrics.address",
     "tegrastats": "tegrastats.path",
+    "gpu_mode": "gpu_mode",
 }
 
 class _Parser(argparse.ArgumentParser):

@@ -265,6 +265,10 @@ SCHEMA: Tuple[Option, ...] = (
            "kubeconfig file; default the kubelet's own, then in-cluster"),
     Option("dry_run", _bool, False, "log the node patch instead of sending it"),
     Option("disable", _components, (), "components not to run: device-plugin, labels, metrics"),
+    Option("gpu_mode", _choice("device-plugin", "dra"), "device-plugin",
+           "how pods get the GPU and the NVDLA engines: the device plugin (nvidia.com/gpu, "
+           "nvidia.com/dla) or Dynamic Resource Allocation (ResourceSlices of edgeagent.io); "
+           "never both"),
     Option("kube.timeout_seconds", _float(0.5, 120), 10.0, "timeout of one API request"),
     Option("discovery.rescan_seconds", _float(5, 86400), 60.0,
            "how often the host is re-scanned for a changed inventory"),
@@ -277,6 +281,13 @@ SCHEMA: Tuple[Option, ...] = (
     Option("device_plugin.builtin_profiles", _bool, True,
            "advertise NVDLA engines and Coral Edge TPUs when found"),
     Option("device_plugin.resources", _resources, (), "operator-defined resources", env=False),
+    Option("dra.plugins_directory", _abs_path, "/var/lib/kubelet/plugins",
+           "the kubelet's plugin directory: the DRA socket and checkpoint go in <dir>/edgeagent.io"),
+    Option("dra.registry_directory", _abs_path, "/var/lib/kubelet/plugins_registry",
+           "the kubelet's plugin-watcher directory, where the registration socket goes"),
+    Option("dra.gpu_sharing", _choice("consumable", "exclusive"), "consumable",
+           "consumable: pods share the GPU by memory (DRAConsumableCapacity, where the API "
+           "server supports it; exclusive otherwise); exclusive: one claim at a time"),
     Option("sharing.replicas", _int(1, 1024), 1, "time-slicing replicas of the GPU (1: no sharing)"),
     Option("sharing.rename_by_default", _bool, False,
            "advertise shared GPUs as nvidia.com/gpu.shared"),
@@ -343,6 +354,17 @@ class DevicePluginOptions:
     builtin_profiles: bool
     resources: Tuple[ResourceConfig, ...]
     sharing: SharingOptions
+    gpu_mode: str = "device-plugin"  # "dra": the GPU and NVDLA engines are DRA's, not ours
+
+
+@dataclass(frozen=True)
+class DraOptions:
+    """The DRA kubelet plugin and the node's ResourceSlices (gpu_mode = "dra")."""
+
+    plugins_directory: str         # host paths, not yet under --root
+    registry_directory: str
+    gpu_sharing: str               # "consumable" or "exclusive"
+    health_interval_seconds: float  # the device plugin's: one health cadence for both modes
 
 
 @dataclass(frozen=True)
@@ -377,12 +399,14 @@ class Options:
     log_level: str
     log_format: str
     disable: Tuple[str, ...]
+    gpu_mode: str                  # "device-plugin" or "dra"
     kube: KubeOptions
     discovery: DiscoveryOptions
     device_plugin: DevicePluginOptions
     labels: LabelsOptions
     metrics: MetricsOptions
     tegrastats: TegrastatsOptions
+    dra: DraOptions
 
     def enabled(self, component: str) -> bool:
         return component not in self.disable
@@ -394,6 +418,7 @@ def _options(v: Mapping[str, Any], sources: Mapping[str, str]) -> Options:
         fail_requests_greater_than_one=v["sharing.fail_requests_greater_than_one"])
     return Options(
         log_level=v["log_level"], log_format=v["log_format"], disable=tuple(v["disable"]),
+        gpu_mode=v["gpu_mode"],
         kube=KubeOptions(node_name=v["node_name"],
                          node_name_source=sources.get("node_name", "default"),
                          kubeconfig=v["kubeconfig"], timeout_seconds=v["kube.timeout_seconds"],
@@ -404,7 +429,8 @@ def _options(v: Mapping[str, Any], sources: Mapping[str, str]) -> Options:
             device_list_strategy=v["device_plugin.device_list_strategy"],
             health_interval_seconds=v["device_plugin.health_interval_seconds"],
             builtin_profiles=v["device_plugin.builtin_profiles"],
-            resources=tuple(v["device_plugin.resources"]), sharing=sharing),
+            resources=tuple(v["device_plugin.resources"]), sharing=sharing,
+            gpu_mode=v["gpu_mode"]),
         labels=LabelsOptions(
             prefix=v["labels.prefix"], nvidia_gpu_labels=v["labels.nvidia_gpu_labels"],
             nvidia_gpu_labels_owner=v["labels.nvidia_gpu_labels_owner"],
@@ -416,6 +442,10 @@ def _options(v: Mapping[str, Any], sources: Mapping[str, str]) -> Options:
         metrics=MetricsOptions(address=v["metrics.address"]),
         tegrastats=TegrastatsOptions(path=v["tegrastats.path"],
                                      interval_ms=v["tegrastats.interval_ms"]),
+        dra=DraOptions(plugins_directory=v["dra.plugins_directory"],
+                       registry_directory=v["dra.registry_directory"],
+                       gpu_sharing=v["dra.gpu_sharing"],
+                       health_interval_seconds=v["device_plugin.health_interval_seconds"]),
     )
 
 

@@ -225,16 +225,17 @@ def test_committed_code_is_fresh(tmp_path):
         if os.environ.get("EDGEAGENT_REQUIRE_TOOLS"):
             pytest.fail(message)
         pytest.skip(message)
-    from edgeagent.deviceplugin import genprotos
+    from edgeagent import genprotos
 
-    out = str(tmp_path / "proto")
-    genprotos.generate(out)
-    fresh = genprotos.read_tree(out)
-    committed = genprotos.read_tree(genprotos.OUT_DIR)
-    assert sorted(fresh) == sorted(committed)
-    stale = [name for name in fresh if fresh[name] != committed[name]]
-    assert not stale, ("committed code in edgeagent/deviceplugin/proto is stale (%s): run "
-                       "./build.sh protos" % ", ".join(stale))
+    for target, (_, folder) in sorted(genprotos.TARGETS.items()):
+        out = str(tmp_path / target)
+        genprotos.generate(target, out)
+        fresh = genprotos.read_tree(out)
+        committed = genprotos.read_tree(folder)
+        assert sorted(fresh) == sorted(committed), target
+        stale = [name for name in fresh if fresh[name] != committed[name]]
+        assert not stale, ("committed code in %s is stale (%s): run ./build.sh protos"
+                           % (os.path.relpath(folder), ", ".join(stale)))
 
 
 # --- what the server encodes itself, read by the kubelet's own messages ------------------------

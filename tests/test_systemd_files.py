@@ -87,7 +87,12 @@ def test_the_unit_has_what_the_issue_asks_for():
     assert one["Service.LimitNOFILE"] == str(WANTED_NOFILE)
     assert one["Service.Environment"] == "SHIV_ROOT=/var/cache/edgeagent"
     assert one["Service.ProtectSystem"] == "strict"
-    assert unit["Service.ReadWritePaths"] == ["-/var/lib/kubelet/device-plugins"]
+    assert unit["Service.ReadWritePaths"] == [
+        "-/var/lib/kubelet/device-plugins",
+        "-/var/lib/kubelet/plugins_registry -/var/lib/kubelet/plugins", "-/run/cdi"]
+    # /run is read-only under ProtectSystem=strict and "-" skips a missing folder: the CDI
+    # folder is made before the start, with full privileges.
+    assert unit["Service.ExecStartPre"] == ["+/bin/mkdir -p -m 0755 /run/cdi"]
     after = " ".join(unit["Unit.After"]).split()
     for dep in ("network-online.target", "k3s.service", "k3s-agent.service", "kubelet.service",
                 "docker.service", "containerd.service"):

@@ -13,7 +13,7 @@ from edgeagent.discovery.scan import ProbeWatch
 from edgeagent.discovery.scan import probe_host as scan
 from edgeagent.deviceplugin.model import (GPU_RESOURCE, SHARED_GPU_RESOURCE, Resource,
                                           build_resources, describe_units, health_changes,
-                                          scan_plan)
+                                          plugin_resources, scan_plan)
 from edgeagent.discovery.runtimefacts import RuntimeFacts, RuntimeFactsCache
 from edgeagent.supervisor import Component
 
@@ -84,7 +84,8 @@ class DevicePluginComponent(Component):
         except OSError:                                 # a link loop: the interval only
             self._watch = None
         facts = scan(self.root, plan)
-        resources = build_resources(inventory, facts, self.options, previous)
+        resources = plugin_resources(
+            build_resources(inventory, facts, self.options, previous), self.options)
         if any(r.gpu for r in resources.values()):
             self.runtime.refresh()
         return resources, self.runtime.current

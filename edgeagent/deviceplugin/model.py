@@ -320,6 +320,21 @@ def build_resources(inventory: Optional[Inventory], facts: HostFacts,
     return {name: _remember(res, previous.get(name), facts) for name, res in out.items()}
 
 
+# With gpu_mode = "dra" these kinds are served by DRA (ResourceSlices of edgeagent.io), and the
+# device plugin must not advertise them too: the kubelet and the scheduler refuse one resource
+# name from both (DeviceClass extendedResourceName nvidia.com/gpu).
+DRA_KINDS = ("gpu", "nvdla")
+
+
+def plugin_resources(resources: Mapping[str, Resource],
+                     options: DevicePluginOptions) -> Dict[str, Resource]:
+    """The resources the device plugin advertises: all of them, but the DRA kinds when
+    ``gpu_mode`` is dra."""
+    if options.gpu_mode != "dra":
+        return dict(resources)
+    return {n: r for n, r in resources.items() if r.kind not in DRA_KINDS}
+
+
 def describe_units(resource: Resource) -> str:
     """"0 (Healthy), 1 (Unhealthy: why)" for logs."""
     parts = []

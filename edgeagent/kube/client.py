@@ -365,6 +365,15 @@ class KubeClient:
             raise
         return True
 
+    async def get_resource_claim(self, namespace: str, name: str,
+                                 timeout: Optional[float] = None) -> Dict[str, Any]:
+        """One ResourceClaim (``resource.k8s.io/v1``). The Node authorizer lets a node read
+        the claims of pods bound to it; KubeError 404/403 otherwise."""
+        path = "/apis/resource.k8s.io/v1/namespaces/%s/resourceclaims/%s" % (
+            quote(namespace, safe=""), quote(name, safe=""))
+        resp = await self.request("GET", path, timeout=timeout)
+        return _object_body(resp, "GET ResourceClaim %s/%s" % (namespace, name))
+
     async def can_i(self, verb: str, resource: str, name: str = "",
                     subresource: str = "", timeout: Optional[float] = None,
                     group: str = "", namespace: str = "") -> Tuple[bool, str]:

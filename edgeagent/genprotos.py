@@ -1,6 +1,9 @@
-"""Regenerate the committed betterproto code from ``protos/api.proto``.
+"""Regenerate the committed betterproto code from ``protos/``.
 
-``python -m edgeagent.deviceplugin.genprotos [--out DIR]`` (what ``./build.sh protos`` runs) uses
+Two targets: the device-plugin API (``protos/api.proto`` -> ``edgeagent/deviceplugin/proto``)
+and the kubelet's DRA, DRA-health and plugin-registration APIs (``protos/dra``,
+``protos/dra-health``, ``protos/pluginregistration`` -> ``edgeagent/dra/proto``).
+``python -m edgeagent.genprotos [--out DIR]`` (what ``./build.sh protos`` runs) uses
 grpcio-tools' bundled protoc with betterproto's plugin; both come with the ``dev`` extra. The
 output depends on the formatter versions betterproto runs (black, isort), so pyproject pins them;
 tests regenerate into a temporary directory and fail when the committed code differs.
@@ -16,13 +19,18 @@ import stat
 import subprocess
 import sys
 import tempfile
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
+REPO = os.path.dirname(HERE)
 PROTO_DIR = os.path.join(REPO, "protos")
-PROTO_FILES = ("api.proto",)
-OUT_DIR = os.path.join(HERE, "proto")
+# target -> (proto files under protos/, the package folder the code goes to)
+TARGETS: Dict[str, Tuple[Tuple[str, ...], str]] = {
+    "deviceplugin": (("api.proto",), os.path.join(HERE, "deviceplugin", "proto")),
+    "dra": (("dra/v1/api.proto", "dra/v1beta1/api.proto", "dra-health/v1/api.proto",
+             "dra-health/v1alpha1/api.proto", "pluginregistration/v1/api.proto"),
+            os.path.join(HERE, "dra", "proto")),
+}
 
 
 class GenerateError(Exception):
@@ -39,8 +47,10 @@ def _plugin_script(folder: str) -> str:
     return path
 
 
-def generate(out_dir: str) -> List[str]:
-    """Generate the code into ``out_dir`` (created, emptied first); return the files written."""
+def generate(target: str, out_dir: str) -> List[str]:
+    """Generate ``target``'s code into ``out_dir`` (created, emptied first); return the files
+    written."""
+    proto_files, _ = TARGETS[target]
     # Imported only to fail early and clearly: protoc and the plugin run in subprocesses.
     # betterproto.plugin.compiler imports black, isort and jinja2 (SystemExit when missing).
     try:
@@ -57,7 +67,7 @@ def generate(out_dir: str) -> List[str]:
         cmd = [sys.executable, "-m", "grpc_tools.protoc", "-I", PROTO_DIR,
                "--plugin=protoc-gen-python_betterproto=%s" % plugin,
                "--python_betterproto_out=%s" % out_dir]
-        cmd += [os.path.join(PROTO_DIR, p) for p in PROTO_FILES]
+        cmd += [os.path.join(PROTO_DIR, p) for p in proto_files]
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               universal_newlines=True)
         if proc.returncode != 0:
@@ -81,17 +91,20 @@ def read_tree(folder: str) -> Dict[str, str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgeagent.deviceplugin.genprotos",
+    parser = argparse.ArgumentParser(prog="python -m edgeagent.genprotos",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=OUT_DIR, help="output folder (default: %(default)s)")
+    parser.add_argument("--out", metavar="DIR",
+                        help="write under DIR/<target> instead of the package folders")
     args = parser.parse_args(argv)
-    try:
-        files = generate(args.out)
-    except GenerateError as e:
-        sys.stderr.write("genprotos: %s\n" % e)
-        return 2
-    for name in files:
-        print(os.path.join(args.out, name))
+    for target, (_, folder) in sorted(TARGETS.items()):
+        out = os.path.join(args.out, target) if args.out else folder
+        try:
+            files = generate(target, out)
+        except GenerateError as e:
+            sys.stderr.write("genprotos: %s\n" % e)
+            return 2
+        for name in files:
+            print(os.path.join(out, name))
     return 0
 
 
