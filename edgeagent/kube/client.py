@@ -14,6 +14,7 @@ import email.utils
 import json
 import logging
 import time
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import quote
@@ -36,8 +37,10 @@ MAX_BODY = 4 << 20
 
 
 class KubeMetrics:
-    """``edgeagent_kube_requests_total{method,code}``. Build it once per registry, where the
-    registry is made, and pass it to every client (a metric registers only once per registry)."""
+    """``edgeagent_kube_requests_total{method,code}``. A metric registers only once per
+    registry: every component that talks to the API takes ``KubeMetrics.of(registry)``."""
+
+    _by_registry: "weakref.WeakKeyDictionary[Any, KubeMetrics]" = weakref.WeakKeyDictionary()
 
     def __init__(self, registry: "CollectorRegistry") -> None:
         from prometheus_client import Counter
@@ -45,6 +48,14 @@ class KubeMetrics:
         self.requests = Counter("edgeagent_kube_requests", "Kubernetes API requests by method "
                                 "and HTTP status code ('error': no response)",
                                 ["method", "code"], registry=registry)
+
+    @classmethod
+    def of(cls, registry: "CollectorRegistry") -> "KubeMetrics":
+        """The one KubeMetrics of ``registry`` (made on first use)."""
+        metrics = cls._by_registry.get(registry)
+        if metrics is None:
+            metrics = cls._by_registry[registry] = cls(registry)
+        return metrics
 
 
 class CredentialCache:

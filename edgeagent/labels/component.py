@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
-from typing import TYPE_CHECKING, Callable, List, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 from edgeagent.supervisor import Component
 
@@ -14,39 +13,10 @@ if TYPE_CHECKING:  # pragma: no cover - types only
     from edgeagent.discovery.feed import InventoryFeed
     from edgeagent.hostpaths import HostRoot
     from edgeagent.kube.client import KubeClient, KubeMetrics
-    from edgeagent.kube.credentials import Credentials
     from edgeagent.labels.metrics import LabelMetrics
     from edgeagent.labels.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
-
-
-def credential_loader(root: "HostRoot", kube: "KubeOptions",
-                      env: Optional[Mapping[str, str]] = None) -> Callable[[], "Credentials"]:
-    """A function that finds the credentials (again) each time it is called."""
-    from edgeagent.kube.credentials import find_credentials
-
-    return lambda: find_credentials(root, kube.kubeconfig, os.environ if env is None else env)
-
-
-def make_client(root: "HostRoot", kube: "KubeOptions",
-                metrics: Optional["KubeMetrics"] = None) -> "KubeClient":
-    """A KubeClient for this host's credentials (loaded lazily, on the first request)."""
-    from edgeagent.kube.client import CredentialCache, KubeClient
-
-    return KubeClient(CredentialCache(credential_loader(root, kube)),
-                      timeout=kube.timeout_seconds, metrics=metrics)
-
-
-def node_name_function(root: "HostRoot", kube: "KubeOptions",
-                       client: Optional["KubeClient"]) -> Callable[[], str]:
-    from edgeagent.kube.nodename import resolve_node_name
-
-    def name() -> str:
-        creds = client.credentials.get() if client is not None else None
-        return resolve_node_name(kube, root, creds)[0]
-
-    return name
 
 
 class LabelsComponent(Component):
@@ -72,6 +42,7 @@ class LabelsComponent(Component):
         return self.reconciler.problem() if self.reconciler is not None else None
 
     async def run(self, started: Callable[[], None]) -> None:
+        from edgeagent.kube.connect import make_client, node_name_function
         from edgeagent.labels.compute import compute_labels
         from edgeagent.labels.contest import mode_for
         from edgeagent.labels.reconciler import Reconciler
@@ -115,7 +86,7 @@ def build(ctx: "AgentContext") -> List[Component]:
         from edgeagent.kube.client import KubeMetrics
         from edgeagent.labels.metrics import LabelMetrics
 
-        metrics, kube_metrics = LabelMetrics(ctx.registry), KubeMetrics(ctx.registry)
+        metrics, kube_metrics = LabelMetrics(ctx.registry), KubeMetrics.of(ctx.registry)
     return [LabelsComponent(ctx.root, ctx.inventory, options.labels, options.kube,
                             demo=ctx.demo, dry_run=ctx.dry_run, metrics=metrics,
                             kube_metrics=kube_metrics)]
