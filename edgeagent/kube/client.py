@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 MERGE_PATCH = "application/merge-patch+json"
 USER_AGENT = "edgeagent/%s" % __version__
 MAX_BODY = 4 << 20
+RESOURCE_GROUP = "resource.k8s.io"
+# resource.k8s.io versions whose ResourceClaim status reads alike, newest first.
+CLAIM_VERSIONS = ("v1", "v1beta2", "v1beta1")
 
 
 class KubeMetrics:
@@ -151,6 +154,22 @@ def _json_int(digits: str) -> int:
     return int(digits)
 
 
+def served_versions(body: Any) -> Tuple[str, ...]:
+    """The versions an APIGroup discovery document lists, its preferred one first."""
+    if not isinstance(body, dict):
+        return ()
+    found: List[str] = []
+    preferred = body.get("preferredVersion")
+    if isinstance(preferred, dict) and isinstance(preferred.get("version"), str):
+        found.append(preferred["version"])
+    versions = body.get("versions")
+    for entry in versions if isinstance(versions, list) else ():
+        version = entry.get("version") if isinstance(entry, dict) else None
+        if isinstance(version, str) and version not in found:
+            found.append(version)
+    return tuple(found)
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -195,6 +214,7 @@ class KubeClient:
         self.metrics = metrics
         self._session: Optional["aiohttp.ClientSession"] = None
         self.requests = 0
+        self._claim_version: Optional[str] = None   # "" when the server serves none
 
     async def _get_session(self) -> "aiohttp.ClientSession":
         from edgeagent.lightaiohttp import import_aiohttp
@@ -376,14 +396,96 @@ class KubeClient:
             raise
         return True
 
+    # --- resource.k8s.io (DRA) -------------------------------------------------------------
+
+    async def resource_versions(self, timeout: Optional[float] = None) -> Tuple[str, ...]:
+        """The versions of ``resource.k8s.io`` the server serves, its preferred one first; ()
+        when it serves none (a 404: Kubernetes before 1.26, or the group switched off)."""
+        try:
+            resp = await self.request("GET", "/apis/" + RESOURCE_GROUP, timeout=timeout)
+        except KubeError as e:
+            if e.status == 404:
+                return ()
+            raise
+        return served_versions(resp.body)
+
+    async def _resource_version(self, timeout: Optional[float] = None) -> Optional[str]:
+        """The version claims are read in: v1 until the server says it serves only older ones
+        (asked once, then remembered)."""
+        if self._claim_version is None:
+            served = await self.resource_versions(timeout=timeout)
+            self._claim_version = next((v for v in CLAIM_VERSIONS if v in served), "")
+        return self._claim_version or None
+
     async def get_resource_claim(self, namespace: str, name: str,
                                  timeout: Optional[float] = None) -> Dict[str, Any]:
-        """One ResourceClaim (``resource.k8s.io/v1``). The Node authorizer lets a node read
-        the claims of pods bound to it; KubeError 404/403 otherwise."""
-        path = "/apis/resource.k8s.io/v1/namespaces/%s/resourceclaims/%s" % (
-            quote(namespace, safe=""), quote(name, safe=""))
-        resp = await self.request("GET", path, timeout=timeout)
-        return _object_body(resp, "GET ResourceClaim %s/%s" % (namespace, name))
+        """One ResourceClaim (``resource.k8s.io/v1``; v1beta2 or v1beta1 where the server
+        serves no v1: their ``status.allocation`` reads the same). The Node authorizer lets a
+        node read the claims of pods bound to it; KubeError 404/403 otherwise."""
+        version = self._claim_version or "v1"
+        for _ in range(2):
+            path = "/apis/%s/%s/namespaces/%s/resourceclaims/%s" % (
+                RESOURCE_GROUP, version, quote(namespace, safe=""), quote(name, safe=""))
+            try:
+                resp = await self.request("GET", path, timeout=timeout)
+            except KubeError as e:
+                # A version the server does not serve answers a plain-text 404, a missing claim
+                # a Status with reason NotFound.
+                if e.status != 404 or e.reason or self._claim_version is not None:
+                    raise
+                served = await self._resource_version(timeout)
+                if served is None or served == version:
+                    raise
+                version = served
+                continue
+            return _object_body(resp, "GET ResourceClaim %s/%s" % (namespace, name))
+        raise KubeResponseError("GET ResourceClaim %s/%s: no served version answers" % (
+            namespace, name))
+
+    def _slices_path(self, version: str, name: str = "") -> str:
+        path = "/apis/%s/%s/resourceslices" % (RESOURCE_GROUP, quote(version, safe=""))
+        return path + "/" + quote(name, safe="") if name else path
+
+    async def list_resource_slices(self, node: str, driver: str, version: str = "v1",
+                                   timeout: Optional[float] = None) -> List[Any]:
+        """The ``items`` of the ResourceSlices of ``node`` and ``driver``. The field selector
+        names the node: the Node authorizer lets a node list slices only that way."""
+        selector = quote("spec.nodeName=%s,spec.driver=%s" % (node, driver), safe="")
+        resp = await self.request("GET", self._slices_path(version) + "?fieldSelector="
+                                  + selector, timeout=timeout)
+        items = resp.body.get("items") if isinstance(resp.body, dict) else None
+        if not isinstance(items, list):
+            raise KubeResponseError("GET ResourceSlices of %s: the answer is not a list" % node)
+        return items
+
+    async def create_resource_slice(self, body: Dict[str, Any],
+                                    version: str = "v1") -> Dict[str, Any]:
+        """POST it; 409 AlreadyExists when the name is taken. The created object."""
+        resp = await self.request("POST", self._slices_path(version), body)
+        return _object_body(resp, "create ResourceSlice %s" % body["metadata"].get("name"))
+
+    async def replace_resource_slice(self, body: Dict[str, Any],
+                                     version: str = "v1") -> Dict[str, Any]:
+        """PUT it with its ``metadata.resourceVersion``: a concurrent change is a 409."""
+        name = body["metadata"]["name"]
+        resp = await self.request("PUT", self._slices_path(version, name), body)
+        return _object_body(resp, "replace ResourceSlice %s" % name)
+
+    async def delete_resource_slice(self, name: str, version: str = "v1",
+                                    resource_version: str = "") -> bool:
+        """Delete it (only if still at ``resource_version`` when given: 409 otherwise); False
+        when it was already gone."""
+        body = None
+        if resource_version:
+            body = {"apiVersion": "v1", "kind": "DeleteOptions",
+                    "preconditions": {"resourceVersion": resource_version}}
+        try:
+            await self.request("DELETE", self._slices_path(version, name), body)
+        except KubeError as e:
+            if e.status == 404 and e.reason == "NotFound":
+                return False
+            raise
+        return True
 
     async def can_i(self, verb: str, resource: str, name: str = "",
                     subresource: str = "", timeout: Optional[float] = None,

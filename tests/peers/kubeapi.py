@@ -123,6 +123,174 @@ def label_problem(key: str, value: Any) -> Optional[str]:
     return None
 
 
+# --- ResourceSlice rules (k8s.io/kubernetes pkg/apis/resource/validation, v1) ----------------
+
+SLICE_VERSIONS_SERVED = ("v1", "v1beta2")   # v1beta1 slices (basic: wrapper) are not served
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_C_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SEMVER = re.compile(
+    r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+    r"(-(0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(\.(0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*)?"
+    r"(\+[0-9a-zA-Z-]+(\.[0-9a-zA-Z-]+)*)?")
+_QTY = re.compile(r"([0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?")
+_QTY_FACTORS = {"": 1, "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40,
+                "Pi": 2 ** 50, "Ei": 2 ** 60, "k": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9,
+                "T": 10 ** 12, "P": 10 ** 15, "E": 10 ** 18}
+MAX_SLICE_DEVICES = 128
+MAX_ATTRIBUTES_AND_CAPACITIES = 32
+MAX_ATTRIBUTE_VALUE = 64
+MAX_ID = 32
+
+
+def quantity_value(text: Any) -> Optional[int]:
+    """An integer quantity (the only kind this server takes) in base units; None if not one."""
+    m = _QTY.fullmatch(text) if isinstance(text, str) else None
+    return int(m.group(1)) * _QTY_FACTORS[m.group(2) or ""] if m else None
+
+
+def canonical_quantity(text: str) -> str:
+    """kube-apiserver stores a binary-suffixed quantity in its largest exact suffix."""
+    m = _QTY.fullmatch(text)
+    if not m or (m.group(2) or "Ki")[-1:] != "i":
+        return text
+    value = quantity_value(text) or 0
+    for suffix in ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"):
+        if value and value % _QTY_FACTORS[suffix] == 0:
+            return "%d%s" % (value // _QTY_FACTORS[suffix], suffix)
+    return str(value)
+
+
+def _qualified_name_problem(name: Any) -> Optional[str]:
+    if not isinstance(name, str):
+        return "not a string"
+    domain, sep, ident = name.rpartition("/")
+    if sep and (not domain or len(domain) > 63 or not _DNS.fullmatch(domain)):
+        return "a domain must be a DNS subdomain of at most 63 characters"
+    if not ident or len(ident) > MAX_ID or not _C_IDENTIFIER.fullmatch(ident):
+        return "must be a C identifier of at most %d characters" % MAX_ID
+    return None
+
+
+def _attribute_problem(value: Any) -> Optional[str]:
+    if not isinstance(value, dict) or len(value) != 1:
+        return "exactly one value must be specified"
+    (kind, v), = value.items()
+    if kind == "bool":
+        return None if isinstance(v, bool) else "bool: not a boolean"
+    if kind == "int":
+        return None if isinstance(v, int) and not isinstance(v, bool) else "int: not an integer"
+    if kind in ("string", "version"):
+        if not isinstance(v, str) or len(v) > MAX_ATTRIBUTE_VALUE:
+            return "%s: must be a string of at most %d bytes" % (kind, MAX_ATTRIBUTE_VALUE)
+        if kind == "version" and not _SEMVER.fullmatch(v):
+            return "version: must be a semantic version"
+        return None
+    return "unknown value type %r" % kind
+
+
+def _policy_problems(where: str, value: int, policy: Any) -> List[str]:
+    if not isinstance(policy, dict):
+        return ["%s: must be an object" % where]
+    out = []
+    default = quantity_value(policy.get("default")) if "default" in policy else None
+    valid_range = policy.get("validRange")
+    if valid_range is not None:
+        if not isinstance(valid_range, dict) or quantity_value(valid_range.get("min")) is None:
+            return ["%s.validRange.min: Required value" % where]
+        low = quantity_value(valid_range["min"]) or 0
+        high = quantity_value(valid_range.get("max")) if "max" in valid_range else None
+        if default is None:
+            out.append("%s.default: Required value" % where)
+        if low > value:
+            out.append("%s.validRange.min: min is larger than capacity value" % where)
+        if default is not None and default < low:
+            out.append("%s.validRange.min: default is less than min" % where)
+        if high is not None:
+            if low > high or high > value:
+                out.append("%s.validRange.max: Invalid value" % where)
+            if default is not None and default > high:
+                out.append("%s.validRange.max: default is more than max" % where)
+    return out
+
+
+def slice_problems(body: Dict[str, Any]) -> List[str]:
+    """What kube-apiserver's validation refuses in a v1 ResourceSlice (the rules a node-local
+    driver can break), as field errors."""
+    out: List[str] = []
+    name = body["metadata"].get("name")
+    if not isinstance(name, str) or not name or len(name) > 253 or not _DNS.fullmatch(name):
+        out.append("metadata.name: Invalid value: %r: a lowercase RFC 1123 subdomain" % (name,))
+    spec = body.get("spec")
+    if not isinstance(spec, dict):
+        return out + ["spec: Required value"]
+    driver = spec.get("driver")
+    if not isinstance(driver, str) or not driver or len(driver) > 63 or \
+            not _DNS.fullmatch(driver):
+        out.append("spec.driver: Invalid value: %r" % (driver,))
+    pool = spec.get("pool") if isinstance(spec.get("pool"), dict) else {}
+    pool_name = pool.get("name")
+    if not isinstance(pool_name, str) or not pool_name or len(pool_name) > 253 or \
+            not all(_DNS.fullmatch(p) for p in pool_name.split("/")):
+        out.append("spec.pool.name: Invalid value: %r" % (pool_name,))
+    gen, count = pool.get("generation"), pool.get("resourceSliceCount")
+    if not isinstance(gen, int) or isinstance(gen, bool) or gen < 0:
+        out.append("spec.pool.generation: Invalid value: %r" % (gen,))
+    if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
+        out.append("spec.pool.resourceSliceCount: Invalid value: %r" % (count,))
+    chosen = [k for k in ("nodeName", "nodeSelector", "allNodes", "perDeviceNodeSelection")
+              if spec.get(k) not in (None, False, "")]
+    if len(chosen) != 1:
+        out.append("spec: Invalid value: exactly one of `nodeName`, `nodeSelector`, "
+                   "`allNodes`, `perDeviceNodeSelection` is required")
+    node = spec.get("nodeName")
+    if node is not None and (not isinstance(node, str) or not _DNS.fullmatch(node)):
+        out.append("spec.nodeName: Invalid value: %r" % (node,))
+    devices = spec.get("devices") if spec.get("devices") is not None else []
+    if not isinstance(devices, list):
+        return out + ["spec.devices: must be a list"]
+    if len(devices) > MAX_SLICE_DEVICES:
+        return out + ["spec.devices: Too many: %d: must have at most %d items"
+                      % (len(devices), MAX_SLICE_DEVICES)]
+    seen = set()
+    for i, device in enumerate(devices):
+        where = "spec.devices[%d]" % i
+        if not isinstance(device, dict):
+            out.append("%s: must be an object" % where)
+            continue
+        dname = device.get("name")
+        if not isinstance(dname, str) or len(dname) > 63 or not _DNS_LABEL.fullmatch(dname):
+            out.append("%s.name: Invalid value: %r: a DNS label" % (where, dname))
+        elif dname in seen:
+            out.append("%s.name: Duplicate value: %r" % (where, dname))
+        seen.add(dname)
+        attributes = device.get("attributes") or {}
+        capacity = device.get("capacity") or {}
+        if not isinstance(attributes, dict) or not isinstance(capacity, dict):
+            out.append("%s: attributes and capacity must be maps" % where)
+            continue
+        if len(attributes) + len(capacity) > MAX_ATTRIBUTES_AND_CAPACITIES:
+            out.append("%s: Too many: attributes and capacities" % where)
+        for key, value in attributes.items():
+            problem = _qualified_name_problem(key) or _attribute_problem(value)
+            if problem:
+                out.append("%s.attributes[%s]: %s" % (where, key, problem))
+        multiple = device.get("allowMultipleAllocations") is True
+        for key, value in capacity.items():
+            problem = _qualified_name_problem(key)
+            amount = quantity_value(value.get("value")) if isinstance(value, dict) else None
+            if problem or amount is None:
+                out.append("%s.capacity[%s]: %s" % (where, key, problem or "value: quantity"))
+                continue
+            if "requestPolicy" in value:
+                if not multiple:
+                    out.append("%s.capacity[%s].requestPolicy: Forbidden: "
+                               "allowMultipleAllocations must be true" % (where, key))
+                else:
+                    out.extend(_policy_problems("%s.capacity[%s].requestPolicy" % (where, key),
+                                                amount, value["requestPolicy"]))
+    return out
+
+
 def merge_patch(target: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
@@ -222,9 +390,17 @@ class KubeApiServer:
     """The fake API server. ``nodes`` are created at start; more with :meth:`add_node`."""
 
     def __init__(self, directory: str, nodes: Any = ("jetson-1",), host: str = "127.0.0.1",
-                 port: int = 0, tls: bool = True, nodefeature_api: bool = False) -> None:
+                 port: int = 0, tls: bool = True, nodefeature_api: bool = False,
+                 resource_versions: Any = ("v1", "v1beta2", "v1beta1"),
+                 consumable_capacity: bool = True) -> None:
         self.directory = directory
         self.nodefeature_api = nodefeature_api
+        # resource.k8s.io versions served, preferred first (() : none, as before 1.26).
+        self.resource_versions: Tuple[str, ...] = tuple(resource_versions)
+        self.consumable_capacity = consumable_capacity   # the DRAConsumableCapacity gate
+        self.slices: Dict[str, Dict[str, Any]] = {}
+        self.claims: Dict[Tuple[str, str], Dict[str, Any]] = {}
+        self.claim_nodes: Dict[Tuple[str, str], Optional[str]] = {}
         self.nodefeatures: Dict[Tuple[str, str], Dict[str, Any]] = {}
         # RBAC for nodefeatures: (user or group, verbs, namespace or None for cluster-wide)
         self.rbac: List[Tuple[str, frozenset, Optional[str]]] = []
@@ -443,6 +619,351 @@ class KubeApiServer:
                 f.write(data)
         return os.path.join(root, kc_host.lstrip("/"))
 
+    # --- resource.k8s.io: ResourceSlices and ResourceClaims (DRA) ------------------------------
+
+    def add_claim(self, namespace: str, name: str, node: Optional[str],
+                  results: Any = (), pod: str = "", request: str = "gpu") -> Dict[str, Any]:
+        """A ResourceClaim the scheduler allocated and reserved for ``pod`` (made up when not
+        given), bound to ``node`` (None: a pod on no node yet): what the Node authorizer's
+        graph needs to let that node get the claim. ``results``: dicts (request, driver,
+        pool, device, optional shareID/consumedCapacity) or device names of this driver in
+        the node's pool."""
+        self.resource_version += 1
+        pod = pod or name + "-pod"
+        full = []
+        for r in results:
+            if isinstance(r, str):
+                r = {"request": request, "driver": "edgeagent.io", "pool": node or "",
+                     "device": r}
+            full.append(dict(r))
+        claim = {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+                 "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()),
+                              "resourceVersion": str(self.resource_version),
+                              "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                 time.gmtime())},
+                 "spec": {"devices": {"requests": [{"name": request, "exactly": {
+                     "deviceClassName": "edgeagent.io-gpu", "allocationMode": "ExactCount",
+                     "count": 1}}]}},
+                 "status": {"allocation": {"devices": {"results": full}, "nodeSelector": {
+                     "nodeSelectorTerms": [{"matchFields": [{
+                         "key": "metadata.name", "operator": "In", "values": [node or ""]}]}]}},
+                     "reservedFor": [{"resource": "pods", "name": pod,
+                                      "uid": str(uuid.uuid4())}]}}
+        self.claims[(namespace, name)] = claim
+        self.claim_nodes[(namespace, name)] = node
+        return claim
+
+    def slices_of(self, node: Optional[str] = None) -> List[Dict[str, Any]]:
+        """The stored slices (of ``node``), by name."""
+        return [s for _, s in sorted(self.slices.items())
+                if node is None or s["spec"].get("nodeName") == node]
+
+    def put_slice(self, body: Dict[str, Any]) -> Dict[str, Any]:
+        """Store a slice as another client (the admin, a stale agent) would."""
+        self.resource_version += 1
+        obj = copy.deepcopy(body)
+        obj["metadata"].update(uid=str(uuid.uuid4()), resourceVersion=str(self.resource_version),
+                               generation=1)
+        self.slices[obj["metadata"]["name"]] = obj
+        return obj
+
+    def _no_resource_version(self, request: web.Request) -> Optional[web.Response]:
+        # kube-apiserver's answer for a version of a group it does not serve.
+        if request.match_info["version"] in self.resource_versions and \
+                request.match_info["version"] in SLICE_VERSIONS_SERVED:
+            return None
+        return web.Response(status=404, text="404 page not found\n", content_type="text/plain")
+
+    def _node_of(self, request: web.Request) -> Optional[str]:
+        user = request[_USER]
+        if user.startswith("system:node:") and "system:nodes" in request[_GROUPS]:
+            return user[len("system:node:"):]
+        return None
+
+    def _slice_forbidden(self, request: web.Request, verb: str, name: str,
+                         why: str) -> web.Response:
+        what = 'resourceslices.resource.k8s.io "%s"' % name if name else \
+            "resourceslices.resource.k8s.io"
+        return _status(403, "Forbidden", '%s is forbidden: User "%s" cannot %s resource '
+                       '"resourceslices" in API group "resource.k8s.io" at the cluster scope%s'
+                       % (what, request[_USER], verb, ": " + why if why else ""),
+                       group="resource.k8s.io", kind="resourceslices",
+                       **({"name": name} if name else {}))
+
+    def _slice_allowed(self, request: web.Request, verb: str, name: str) -> Any:
+        """None when this identity may ``verb`` the existing slice ``name`` (get, update,
+        delete), else the error. Node authorizer: the graph has an edge slice -> node only for
+        a slice that exists and names the node, so a node gets 403 (not 404) for a missing
+        slice, as on a real cluster."""
+        node = self._node_of(request)
+        obj = self.slices.get(name)
+        if node is None:
+            verbs = self.grants.get(request[_USER], set())
+            if "*" not in verbs and verb not in verbs:
+                return self._slice_forbidden(request, verb, name, "")
+            if obj is None:
+                return _status(404, "NotFound", 'resourceslices.resource.k8s.io "%s" not found'
+                               % name, name=name, group="resource.k8s.io",
+                               kind="resourceslices")
+            return None
+        if obj is None:
+            return self._slice_forbidden(request, verb, name, "node '%s' cannot get unknown "
+                                         "resourceslice /%s" % (node, name))
+        if obj["spec"].get("nodeName") != node:
+            return self._slice_forbidden(request, verb, name, "node '%s' cannot get "
+                                         "resourceslice /%s, no relationship to this object "
+                                         "was found in the node authorizer graph" % (node, name))
+        return None
+
+    @staticmethod
+    def _field_selector(text: str) -> Any:
+        """{field: value} of an equality field selector over the fields kube-apiserver indexes
+        for resourceslices; an error response for anything else."""
+        out: Dict[str, str] = {}
+        for part in [p for p in text.split(",") if p]:
+            key, sep, value = part.partition("=")
+            if key.endswith("!") or not sep:
+                return _status(400, "BadRequest", "this test server knows only equality field "
+                               "selectors: %r" % part)
+            key = key.rstrip("=")
+            value = value.lstrip("=")
+            if key not in ("metadata.name", "spec.nodeName", "spec.driver"):
+                return _status(400, "BadRequest", 'field label not supported: %s' % key)
+            out[key] = value
+        return out
+
+    async def _resource_group(self, request: web.Request) -> web.Response:
+        if not self.resource_versions:
+            return web.Response(status=404, text="404 page not found\n",
+                                content_type="text/plain")
+        versions = [{"groupVersion": "resource.k8s.io/" + v, "version": v}
+                    for v in self.resource_versions]
+        return web.json_response({"kind": "APIGroup", "apiVersion": "v1",
+                                  "name": "resource.k8s.io", "versions": versions,
+                                  "preferredVersion": versions[0]})
+
+    async def _list_slices(self, request: web.Request) -> web.Response:
+        missing = self._no_resource_version(request)
+        if missing is not None:
+            return missing
+        selector = self._field_selector(request.query.get("fieldSelector", ""))
+        if isinstance(selector, web.Response):
+            return selector
+        node = self._node_of(request)
+        if node is not None and selector.get("spec.nodeName") != node:
+            return self._slice_forbidden(request, "list", "", "can only list/watch/"
+                                         "deletecollection resourceslices with nodeName field "
+                                         "selector")
+        if node is None and not ({"*", "list"} & self.grants.get(request[_USER], set())):
+            return self._slice_forbidden(request, "list", "", "")
+        fields = {"metadata.name": lambda s: s["metadata"]["name"],
+                  "spec.nodeName": lambda s: s["spec"].get("nodeName", ""),
+                  "spec.driver": lambda s: s["spec"].get("driver", "")}
+        items = [self._as_version(s, request) for s in self.slices_of()
+                 if all(fields[k](s) == v for k, v in selector.items())]
+        return web.json_response({"apiVersion": "resource.k8s.io/" +
+                                  request.match_info["version"], "kind": "ResourceSliceList",
+                                  "metadata": {"resourceVersion": str(self.resource_version)},
+                                  "items": items})
+
+    @staticmethod
+    def _as_version(obj: Dict[str, Any], request: web.Request) -> Dict[str, Any]:
+        return dict(obj, apiVersion="resource.k8s.io/" + request.match_info["version"])
+
+    async def _get_slice(self, request: web.Request) -> web.Response:
+        missing = self._no_resource_version(request)
+        if missing is not None:
+            return missing
+        name = request.match_info["name"]
+        denied = self._slice_allowed(request, "get", name)
+        if denied is not None:
+            return denied
+        return web.json_response(self._as_version(self.slices[name], request))
+
+    async def _read_slice_body(self, request: web.Request) -> Any:
+        try:
+            body = json.loads(await request.text())
+        except ValueError as e:
+            return _status(400, "BadRequest", "error decoding body: %s" % e)
+        version = request.match_info["version"]
+        if not isinstance(body, dict) or body.get("kind") != "ResourceSlice" or \
+                body.get("apiVersion") != "resource.k8s.io/" + version or \
+                not isinstance(body.get("metadata"), dict):
+            return _status(400, "BadRequest", "the body is not a resource.k8s.io/%s "
+                           "ResourceSlice" % version)
+        return body
+
+    def _drop_disabled(self, body: Dict[str, Any]) -> None:
+        """What kube-apiserver does with DRAConsumableCapacity off: the fields are dropped on
+        write (before validation), without a word."""
+        spec = body.get("spec")
+        if self.consumable_capacity or not isinstance(spec, dict) or \
+                not isinstance(spec.get("devices"), list):
+            return
+        for device in spec["devices"]:
+            if isinstance(device, dict):
+                device.pop("allowMultipleAllocations", None)
+                for cap in (device.get("capacity") or {}).values():
+                    if isinstance(cap, dict):
+                        cap.pop("requestPolicy", None)
+
+    def _store_slice(self, body: Dict[str, Any], old: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        obj = copy.deepcopy(body)
+        obj["apiVersion"] = "resource.k8s.io/v1"
+        spec = obj.get("spec") or {}
+        for device in spec.get("devices") or []:
+            for cap in (device.get("capacity") or {}).values():
+                if isinstance(cap, dict):
+                    cap["value"] = canonical_quantity(cap["value"])
+                    policy = cap.get("requestPolicy") or {}
+                    if "default" in policy:
+                        policy["default"] = canonical_quantity(policy["default"])
+                    for key, q in list((policy.get("validRange") or {}).items()):
+                        policy["validRange"][key] = canonical_quantity(q)
+        self.resource_version += 1
+        meta = obj["metadata"]
+        meta["resourceVersion"] = str(self.resource_version)
+        if old is None:
+            meta.update(uid=str(uuid.uuid4()), generation=1, creationTimestamp=time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        else:
+            meta.update(uid=old["metadata"]["uid"],
+                        creationTimestamp=old["metadata"]["creationTimestamp"],
+                        generation=old["metadata"]["generation"] + (
+                            old.get("spec") != obj.get("spec")))
+        self.slices[meta["name"]] = obj
+        return obj
+
+    def _invalid_slice(self, name: str, problems: List[str]) -> web.Response:
+        return _status(422, "Invalid", 'ResourceSlice.resource.k8s.io "%s" is invalid: %s'
+                       % (name, ", ".join(problems)), name=name, group="resource.k8s.io",
+                       kind="ResourceSlice")
+
+    async def _create_slice(self, request: web.Request) -> web.Response:
+        missing = self._no_resource_version(request)
+        if missing is not None:
+            return missing
+        node = self._node_of(request)
+        if node is None and not ({"*", "create"} & self.grants.get(request[_USER], set())):
+            return self._slice_forbidden(request, "create", "", "")
+        body = await self._read_slice_body(request)
+        if isinstance(body, web.Response):
+            return body
+        meta = body["metadata"]
+        if not meta.get("name") and isinstance(meta.get("generateName"), str):
+            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+        name = meta.get("name") if isinstance(meta.get("name"), str) else ""
+        if meta.get("resourceVersion"):
+            return self._invalid_slice(name, ["metadata.resourceVersion: Invalid value: "
+                                              "resourceVersion should not be set on objects to "
+                                              "be created"])
+        self._drop_disabled(body)
+        problems = slice_problems(body)
+        if problems:
+            return self._invalid_slice(name, problems)
+        if node is not None and body["spec"].get("nodeName") != node:
+            # NodeRestriction: the Node authorizer lets any node create; admission checks it.
+            return _status(403, "Forbidden", 'resourceslices.resource.k8s.io "%s" is forbidden:'
+                           ' node "%s" is not allowed to create resourceslices with '
+                           'nodeName "%s"' % (name, node, body["spec"].get("nodeName")))
+        if name in self.slices:
+            return _status(409, "AlreadyExists", 'resourceslices.resource.k8s.io "%s" already '
+                           "exists" % name, name=name, group="resource.k8s.io",
+                           kind="resourceslices")
+        return web.json_response(self._as_version(self._store_slice(body, None), request),
+                                 status=201)
+
+    async def _put_slice(self, request: web.Request) -> web.Response:
+        missing = self._no_resource_version(request)
+        if missing is not None:
+            return missing
+        name = request.match_info["name"]
+        denied = self._slice_allowed(request, "update", name)
+        if denied is not None:
+            return denied
+        body = await self._read_slice_body(request)
+        if isinstance(body, web.Response):
+            return body
+        if body["metadata"].get("name") != name:
+            return _status(400, "BadRequest", "the name of the object (%s) does not match the "
+                           "name on the URL (%s)" % (body["metadata"].get("name"), name))
+        old = self.slices[name]
+        want = body["metadata"].get("resourceVersion")
+        if not want:
+            return self._invalid_slice(name, ["metadata.resourceVersion: Invalid value: 0x0: "
+                                              "must be specified for an update"])
+        if want != old["metadata"]["resourceVersion"]:
+            return _status(409, "Conflict", 'Operation cannot be fulfilled on resourceslices.'
+                           'resource.k8s.io "%s": the object has been modified; please apply '
+                           "your changes to the latest version and try again" % name,
+                           name=name, group="resource.k8s.io", kind="resourceslices")
+        self._drop_disabled(body)
+        problems = slice_problems(body)
+        if problems:
+            return self._invalid_slice(name, problems)
+        node = self._node_of(request)
+        if node is not None and body["spec"].get("nodeName") != node:
+            return _status(403, "Forbidden", 'resourceslices.resource.k8s.io "%s" is forbidden:'
+                           ' node "%s" is not allowed to update resourceslices with '
+                           'nodeName "%s"' % (name, node, body["spec"].get("nodeName")))
+        return web.json_response(self._as_version(self._store_slice(body, old), request))
+
+    async def _delete_slice(self, request: web.Request) -> web.Response:
+        missing = self._no_resource_version(request)
+        if missing is not None:
+            return missing
+        name = request.match_info["name"]
+        denied = self._slice_allowed(request, "delete", name)
+        if denied is not None:
+            return denied
+        text = await request.text()
+        if text:
+            try:
+                options = json.loads(text)
+            except ValueError as e:
+                return _status(400, "BadRequest", "error decoding body: %s" % e)
+            want = ((options or {}).get("preconditions") or {}).get("resourceVersion")
+            if want and want != self.slices[name]["metadata"]["resourceVersion"]:
+                return _status(409, "Conflict", 'Operation cannot be fulfilled on resourceslices'
+                               '.resource.k8s.io "%s": Precondition failed: ResourceVersion in '
+                               "precondition: %s, ResourceVersion in object meta: %s" % (
+                                   name, want, self.slices[name]["metadata"]["resourceVersion"]))
+        obj = self.slices.pop(name)
+        self.resource_version += 1
+        return web.json_response(self._as_version(obj, request))
+
+    async def _get_claim(self, request: web.Request) -> web.Response:
+        version = request.match_info["version"]
+        if version not in self.resource_versions:
+            return web.Response(status=404, text="404 page not found\n",
+                                content_type="text/plain")
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        node = self._node_of(request)
+        if node is not None:
+            # The graph: claim -> pod -> node, for a pod bound to the node that uses it.
+            if self.claim_nodes.get((ns, name)) != node:
+                why = "no relationship found between node '%s' and this object" % node
+                return _status(403, "Forbidden", 'resourceclaims.resource.k8s.io "%s" is '
+                               'forbidden: User "%s" cannot get resource "resourceclaims" in '
+                               'API group "resource.k8s.io" in the namespace "%s": %s'
+                               % (name, request[_USER], ns, why), name=name,
+                               group="resource.k8s.io", kind="resourceclaims")
+        elif not ({"*", "get"} & self.grants.get(request[_USER], set())):
+            return _status(403, "Forbidden", 'resourceclaims.resource.k8s.io "%s" is forbidden: '
+                           'User "%s" cannot get resource "resourceclaims"' % (
+                               name, request[_USER]))
+        claim = self.claims.get((ns, name))
+        if claim is None:
+            return _status(404, "NotFound", 'resourceclaims.resource.k8s.io "%s" not found'
+                           % name, name=name, group="resource.k8s.io", kind="resourceclaims")
+        return web.json_response(dict(claim, apiVersion="resource.k8s.io/" + version))
+
+    async def _test_claims(self, request: web.Request) -> web.Response:
+        spec = await request.json()
+        return web.json_response(self.add_claim(spec["namespace"], spec["name"],
+                                                spec.get("node"), spec.get("results", ()),
+                                                spec.get("pod", "")))
+
     # --- serving ----------------------------------------------------------------------------
 
     def _ssl_context(self) -> ssl.SSLContext:
@@ -471,6 +992,16 @@ class KubeApiServer:
         app.router.add_put(nf + "/namespaces/{ns}/nodefeatures/{name}", self._put_nodefeature)
         app.router.add_delete(nf + "/namespaces/{ns}/nodefeatures/{name}",
                               self._delete_nodefeature)
+        rs = "/apis/resource.k8s.io"
+        app.router.add_get(rs, self._resource_group)
+        app.router.add_get(rs + "/{version}/resourceslices", self._list_slices)
+        app.router.add_post(rs + "/{version}/resourceslices", self._create_slice)
+        app.router.add_get(rs + "/{version}/resourceslices/{name}", self._get_slice)
+        app.router.add_put(rs + "/{version}/resourceslices/{name}", self._put_slice)
+        app.router.add_delete(rs + "/{version}/resourceslices/{name}", self._delete_slice)
+        app.router.add_get(rs + "/{version}/namespaces/{ns}/resourceclaims/{name}",
+                           self._get_claim)
+        app.router.add_post("/_test/claims", self._test_claims)
         app.router.add_post("/_test/faults", self._test_faults)
         app.router.add_get("/_test/requests", self._test_requests)
         app.router.add_post("/_test/nodes", self._test_nodes)
@@ -813,6 +1344,11 @@ class KubeApiServer:
             {"groupVersion": "nfd.k8s-sigs.io/v1alpha1", "version": "v1alpha1"}],
             "preferredVersion": {"groupVersion": "nfd.k8s-sigs.io/v1alpha1",
                                  "version": "v1alpha1"}}] if self.nodefeature_api else []
+        if self.resource_versions:
+            versions = [{"groupVersion": "resource.k8s.io/" + v, "version": v}
+                        for v in self.resource_versions]
+            groups.append({"name": "resource.k8s.io", "versions": versions,
+                           "preferredVersion": versions[0]})
         return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 
     async def _api_resources(self, request: web.Request) -> web.Response:
