@@ -238,7 +238,7 @@ class SlicePublisher:
                             "consumable capacity (the DRAConsumableCapacity feature gate, "
                             "Kubernetes 1.34+); the GPU is published for exclusive use, one "
                             "claim at a time", slice_name(node))
-                continue    # plan again: the exclusive form, which the server keeps
+                # What it returned is the exclusive form: the next plan matches it.
             self._set_gauge(1 if self._last is not None else 0)
             if sent is None:
                 return "unchanged"

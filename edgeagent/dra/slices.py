@@ -37,6 +37,7 @@ SLICE_VERSIONS = ("v1", "v1beta2")
 KIND = "ResourceSlice"
 MAX_DEVICES = 128           # ResourceSliceMaxDevices
 MAX_NAME = 253              # a DNS subdomain
+MAX_GENERATION = 2 ** 62
 # Consumable GPU memory: what a claim that names no amount takes, and the least it may take
 # (a CUDA context alone costs a couple of hundred MiB on Orin).
 SHARE_DEFAULT_MI = 1024
@@ -160,7 +161,9 @@ def read_slice(obj: Any) -> Optional[ExistingSlice]:
         return None
     pool = _dict(spec.get("pool"))
     generation = pool.get("generation")
-    if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
+    # int64 on the server: a value near its end could not be bumped (a hand-made slice).
+    if not isinstance(generation, int) or isinstance(generation, bool) or \
+            not 0 <= generation < MAX_GENERATION:
         generation = 0
 
     def text(value: Any) -> str:

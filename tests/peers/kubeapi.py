@@ -233,7 +233,7 @@ def slice_problems(body: Dict[str, Any]) -> List[str]:
             not all(_DNS.fullmatch(p) for p in pool_name.split("/")):
         out.append("spec.pool.name: Invalid value: %r" % (pool_name,))
     gen, count = pool.get("generation"), pool.get("resourceSliceCount")
-    if not isinstance(gen, int) or isinstance(gen, bool) or gen < 0:
+    if not isinstance(gen, int) or isinstance(gen, bool) or not 0 <= gen < 2 ** 63:
         out.append("spec.pool.generation: Invalid value: %r" % (gen,))
     if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
         out.append("spec.pool.resourceSliceCount: Invalid value: %r" % (count,))
