@@ -84,6 +84,12 @@ def classify(error: BaseException) -> Tuple[str, str]:
     return "error", "transient"
 
 
+def explain(error: BaseException) -> str:
+    """The error with what it means for the operator, on one line."""
+    hint = STATE_HINTS.get(classify(error)[0], "")
+    return ("%s (%s)" % (error, hint) if hint else str(error)).replace("\n", " ")
+
+
 def describe(devices: Sequence["DraDevice"]) -> str:
     shown = ["%s%s" % (d.name, "" if d.healthy else " (unhealthy: %s)" % d.reason)
              for d in devices]
@@ -175,7 +181,7 @@ class SlicePublisher:
             if version is None:
                 raise NoSliceApi("the API server serves resource.k8s.io %s, none of %s" % (
                     "/".join(served) or "not at all", "/".join(SLICE_VERSIONS)))
-            log.info("ResourceSlices in resource.k8s.io/%s", version)
+            log.debug("ResourceSlices in resource.k8s.io/%s", version)
             self.version = version
         return self.version
 

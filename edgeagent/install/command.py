@@ -346,6 +346,55 @@ def remove_labels(cli: Invocation, out: Out) -> bool:
     return True
 
 
+def remove_slices(cli: Invocation, out: Out) -> bool:
+    """Delete this node's ResourceSlices of the driver edgeagent.io: with the agent gone no
+    kubelet plugin would prepare their devices, and the scheduler would keep placing claims on
+    them. Best effort: an API server that cannot be reached, or no credentials, is one line
+    with what to do; False (a failed uninstall) only where gpu_mode = "dra" published them."""
+    import asyncio
+
+    from edgeagent.dra.names import DRIVER
+    from edgeagent.dra.publisher import NoSliceApi, SlicePublisher, explain
+    from edgeagent.kube.connect import make_client, node_name_function
+    from edgeagent.kube.errors import CredentialsError, KubeError
+
+    dra = cli.config.options.gpu_mode == "dra"
+    kube = cli.config.options.kube
+    client = make_client(cli.root, kube)
+    later = ("kubectl delete resourceslices --field-selector spec.nodeName=<node>,spec.driver=%s"
+             % DRIVER)
+    try:
+        client.credentials.reload()
+        node = node_name_function(cli.root, kube, client)()
+    except CredentialsError as e:
+        out("%s: this node's ResourceSlices were not checked: no usable credentials (%s); if "
+            "it published any: %s" % ("error" if dra else "note", str(e).replace("\n", " "),
+                                      later))
+        return not dra
+
+    async def remove() -> int:
+        async with client:
+            return await SlicePublisher(client, lambda: node, None).remove_all()
+
+    try:
+        removed = asyncio.run(remove())
+    except NoSliceApi:
+        out("Node %s: no ResourceSlices (the API server serves no resource.k8s.io/v1 or "
+            "v1beta2)" % node)
+        return True
+    except KubeError as e:
+        out("%s: could not remove the ResourceSlices of Node %s: %s; once the API server is "
+            "reachable: %s" % ("error" if dra else "note", node, explain(e),
+                               later.replace("<node>", node)))
+        return not dra
+    if removed:
+        out("removed %d ResourceSlice%s of Node %s (driver %s)" % (
+            removed, "" if removed == 1 else "s", node, DRIVER))
+    else:
+        out("Node %s: no ResourceSlices of driver %s" % (node, DRIVER))
+    return True
+
+
 def _remove(root, host_path: str, out: Out, what: str = "") -> bool:
     path = root.path(host_path)
     if not os.path.lexists(path):
@@ -366,9 +415,11 @@ def _rmdir_if_empty(root, host_path: str) -> None:
 
 
 def uninstall(root, out: Out, systemctl: Optional[Systemctl] = None, purge: bool = False,
-              labels: Optional[Callable[[], bool]] = None) -> int:
+              labels: Optional[Callable[[], bool]] = None,
+              slices: Optional[Callable[[], bool]] = None) -> int:
     """Stop and remove edgeagent under ``root``; ``labels`` (when given) removes the node labels
-    after the service stopped (it would put them back) and before its files go."""
+    and ``slices`` the node's ResourceSlices, after the service stopped (it would put them
+    back) and before its files go."""
     failed = False
     unit_path = root.path(UNIT_PATH)
     installed = os.path.lexists(unit_path) or os.path.lexists(root.path(PYZ_PATH))
@@ -381,6 +432,8 @@ def uninstall(root, out: Out, systemctl: Optional[Systemctl] = None, purge: bool
             out("removed the node labels edgeagent owned")
         else:
             failed = True
+    if slices is not None and not slices():
+        failed = True
     # enabled offline, or left behind by a failed disable
     for link in root.glob("/etc/systemd/system/*.wants/" + UNIT_NAME):
         _remove(root, link, out)
@@ -433,4 +486,5 @@ def uninstall_main(cli: Invocation) -> int:
         print("keeping the node labels; to remove them later (also after uninstalling): "
               "sudo ./edgeagent.pyz uninstall --remove-labels")
     return uninstall(cli.root, print, systemctl, purge=cli.args.purge,
-                     labels=(lambda: remove_labels(cli, print)) if remove else None)
+                     labels=(lambda: remove_labels(cli, print)) if remove else None,
+                     slices=lambda: remove_slices(cli, print))
