@@ -420,6 +420,7 @@ class KubeApiServer:
         self.records: List[Record] = []
         self.clock_offset = 0.0
         self.max_rps = 0               # >0: answer 429 beyond this many requests per second
+        self.answer_delay = 0.0        # seconds before every answer (a far-away server)
         self._second = (0, 0)          # (current whole second, requests in it)
         self.resource_version = 100
         # Answers go out in pieces this big with this pause between them (see the docstring).
@@ -1063,6 +1064,8 @@ class KubeApiServer:
     async def _answer(self, request: web.Request, handler: Any) -> web.StreamResponse:
         user = "?"
         status = 0
+        if self.answer_delay and not request.path.startswith("/_test/"):
+            await asyncio.sleep(self.answer_delay)
         try:
             fault = next((f for f in self.faults if f.matches(request)), None)
             if fault is not None and not request.path.startswith("/_test/"):
