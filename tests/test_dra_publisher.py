@@ -302,3 +302,28 @@ def test_dry_run_and_no_client_log_only(tmp_path, caplog):
         arun(scenario())
     assert "dry run: would publish ResourceSlice jetson-1-edgeagent.io with gpu-0, dla-0 " \
            "(unhealthy: gone)" in caplog.text
+
+
+def test_claim_lookup_asks_for_versions_only_when_v1_is_not_served(tmp_path):
+    async def scenario():
+        async with KubeApiServer(str(tmp_path)) as api:
+            api.add_claim("ns", "c", NODE, ["gpu-0"])
+            async with client_for(api.write_kubeconfig("admin", auth="token")) as client:
+                with pytest.raises(KubeError) as e:
+                    await client.get_resource_claim("ns", "missing")
+                assert e.value.status == 404 and e.value.reason == "NotFound"
+                claim = await client.get_resource_claim("ns", "c")
+                assert claim["apiVersion"] == "resource.k8s.io/v1"
+            assert len(api.requests_by("GET", "/apis/resource.k8s.io/v1/")) == 2
+            assert [r.path for r in api.records if r.path == "/apis/resource.k8s.io"] == []
+        async with KubeApiServer(str(tmp_path / "old"), resource_versions=("v1beta1",)) as api:
+            api.add_claim("ns", "c", NODE, ["gpu-0"])
+            async with client_for(api.write_kubeconfig("system:node:" + NODE)) as client:
+                claim = await client.get_resource_claim("ns", "c")
+                assert claim["apiVersion"] == "resource.k8s.io/v1beta1"
+                await client.get_resource_claim("ns", "c")
+            # One discovery, then the served version straight away.
+            assert len([r for r in api.records if r.path == "/apis/resource.k8s.io"]) == 1
+            assert len(api.requests_by("GET", "/v1/namespaces")) == 1
+
+    arun(scenario())

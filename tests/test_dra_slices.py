@@ -223,3 +223,47 @@ def test_readers_of_answers_are_total(answer):
                      consumable_dropped(slice_body(NODE, [gpu()], 1, True), answer),
                      covers(answer, json.loads(json.dumps(answer)))), 0.5, 4 << 20)
     assert covers(answer, copy.deepcopy(answer))
+
+
+# --- the test API server's rules are live: each one refuses what it should ------------------
+
+def _broken(change):
+    body = slice_body(NODE, [gpu(), dla(0)], 1, True)
+    change(body)
+    return slice_problems(body)
+
+
+def _dev(body, i=0):
+    return body["spec"]["devices"][i]
+
+
+@pytest.mark.parametrize("change,problem", [
+    (lambda b: _dev(b, 1).update(name="gpu-0"), "Duplicate value"),
+    (lambda b: _dev(b).update(name="GPU_0"), "a DNS label"),
+    (lambda b: b["spec"].update(devices=[dict(_dev(b, 1), name="d%d" % i)
+                                         for i in range(129)]), "Too many: 129"),
+    (lambda b: _dev(b)["attributes"].update(x={"string": "a", "int": 1}),
+     "exactly one value"),
+    (lambda b: _dev(b)["attributes"].update(x={"int": True}), "not an integer"),
+    (lambda b: _dev(b)["attributes"].update(x={"string": "a" * 65}), "at most 64"),
+    (lambda b: _dev(b)["attributes"].update(x={"version": "8.7"}), "semantic version"),
+    (lambda b: _dev(b)["attributes"].update({"1x": {"bool": True}}), "C identifier"),
+    (lambda b: _dev(b)["attributes"].update({"a" * 33: {"bool": True}}), "C identifier"),
+    (lambda b: _dev(b)["attributes"].update({"Bad_Domain/x": {"bool": True}}), "domain"),
+    (lambda b: _dev(b)["attributes"].update({"a%d" % i: {"int": i} for i in range(40)}),
+     "Too many: attributes"),
+    (lambda b: _dev(b).pop("allowMultipleAllocations"), "allowMultipleAllocations must be"),
+    (lambda b: _dev(b)["capacity"]["memory"]["requestPolicy"]["validRange"].update(
+        min="8Gi"), "min is larger than capacity"),
+    (lambda b: _dev(b)["capacity"]["memory"]["requestPolicy"].update(default="8Gi"),
+     "default is more than max"),
+    (lambda b: _dev(b)["capacity"]["memory"].update(value="lots"), "value: quantity"),
+    (lambda b: b["spec"]["pool"].update(generation=-1), "spec.pool.generation"),
+    (lambda b: b["spec"]["pool"].update(resourceSliceCount=0), "resourceSliceCount"),
+    (lambda b: b["spec"].update(allNodes=True), "exactly one of"),
+    (lambda b: b["spec"].update(driver="Edgeagent.IO"), "spec.driver"),
+    (lambda b: b["metadata"].update(name="x" * 254), "metadata.name"),
+])
+def test_server_rules_refuse(change, problem):
+    problems = _broken(change)
+    assert any(problem in p for p in problems), problems

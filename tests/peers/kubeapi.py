@@ -22,6 +22,22 @@ kube-apiserver does. :meth:`nfd_master_sync` does what nfd-master does with them
 labels to the Node (overwriting), removes the ones it listed before and no longer wants, and
 lists its labels in the ``nfd.node.kubernetes.io/feature-labels`` annotation.
 
+It serves ``resource.k8s.io`` (DRA) as kube-apiserver 1.34 does: discovery of the versions it
+is given (v1, v1beta2, v1beta1 by default; a version it does not serve is a plain-text 404);
+ResourceSlices in v1 and v1beta2 (create, also with generateName; get; list with a field
+selector on spec.nodeName, spec.driver or metadata.name; replace with a resourceVersion
+precondition: 409, or 422 without one; delete with preconditions), checked against the v1
+validation rules a driver can break (:func:`slice_problems`: names, at most 128 devices, one
+value type per attribute, attribute name and value limits, consumable-capacity request
+policies) with quantities stored in canonical form; with ``consumable_capacity=False`` (the
+DRAConsumableCapacity gate off) ``allowMultipleAllocations`` and ``requestPolicy`` are dropped
+without a word. ResourceClaims can be read (get) once :meth:`add_claim` made one with its
+allocation and the node its pod is bound to. The Node authorizer's rules for both
+(plugin/pkg/auth/authorizer/node/node_authorizer.go, with NodeRestriction): a node creates only
+slices whose spec.nodeName is itself, gets, updates and deletes only such slices (a slice that
+does not exist is a 403 for it, not a 404: the graph has no edge to it), lists only with its own
+spec.nodeName field selector, and gets a claim only when a pod bound to it uses the claim.
+
 It also enforces TLS with a CA of its own (trustme), client-certificate and bearer-token
 authentication, JSON merge patch semantics (null deletes), ``metadata.resourceVersion``
 preconditions (409), label syntax (422), SelfSubjectAccessReview, and a Date header (optionally
@@ -743,6 +759,24 @@ class KubeApiServer:
                                   "name": "resource.k8s.io", "versions": versions,
                                   "preferredVersion": versions[0]})
 
+    async def _resource_resources(self, request: web.Request) -> web.Response:
+        version = request.match_info["version"]
+        if version not in self.resource_versions:
+            return web.Response(status=404, text="404 page not found\n",
+                                content_type="text/plain")
+        resources = [{"name": "resourceclaims", "singularName": "resourceclaim",
+                      "namespaced": True, "kind": "ResourceClaim", "verbs": ["get"]}]
+        if version in SLICE_VERSIONS_SERVED:
+            resources.append({"name": "resourceslices", "singularName": "resourceslice",
+                              "namespaced": False, "kind": "ResourceSlice",
+                              "verbs": ["create", "delete", "get", "list", "update"]})
+        return web.json_response({"kind": "APIResourceList", "apiVersion": "v1",
+                                  "groupVersion": "resource.k8s.io/" + version,
+                                  "resources": resources})
+
+    async def _test_slices(self, request: web.Request) -> web.Response:
+        return web.json_response(self.slices_of(request.query.get("node")))
+
     async def _list_slices(self, request: web.Request) -> web.Response:
         missing = self._no_resource_version(request)
         if missing is not None:
@@ -995,6 +1029,7 @@ class KubeApiServer:
                               self._delete_nodefeature)
         rs = "/apis/resource.k8s.io"
         app.router.add_get(rs, self._resource_group)
+        app.router.add_get(rs + "/{version}", self._resource_resources)
         app.router.add_get(rs + "/{version}/resourceslices", self._list_slices)
         app.router.add_post(rs + "/{version}/resourceslices", self._create_slice)
         app.router.add_get(rs + "/{version}/resourceslices/{name}", self._get_slice)
@@ -1003,6 +1038,7 @@ class KubeApiServer:
         app.router.add_get(rs + "/{version}/namespaces/{ns}/resourceclaims/{name}",
                            self._get_claim)
         app.router.add_post("/_test/claims", self._test_claims)
+        app.router.add_get("/_test/slices", self._test_slices)
         app.router.add_post("/_test/faults", self._test_faults)
         app.router.add_get("/_test/requests", self._test_requests)
         app.router.add_post("/_test/nodes", self._test_nodes)
@@ -1514,7 +1550,10 @@ def _b64(data: bytes) -> str:
 
 async def _serve(args: argparse.Namespace) -> None:
     server = KubeApiServer(args.dir, nodes=args.node or ["jetson-1"], host=args.host,
-                           port=args.port)
+                           port=args.port,
+                           resource_versions=args.resource_version or ("v1", "v1beta2",
+                                                                       "v1beta1"),
+                           consumable_capacity=args.consumable_capacity == "on")
     await server.start()
     for name in server.nodes:
         server.write_kubeconfig("system:node:%s" % name,
@@ -1545,6 +1584,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--node", action="append", help="a Node to create (repeatable)")
+    parser.add_argument("--resource-version", action="append",
+                        help="a resource.k8s.io version to serve, preferred first (repeatable; "
+                             "default v1, v1beta2, v1beta1)")
+    parser.add_argument("--consumable-capacity", choices=("on", "off"), default="on",
+                        help="the DRAConsumableCapacity feature gate (off: its fields are "
+                             "dropped from ResourceSlices, as kube-apiserver does)")
     asyncio.run(_serve(parser.parse_args(argv)))
 
 
