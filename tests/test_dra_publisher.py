@@ -327,3 +327,56 @@ def test_claim_lookup_asks_for_versions_only_when_v1_is_not_served(tmp_path):
             assert len(api.requests_by("GET", "/v1/namespaces")) == 1
 
     arun(scenario())
+
+
+def test_kubectl_sees_the_published_slice_and_can_delete_it(tmp_path):
+    """kubectl as a real client of the subprocess server: what the agent published reads back,
+    the node identity lists only with its field selector, and the command uninstall prints
+    for later works."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.tools import require_tool
+
+    kubectl = require_tool("kubectl")
+    folder = str(tmp_path / "srv")
+    proc = subprocess.Popen([sys.executable, "-m", "tests.peers.kubeapi", "--dir", folder,
+                             "--node", NODE, "--node", "jetson-2"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def ctl(who, *args):
+        return subprocess.run([kubectl, "--kubeconfig", os.path.join(folder, "kubeconfig-" + who)]
+                              + list(args), capture_output=True, text=True, timeout=60)
+
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("READY https://127.0.0.1:"), proc.stderr.read()
+
+        async def publish():
+            async with client_for(os.path.join(folder, "kubeconfig-" + NODE)) as client:
+                pub = SlicePublisher(client, lambda: NODE, None)
+                assert await pub.reconcile_once([gpu(), dla(0), dla(1, healthy=False)]) == \
+                    "created"
+
+        arun(publish())
+        got = json.loads(ctl("admin", "get", "resourceslices", "-o", "json").stdout)
+        (obj,) = got["items"]
+        assert obj["metadata"]["name"] == "jetson-1-edgeagent.io"
+        assert [d["name"] for d in obj["spec"]["devices"]] == ["gpu-0", "dla-0"]
+        assert obj["spec"]["devices"][0]["capacity"]["memory"]["value"] == "7620Mi"
+        res = ctl(NODE, "get", "resourceslices", "-o", "name")
+        assert res.returncode != 0 and "with nodeName field selector" in res.stderr
+        res = ctl(NODE, "get", "resourceslices", "-o", "name", "--field-selector",
+                  "spec.nodeName=" + NODE)
+        assert res.stdout.split() == ["resourceslice.resource.k8s.io/jetson-1-edgeagent.io"]
+        res = ctl("admin", "delete", "resourceslices", "--field-selector",
+                  "spec.nodeName=%s,spec.driver=edgeagent.io" % NODE)
+        assert res.returncode == 0, res.stderr
+        assert json.loads(ctl("admin", "get", "resourceslices", "-o", "json").stdout)[
+            "items"] == []
+    finally:
+        proc.terminate()
+        proc.wait(10)
