@@ -380,3 +380,29 @@ def test_kubectl_sees_the_published_slice_and_can_delete_it(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_refresh_brings_back_what_the_kubelet_wiped(tmp_path):
+    async def scenario():
+        async with KubeApiServer(str(tmp_path), nodes=[NODE, "jetson-2"]) as api:
+            api.put_slice(slice_body("jetson-2", [dla(0)], 1, False))
+            async with Running(api, recheck_seconds=0.3) as pub:
+                pub.update([gpu()])
+                await until(lambda: names(api) == [["gpu-0"]], what="the slice")
+                # What a starting kubelet does: deletecollection with its node's selector.
+                async with client_for(api.write_kubeconfig("system:node:" + NODE)) as kubelet:
+                    with pytest.raises(KubeError) as e:      # only its own node's
+                        await kubelet.request("DELETE", "/apis/resource.k8s.io/v1/"
+                                              "resourceslices")
+                    assert e.value.status == 403
+                    await kubelet.request("DELETE", "/apis/resource.k8s.io/v1/resourceslices"
+                                          "?fieldSelector=spec.nodeName%3D" + NODE)
+                assert api.slices_of(NODE) == [] and len(api.slices_of("jetson-2")) == 1
+                pub.refresh()            # the plugin registered again
+                await until(lambda: names(api) == [["gpu-0"]], timeout=1.0,
+                            what="the slice back within a second")
+                # A wipe that races with the registration: the re-check finds it, unasked.
+                del api.slices[slice_name(NODE)]
+                await until(lambda: names(api) == [["gpu-0"]], timeout=2.0, what="re-check")
+
+    arun(scenario())

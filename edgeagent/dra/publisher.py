@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from edgeagent.backoff import Backoff
@@ -31,8 +32,14 @@ log = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES = 5
 RETRY_AFTER_LIMIT = 3600.0
-RESYNC_SECONDS = 600.0     # re-list now and then: a slice deleted by hand comes back
+# Re-list now and then: a slice deleted behind the agent's back comes back. Every 5 minutes
+# (plus jitter) costs a node about 12 GETs an hour; refresh() covers the kubelet's own wipes.
+RESYNC_SECONDS = 300.0
 RESYNC_JITTER = 0.25
+# The kubelet deletes a driver's slices 30 s after its plugin went away (DRAPluginManager's
+# wipe grace period) unless the plugin registers again; a check this long after a
+# registration catches a wipe that raced with it.
+RECHECK_SECONDS = 35.0
 
 
 class NoSliceApi(KubeError):
@@ -103,12 +110,14 @@ class SlicePublisher:
     def __init__(self, client: Optional["KubeClient"], node_name: Callable[[], str],
                  registry: Optional["CollectorRegistry"], dry_run: bool = False,
                  rng: Optional[random.Random] = None,
-                 resync_seconds: float = RESYNC_SECONDS) -> None:
+                 resync_seconds: float = RESYNC_SECONDS,
+                 recheck_seconds: float = RECHECK_SECONDS) -> None:
         self.client = client
         self.node_name = node_name
         self.dry_run = dry_run or client is None
         self.rng = rng or random.Random()
         self.resync_seconds = resync_seconds
+        self.recheck_seconds = recheck_seconds
         self.state = "starting"
         self.consumable = True          # until the server drops consumable capacity
         self.version: Optional[str] = None
@@ -123,6 +132,7 @@ class SlicePublisher:
         self._wake: Optional[asyncio.Event] = None
         self._last: Optional[Dict[str, Any]] = None   # the slice as the server last returned it
         self._relist = True
+        self._recheck_at: Optional[float] = None
         self._dry_logged: Optional[str] = None
         self.gauge = None
         if registry is not None:
@@ -137,6 +147,18 @@ class SlicePublisher:
         """The devices to publish now (cheap: the loop does the work)."""
         self._wanted = tuple(devices)
         self._dirty = True
+        if self._wake is not None:
+            self._wake.set()
+
+    def refresh(self) -> None:
+        """Check the server's slices again now, and once more ``recheck_seconds`` later, whatever
+        the publisher last wrote. For the kubelet plugin's (re-)registration: a kubelet that
+        starts deletes every ResourceSlice of its node (DRAPluginManager wipes them at
+        start-up) and the slices of a driver whose plugin stayed away for 30 s."""
+        self._relist = True
+        self._recheck_at = time.monotonic() + self.recheck_seconds
+        if self._wanted is not None:
+            self._dirty = True
         if self._wake is not None:
             self._wake.set()
 
@@ -205,8 +227,8 @@ class SlicePublisher:
             if cached:
                 existing: List[Any] = [self._last]
             else:
+                self._relist = False      # before the await: a refresh() meanwhile stands
                 existing = await client.list_resource_slices(node, DRIVER, version)
-                self._relist = False
             plan = plan_slices(node, devices, self.consumable, existing, version)
             sent = plan.create or plan.update
             try:
@@ -326,7 +348,11 @@ class SlicePublisher:
                 backoff.reset()
             if self._dirty:
                 continue
-            resync = self.resync_seconds * (1.0 + self.rng.uniform(0.0, RESYNC_JITTER))
-            if await self._sleep(resync):
+            wait = self.resync_seconds * (1.0 + self.rng.uniform(0.0, RESYNC_JITTER))
+            if self._recheck_at is not None:
+                wait = max(0.0, min(wait, self._recheck_at - time.monotonic()))
+            if await self._sleep(wait):
+                if self._recheck_at is not None and time.monotonic() >= self._recheck_at:
+                    self._recheck_at = None
                 self._relist, self._dirty = True, True
 

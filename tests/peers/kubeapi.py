@@ -36,7 +36,8 @@ allocation and the node its pod is bound to. The Node authorizer's rules for bot
 (plugin/pkg/auth/authorizer/node/node_authorizer.go, with NodeRestriction): a node creates only
 slices whose spec.nodeName is itself, gets, updates and deletes only such slices (a slice that
 does not exist is a 403 for it, not a 404: the graph has no edge to it), lists only with its own
-spec.nodeName field selector, and gets a claim only when a pod bound to it uses the claim.
+spec.nodeName field selector (deletecollection too: how the kubelet wipes a node's slices), and
+gets a claim only when a pod bound to it uses the claim.
 
 It also enforces TLS with a CA of its own (trustme), client-certificate and bearer-token
 authentication, JSON merge patch semantics (null deletes), ``metadata.resourceVersion``
@@ -967,6 +968,36 @@ class KubeApiServer:
         self.resource_version += 1
         return web.json_response(self._as_version(obj, request))
 
+    async def _delete_slices(self, request: web.Request) -> web.Response:
+        """deletecollection, as the kubelet wipes a node's slices (at its start, and 30 s after
+        a driver's plugin went away): a node only with its own spec.nodeName selector."""
+        missing = self._no_resource_version(request)
+        if missing is not None:
+            return missing
+        selector = self._field_selector(request.query.get("fieldSelector", ""))
+        if isinstance(selector, web.Response):
+            return selector
+        node = self._node_of(request)
+        if node is not None and selector.get("spec.nodeName") != node:
+            return self._slice_forbidden(request, "deletecollection", "", "can only list/watch/"
+                                         "deletecollection resourceslices with nodeName field "
+                                         "selector")
+        if node is None and not ({"*", "deletecollection"} &
+                                 self.grants.get(request[_USER], set())):
+            return self._slice_forbidden(request, "deletecollection", "", "")
+        fields = {"metadata.name": lambda s: s["metadata"]["name"],
+                  "spec.nodeName": lambda s: s["spec"].get("nodeName", ""),
+                  "spec.driver": lambda s: s["spec"].get("driver", "")}
+        gone = [s for s in self.slices_of()
+                if all(fields[k](s) == v for k, v in selector.items())]
+        for obj in gone:
+            del self.slices[obj["metadata"]["name"]]
+        self.resource_version += 1
+        return web.json_response({"apiVersion": "resource.k8s.io/" +
+                                  request.match_info["version"], "kind": "ResourceSliceList",
+                                  "metadata": {"resourceVersion": str(self.resource_version)},
+                                  "items": [self._as_version(s, request) for s in gone]})
+
     async def _get_claim(self, request: web.Request) -> web.Response:
         version = request.match_info["version"]
         if version not in self.resource_versions:
@@ -1032,6 +1063,7 @@ class KubeApiServer:
         app.router.add_get(rs + "/{version}", self._resource_resources)
         app.router.add_get(rs + "/{version}/resourceslices", self._list_slices)
         app.router.add_post(rs + "/{version}/resourceslices", self._create_slice)
+        app.router.add_delete(rs + "/{version}/resourceslices", self._delete_slices)
         app.router.add_get(rs + "/{version}/resourceslices/{name}", self._get_slice)
         app.router.add_put(rs + "/{version}/resourceslices/{name}", self._put_slice)
         app.router.add_delete(rs + "/{version}/resourceslices/{name}", self._delete_slice)
