@@ -79,6 +79,10 @@ def test_creates_then_updates_on_health_change_and_hotplug(tmp_path):
                     "version": "8.7.0"}
                 assert slice_problems(first) == []
                 assert running.registry.get_sample_value("edgeagent_dra_resource_slices") == 1
+                # A second publisher on the same registry (a component built again) shares it.
+                SlicePublisher(None, lambda: NODE, running.registry).gauge.set(0)
+                assert running.registry.get_sample_value("edgeagent_dra_resource_slices") == 0
+                running.publisher.gauge.set(1)
                 # The DLA fails: it leaves the slice, the generation goes up.
                 puts = len(api.requests_by("PUT"))
                 lists = len(api.requests_by("GET", "resourceslices"))

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from edgeagent.backoff import Backoff
@@ -103,6 +104,22 @@ def describe(devices: Sequence["DraDevice"]) -> str:
     return ", ".join(shown) or "no devices"
 
 
+_GAUGES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+def slices_gauge(registry: "CollectorRegistry") -> Any:
+    """``edgeagent_dra_resource_slices`` of ``registry``, registered once however many
+    publishers a registry sees (a component built again after a restart)."""
+    gauge = _GAUGES.get(registry)
+    if gauge is None:
+        from prometheus_client import Gauge
+
+        gauge = _GAUGES[registry] = Gauge(
+            "edgeagent_dra_resource_slices", "ResourceSlices this node publishes for the "
+            "edgeagent.io driver", registry=registry)
+    return gauge
+
+
 class SlicePublisher:
     """Publishes one node's ResourceSlice of the driver. ``client`` None (no API server) or
     ``dry_run``: logs what it would publish."""
@@ -134,12 +151,7 @@ class SlicePublisher:
         self._relist = True
         self._recheck_at: Optional[float] = None
         self._dry_logged: Optional[str] = None
-        self.gauge = None
-        if registry is not None:
-            from prometheus_client import Gauge
-
-            self.gauge = Gauge("edgeagent_dra_resource_slices", "ResourceSlices this node "
-                               "publishes for the edgeagent.io driver", registry=registry)
+        self.gauge = slices_gauge(registry) if registry is not None else None
 
     # --- what the rest of the agent calls ---------------------------------------------------
 
