@@ -28,7 +28,8 @@ def client_for(path):
 def gpu(healthy=True, shareable=True, memory="7620Mi"):
     return DraDevice("gpu-0", "gpu", healthy, "" if healthy else "device node /dev/nvgpu missing",
                      ("edgeagent.io/gpu=0",),
-                     {"type": Attribute("string", "gpu"), "productName": Attribute("string", "Orin"),
+                     {"type": Attribute("string", "gpu"),
+                      "productName": Attribute("string", "Orin"),
                       "computeCapability": Attribute("version", "8.7.0"),
                       "unifiedMemory": Attribute("bool", True)},
                      {"memory": memory}, shareable)

@@ -200,8 +200,8 @@ def slice_like():
             "devices": JSON})}) | JSON
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(slice_like(), max_size=6))
+@settings(max_examples=150, deadline=None)
+@given(st.lists(slice_like(), max_size=4))
 def test_plan_reads_any_listed_objects(existing):
     def run():
         plan = plan_slices(NODE, [gpu(), dla(0)], True, existing)
