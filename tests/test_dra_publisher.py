@@ -411,3 +411,23 @@ def test_refresh_brings_back_what_the_kubelet_wiped(tmp_path):
                 await until(lambda: names(api) == [["gpu-0"]], timeout=2.0, what="re-check")
 
     arun(scenario())
+
+
+def test_a_401_rereads_the_credentials_and_a_lasting_one_is_a_problem(tmp_path):
+    async def scenario():
+        async with KubeApiServer(str(tmp_path)) as api:
+            async with Running(api) as pub:
+                pub.update([gpu()])
+                await until(lambda: names(api) == [["gpu-0"]], what="the slice")
+                loads = pub.client.credentials.loads
+                api.inject(status=401, count=1, path="resourceslices")
+                pub.update([gpu(), dla(1)])
+                await until(lambda: names(api) == [["gpu-0", "dla-1"]], what="the update")
+                assert pub.client.credentials.loads == loads + 1     # re-read, then retried
+                assert pub.state == "ok" and pub.problem() is None
+                api.inject(status=401, count=2, path="resourceslices")
+                pub.update([gpu(), dla(0)])
+                await until(lambda: pub.problem() is not None, what="the problem")
+                assert "unauthorized" in pub.problem()
+
+    arun(scenario())
