@@ -272,7 +272,7 @@ def test_remove_all_and_claims_in_the_served_version(tmp_path):
             stale["metadata"]["name"] = "stale"
             api.put_slice(stale)
             api.put_slice(slice_body("jetson-2", [dla(0)], 1, False, "v1beta2"))
-            api.add_claim("default", "mine", NODE, ["gpu-0"])
+            api.add_claim("default", "mine", NODE, ["gpu-0"], uid="uid-1")
             api.add_claim("default", "theirs", "jetson-2", ["gpu-0"])
             async with Running(api) as pub:
                 pub.update([gpu()])
@@ -282,8 +282,11 @@ def test_remove_all_and_claims_in_the_served_version(tmp_path):
                 assert api.slices_of(NODE) == []
                 assert len(api.slices_of("jetson-2")) == 1
                 claim = await pub.client.get_resource_claim("default", "mine")
-                assert claim["status"]["allocation"]["devices"]["results"][0]["device"] == \
-                    "gpu-0"
+                assert claim["status"]["allocation"]["devices"]["results"] == [
+                    {"request": "gpu", "driver": "edgeagent.io", "pool": NODE,
+                     "device": "gpu-0"}]
+                assert claim["metadata"]["uid"] == "uid-1"
+                assert claim["apiVersion"] == "resource.k8s.io/v1beta2"
                 with pytest.raises(KubeError) as e:
                     await pub.client.get_resource_claim("default", "theirs")
                 assert e.value.status == 403 and "no relationship" in str(e.value)

@@ -639,12 +639,14 @@ class KubeApiServer:
     # --- resource.k8s.io: ResourceSlices and ResourceClaims (DRA) ------------------------------
 
     def add_claim(self, namespace: str, name: str, node: Optional[str],
-                  results: Any = (), pod: str = "", request: str = "gpu") -> Dict[str, Any]:
+                  results: Any = (), pod: str = "", request: str = "gpu",
+                  uid: str = "") -> Dict[str, Any]:
         """A ResourceClaim the scheduler allocated and reserved for ``pod`` (made up when not
         given), bound to ``node`` (None: a pod on no node yet): what the Node authorizer's
         graph needs to let that node get the claim. ``results``: dicts (request, driver,
         pool, device, optional shareID/consumedCapacity) or device names of this driver in
-        the node's pool."""
+        the node's pool. ``uid``: the claim's (the kubelet names it in NodePrepareResources);
+        a new one when not given."""
         self.resource_version += 1
         pod = pod or name + "-pod"
         full = []
@@ -654,7 +656,8 @@ class KubeApiServer:
                      "device": r}
             full.append(dict(r))
         claim = {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
-                 "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()),
+                 "metadata": {"name": name, "namespace": namespace,
+                              "uid": uid or str(uuid.uuid4()),
                               "resourceVersion": str(self.resource_version),
                               "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                  time.gmtime())},
@@ -1027,7 +1030,8 @@ class KubeApiServer:
         spec = await request.json()
         return web.json_response(self.add_claim(spec["namespace"], spec["name"],
                                                 spec.get("node"), spec.get("results", ()),
-                                                spec.get("pod", "")))
+                                                spec.get("pod", ""), spec.get("request", "gpu"),
+                                                spec.get("uid", "")))
 
     # --- serving ----------------------------------------------------------------------------
 
