@@ -17,7 +17,7 @@ from edgeagent.errors import ConfigError, file_problem
 from edgeagent.k8snames import is_dns_subdomain
 
 DEFAULT_CONFIG_PATH = "/etc/edgeagent/config.toml"
-COMPONENTS = ("device-plugin", "labels", "metrics")
+COMPONENTS = ("device-plugin", "dra", "labels", "metrics")
 # Prometheus' exporter port registry (its wiki, "Default port allocations") has had no free port
 # in 9100-9999 since 2023, 9745 included; new exporters get ports outside that range. 19745 is in
 # no allocation we could find and below Linux's ephemeral range (32768+). See README "Metrics".
