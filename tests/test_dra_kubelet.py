@@ -173,3 +173,27 @@ def test_a_refused_registration_is_the_components_problem(root, cleanup):
     agent.start()
     wait_until(agent.component.problem, what="problem")
     assert "disabled" in agent.component.problem()
+
+
+@pytest.mark.parametrize("mode, disable, names", [
+    ("dra", [], ["discovery", "cdi", "device-plugin", "dra"]),
+    ("dra", ["device-plugin"], ["discovery", "cdi", "dra"]),
+    ("dra", ["dra"], ["discovery", "cdi", "device-plugin"]),
+    ("dra", ["dra", "device-plugin"], ["discovery"]),
+    ("device-plugin", [], ["discovery", "cdi", "device-plugin"]),
+])
+def test_the_agent_builds_the_dra_component_in_dra_mode(root, mode, disable, names):
+    from prometheus_client import CollectorRegistry
+
+    from edgeagent.app import AgentContext, build_components
+    from edgeagent.config import load_config
+    from edgeagent.discovery.feed import InventoryFeed
+    from edgeagent.discovery.scan import discover
+    from edgeagent.hostpaths import HostRoot
+
+    host = HostRoot(root)
+    config = load_config(None, env={}).replace(
+        gpu_mode=mode, disable=disable + ["metrics", "labels"])
+    ctx = AgentContext(root=host, config=config, inventory=InventoryFeed(discover(host)),
+                       registry=CollectorRegistry(), status=dict, demo=True, dry_run=True)
+    assert [c.name for c in build_components(ctx)] == names
