@@ -12,7 +12,10 @@ import pytest
 
 from edgeagent.kube.errors import KubeError, KubeNetworkError
 from tests.draharness import DRIVER, ENDPOINT, NODE, Claims, DraAgent, claim
-from tests.peers.drakubelet import DraKubelet, dra_v1beta1, dra_v1beta1_grpc
+from edgeagent.dra.model import DraDevice
+from edgeagent.dra.server import HealthState
+from tests.peers.drakubelet import (DraKubelet, dra_v1beta1, dra_v1beta1_grpc, health_v1alpha1,
+                                   health_v1alpha1_grpc)
 from tests.peers.hosts import short_root
 from tests.tools import wait_until
 
@@ -76,6 +79,14 @@ def test_registers_serves_both_versions_and_prepares_once(root, cleanup):
         old = stub.NodePrepareResources(dra_v1beta1.NodePrepareResourcesRequest(claims=[
             dra_v1beta1.Claim(namespace="ml", name="gpu", uid="uid-1")]), timeout=5)
         assert [d.device_name for d in old.claims["uid-1"].devices] == ["gpu-0", "dla-1"]
+        # the kubelets of 1.34 read health through v1alpha1
+        stream = health_v1alpha1_grpc.DRAResourceHealthStub(channel).NodeWatchResources(
+            health_v1alpha1.NodeWatchResourcesRequest(), timeout=5)
+        got = next(stream)
+        assert sorted((d.device.device_name, d.health) for d in got.devices) == [
+            ("dla-0", health_v1alpha1.HEALTHY), ("dla-1", health_v1alpha1.HEALTHY),
+            ("gpu-0", health_v1alpha1.HEALTHY)]
+        stream.cancel()
     finally:
         channel.close()
 
@@ -104,6 +115,22 @@ def test_kubelet_restart_and_a_deleted_socket_register_again(root, cleanup):
     os.unlink(agent.path(REG_SOCKET))                  # somebody removes it
     kubelet.wait_plugin(DRIVER, registrations=3)
     assert agent.component.problem() is None
+    os.unlink(agent.path(ENDPOINT))                    # and the DRA socket
+    wait_until(lambda: os.path.exists(agent.path(ENDPOINT)), what="DRA socket re-created")
+    wait_until(lambda: kubelet.prepare(DRIVER, [("ml", "c", "uid-1")], timeout=2)[
+        "uid-1"].error == "", what="prepare through the new socket")
+
+
+def test_a_second_agent_on_the_host_leaves_the_first_ones_sockets_alone(root, cleanup):
+    agent, kubelet, claims = run(root, cleanup)
+    kubelet.wait_plugin(DRIVER)
+    second = DraAgent(root, claims)
+    cleanup.append(second)
+    second.start()
+    assert "served by another process" in second.component.problem()
+    claims.put(claim("ml", "c", "uid-1", ("gpu", "gpu-0")))
+    assert kubelet.prepare(DRIVER, [("ml", "c", "uid-1")])["uid-1"].error == ""
+    assert kubelet.registrations == 1
 
 
 def test_agent_restart_keeps_prepared_claims_in_the_checkpoint(root, cleanup):
@@ -197,3 +224,18 @@ def test_the_agent_builds_the_dra_component_in_dra_mode(root, mode, disable, nam
     ctx = AgentContext(root=host, config=config, inventory=InventoryFeed(discover(host)),
                        registry=CollectorRegistry(), status=dict, demo=True, dry_run=True)
     assert [c.name for c in build_components(ctx)] == names
+
+
+def _device(name, healthy=True, reason=""):
+    return DraDevice(name, "gpu", healthy, reason, (), {}, {})
+
+
+def test_the_health_list_is_sent_on_change_and_before_the_kubelets_timeout():
+    state = HealthState(timeout=30)
+    assert state.update(NODE, [_device("gpu-0")], now=1000.0)
+    assert not state.update(NODE, [_device("gpu-0")], now=1010.0)     # nothing new
+    assert state.update(NODE, [_device("gpu-0", False, "gone")], now=1011.0)
+    assert state.report.entries == (("gpu-0", False, "gone"),)
+    assert not state.update(NODE, [_device("gpu-0", False, "gone")], now=1025.0)
+    assert state.update(NODE, [_device("gpu-0", False, "gone")], now=1026.0)   # 15 s: again
+    assert state.report.checked == 1026 and state.report.timeout == 30
