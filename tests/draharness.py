@@ -124,6 +124,8 @@ class DraAgent:
             self.loop.close()
 
     def start(self, timeout: float = 10.0) -> "DraAgent":
+        """Run the component (again, as the supervisor restarts one, after ``stop``)."""
+        self.started.clear()
         self.thread = threading.Thread(target=self._main, daemon=True)
         self.thread.start()
         if not self.started.wait(timeout):

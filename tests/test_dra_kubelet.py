@@ -154,6 +154,16 @@ def test_agent_restart_keeps_prepared_claims_in_the_checkpoint(root, cleanup):
         assert '"claims": []' in f.read()
 
 
+def test_a_component_restarted_by_the_supervisor_prepares_new_claims(root, cleanup):
+    agent, kubelet, claims = run(root, cleanup)
+    kubelet.wait_plugin(DRIVER)
+    agent.stop()
+    agent.start()                                      # the same object, run() again
+    kubelet.wait_plugin(DRIVER, registrations=2)
+    claims.put(claim("ml", "c", "uid-1", ("gpu", "gpu-0")))
+    assert kubelet.prepare(DRIVER, [("ml", "c", "uid-1")])["uid-1"].error == ""
+
+
 def test_per_claim_errors_leave_the_other_claims_prepared(root, cleanup):
     agent, kubelet, claims = run(root, cleanup)
     kubelet.wait_plugin(DRIVER)

@@ -2,7 +2,6 @@
 the checkpoint kept in step, and its metrics."""
 
 import asyncio
-import os
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -10,10 +9,10 @@ from prometheus_client import CollectorRegistry
 from edgeagent.dra.checkpoint import CheckpointStore
 from edgeagent.dra.claims import ClaimRef
 from edgeagent.dra.metrics import DraMetrics
+from edgeagent.dra.model import DraDevice
 from edgeagent.dra.prepare import Preparer
 from edgeagent.kube.errors import KubeError, KubeNetworkError
 from tests.draharness import NODE, Claims, claim
-from edgeagent.dra.model import DraDevice
 
 DEVICES = (DraDevice("gpu-0", "gpu", True, "", ("edgeagent.io/gpu=0",), {}, {}),
            DraDevice("dla-0", "dla", False, "gone", ("edgeagent.io/dla=0",), {}, {}))

@@ -181,6 +181,7 @@ class DraComponent(Component):
         loop = asyncio.get_event_loop()
         self.preparer = Preparer(self.store, self.reader, self.node_name, self.metrics)
         self.health = HealthState(health_timeout(self.interval))
+        self.devices = None     # a restart's new Preparer and streams get the devices again
         try:
             await self.preparer.load()
             sent = False

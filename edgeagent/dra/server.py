@@ -15,7 +15,7 @@ import logging
 import time
 from typing import AsyncIterator, List, Optional, Sequence, Set, Tuple
 
-from edgeagent.deviceplugin.server import PluginServer, stop_server
+from edgeagent.deviceplugin.server import PluginServer
 from edgeagent.dra.claims import ClaimRef
 from edgeagent.dra.model import DraDevice
 from edgeagent.dra.prepare import Preparer
@@ -26,7 +26,7 @@ from edgeagent.dra.proto.k8s.io.kubelet.pkg.apis.dra import v1beta1 as drav1beta
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DraServer", "HealthState", "PluginServer", "stop_server"]
+__all__ = ["DraServer", "HealthState", "PluginServer"]
 
 # (device name, healthy, reason): what a change is.
 HealthEntry = Tuple[str, bool, str]
