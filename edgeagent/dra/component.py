@@ -248,8 +248,6 @@ def build(ctx: AgentContext) -> List[Component]:
     from edgeagent.kube.connect import make_client, node_name_function
 
     options = ctx.options
-    client = make_client(ctx.root, options.kube, KubeMetrics.of(ctx.registry))
-    node_name = node_name_function(ctx.root, options.kube, client)
     sharing = options.dra.gpu_sharing
 
     def devices_of(inventory: Any, resources: Mapping[str, Resource]) -> Devices:
@@ -257,18 +255,24 @@ def build(ctx: AgentContext) -> List[Component]:
 
         return build_devices(inventory, resources, sharing)
 
-    components: List[Component] = []
     if ctx.demo:
-        # No API server: nothing to publish (claims cannot be read either; their errors say so).
-        def publish(devices: Devices) -> None:
-            return None
-    else:
-        from edgeagent.dra.publisher import SlicePublisher
+        # No API server: the pool is the hostname, nothing is published, and a claim's read
+        # fails with an error that says why.
+        async def no_api(namespace: str, name: str) -> Any:
+            raise RuntimeError("the demo has no API server to read claims from")
 
-        publisher = SlicePublisher(client, node_name, ctx.registry, ctx.dry_run)
-        publish = publisher.update
-        components.append(SlicesComponent(publisher.run, publisher.problem))
-    components.insert(0, DraComponent(ctx.root, options.dra, options.device_plugin,
-                                      ctx.inventory, ctx.registry, devices_of, publish,
-                                      client.get_resource_claim, node_name))
-    return components
+        def publish_nothing(devices: Devices) -> None:
+            return None
+
+        return [DraComponent(ctx.root, options.dra, options.device_plugin, ctx.inventory,
+                             ctx.registry, devices_of, publish_nothing, no_api,
+                             node_name_function(ctx.root, options.kube, None))]
+    from edgeagent.dra.publisher import SlicePublisher
+
+    client = make_client(ctx.root, options.kube, KubeMetrics.of(ctx.registry))
+    node_name = node_name_function(ctx.root, options.kube, client)
+    publisher = SlicePublisher(client, node_name, ctx.registry, ctx.dry_run)
+    return [DraComponent(ctx.root, options.dra, options.device_plugin, ctx.inventory,
+                         ctx.registry, devices_of, publisher.update, client.get_resource_claim,
+                         node_name),
+            SlicesComponent(publisher.run, publisher.problem)]
