@@ -123,3 +123,10 @@ def test_a_huge_claim_is_bounded():
         node = node["status"]
     bounded(lambda: prepare({"metadata": {"uid": "uid-1"}, "status": deep}), 1.0, 8 << 20,
             (ClaimError,))
+    nested = []
+    for _ in range(100000):
+        nested = [nested]
+    for obj in ({"metadata": {"uid": nested}}, dict(claim([]), apiVersion=nested),
+                claim([result("gpu", "x" * 10 ** 6)]), {"metadata": {"uid": 10 ** 4000}}):
+        error = bounded(lambda: prepare(obj), 1.0, 8 << 20, (ClaimError,))
+        assert isinstance(error, ClaimError) and len(str(error)) < 600

@@ -88,9 +88,11 @@ def decode(data: bytes) -> Dict[str, PreparedClaim]:
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise CheckpointError("not JSON: %s" % e) from None
     body = _obj(body, "the file")
-    if body.get("version") != VERSION:
-        raise CheckpointError("version %.40r, this agent reads %d" % (body.get("version"),
-                                                                       VERSION))
+    version = body.get("version")
+    if version != VERSION:
+        shown = repr(version)[:40] if isinstance(version, (str, bool, float)) or (
+            isinstance(version, int) and abs(version) < 10 ** 30) else type(version).__name__
+        raise CheckpointError("version %s, this agent reads %d" % (shown, VERSION))
     claims = body.get("claims")
     if not isinstance(claims, list):
         raise CheckpointError("claims is not a list")

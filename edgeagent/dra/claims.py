@@ -40,6 +40,16 @@ class AllocatedDevice:
     share_id: Optional[str] = None     # set when the device is shared (consumable capacity)
 
 
+def _show(value: Any) -> str:
+    """A short, safe rendering of an outside value for a message (repr of a deeply nested one
+    would recurse, of a long one flood the pod's events)."""
+    if isinstance(value, str):
+        return repr(value[:80]) + ("..." if len(value) > 80 else "")
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value) if not isinstance(value, int) or abs(value) < 10 ** 30 else "<int>"
+    return "<%s>" % type(value).__name__
+
+
 def _field(obj: Any, key: str, what: str) -> Any:
     if not isinstance(obj, Mapping):
         raise ClaimError("%s is not an object" % what)
@@ -64,12 +74,12 @@ def devices_to_prepare(claim: Any, ref: ClaimRef, driver: str, pool: str,
     if api_version is not None and (not isinstance(api_version, str)
                                     or not api_version.startswith(API_GROUP)):
         raise ClaimError("the API server's answer for claim %s is not a ResourceClaim "
-                         "(apiVersion %.80r)" % (ref, api_version))
+                         "(apiVersion %s)" % (ref, _show(api_version)))
     uid = _field(claim.get("metadata"), "uid", "metadata")
     if uid != ref.uid:
-        raise ClaimError("claim %s now has uid %.80r, the kubelet asked for %.80r: it was "
+        raise ClaimError("claim %s now has uid %s, the kubelet asked for %s: it was "
                          "deleted and re-created; delete the pod that used the old claim so "
-                         "it gets the new one" % (ref, uid, ref.uid))
+                         "it gets the new one" % (ref, _show(uid), _show(ref.uid)))
     allocation = _field(claim.get("status") or {}, "allocation", "status")
     if not allocation:
         raise ClaimError("claim %s is not allocated yet (the scheduler allocates it before the "
@@ -92,13 +102,13 @@ def devices_to_prepare(claim: Any, ref: ClaimRef, driver: str, pool: str,
         if share_id is not None and not isinstance(share_id, str):
             raise ClaimError("%s.shareID is not a string" % what)
         if result_pool != pool:
-            raise ClaimError("claim %s is allocated to %.80r in pool %.80r, not to this node "
+            raise ClaimError("claim %s is allocated to %s in pool %s, not to this node "
                              "(%s): the pod was bound to another node than the claim's; delete "
-                             "the pod" % (ref, device, result_pool, pool))
+                             "the pod" % (ref, _show(device), _show(result_pool), pool))
         if device not in known_devices:
-            raise ClaimError("claim %s is allocated to %.80r, which this node does not have "
+            raise ClaimError("claim %s is allocated to %s, which this node does not have "
                              "(it has %s): the ResourceSlice was stale; delete the pod so its "
-                             "claim is allocated again" % (ref, device,
+                             "claim is allocated again" % (ref, _show(device),
                                                            ", ".join(sorted(known_devices))
                                                            or "no devices"))
         out.append(AllocatedDevice((request,), result_pool, device, share_id or None))
