@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from edgeagent.dra.checkpoint import (CheckpointError, CheckpointStore, PreparedClaim,
                                       PreparedDevice, decode, encode)
-from tests.costbound import bounded
+from tests.costbound import within_memory
 
 FUZZ = settings(max_examples=200, deadline=timedelta(seconds=2), derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -97,13 +97,20 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size
 @FUZZ
 @given(st.one_of(JSON.map(lambda v: json.dumps(v).encode()), st.binary(max_size=200)))
 def test_hostile_files_end_in_claims_or_checkpoint_error(data):
-    out = bounded(lambda: decode(data), 0.5, 4 << 20, (CheckpointError,))
+    out = within_memory(lambda: decode(data), 4 << 20, (CheckpointError,))
     assert isinstance(out, (dict, CheckpointError))
 
 
 @FUZZ
 @given(st.builds(lambda v: {"version": 1, "claims": [v]}, JSON))
 def test_a_claim_of_any_shape(body):
-    out = bounded(lambda: decode(json.dumps(body).encode()), 0.5, 4 << 20, (CheckpointError,))
+    out = within_memory(lambda: decode(json.dumps(body).encode()), 4 << 20, (CheckpointError,))
     if isinstance(out, dict):
         assert decode(encode(out)) == out
+
+
+def test_an_oversized_file_is_refused_before_parsing():
+    from edgeagent.dra.checkpoint import MAX_BYTES
+
+    with pytest.raises(CheckpointError, match="more than a checkpoint holds"):
+        decode(b"[" + b" " * MAX_BYTES + b"]")
