@@ -201,17 +201,6 @@ def test_health_flip_reaches_the_stream_within_a_second_both_ways(root, cleanup)
     plugin.health.wait_for(lambda m: health(m) == ALL_HEALTHY, 1.0)
 
 
-def test_a_refused_registration_is_the_components_problem(root, cleanup):
-    claims = Claims()
-    kubelet = DraKubelet(root, refuse="driver edgeagent.io is disabled").start()
-    cleanup.append(kubelet)
-    agent = DraAgent(root, claims)
-    cleanup.append(agent)
-    agent.start()
-    wait_until(agent.component.problem, what="problem")
-    assert "disabled" in agent.component.problem()
-
-
 @pytest.mark.parametrize("mode, disable, names", [
     ("dra", [], ["discovery", "cdi", "device-plugin", "dra"]),
     ("dra", ["device-plugin"], ["discovery", "cdi", "dra"]),
@@ -249,3 +238,15 @@ def test_the_health_list_is_sent_on_change_and_before_the_kubelets_timeout():
     assert not state.update(NODE, [_device("gpu-0", False, "gone")], now=1025.0)
     assert state.update(NODE, [_device("gpu-0", False, "gone")], now=1026.0)   # 15 s: again
     assert state.report.checked == 1026 and state.report.timeout == 30
+
+
+def test_a_kubelet_that_refused_registers_once_the_cause_is_gone(root, cleanup):
+    kubelet = DraKubelet(root, refuse="DRA is not enabled").start()
+    cleanup.append(kubelet)
+    agent = DraAgent(root, Claims())
+    cleanup.append(agent)
+    agent.start()
+    wait_until(agent.component.problem, what="problem")
+    kubelet.refuse = None                              # the next try of its reconciler
+    kubelet.wait_plugin(DRIVER)
+    wait_until(lambda: agent.component.problem() is None, what="problem cleared")

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import AsyncIterator, List, Optional, Sequence, Set, Tuple
+from types import ModuleType
+from typing import Any, AsyncIterator, List, Optional, Sequence, Set, Tuple
 
 from edgeagent.deviceplugin.server import PluginServer
 from edgeagent.dra.claims import ClaimRef
@@ -44,7 +45,8 @@ class HealthReport:
         self.checked = checked       # unix seconds
         self.timeout = timeout
 
-    def message(self, module):  # type: ignore[no-untyped-def]  # healthv1 or healthv1alpha1
+    def message(self, module: ModuleType) -> Any:
+        """The NodeWatchResourcesResponse of ``module`` (healthv1 or healthv1alpha1)."""
         return module.NodeWatchResourcesResponse(devices=[
             module.DeviceHealth(
                 device=module.DeviceIdentifier(pool_name=self.pool, device_name=name),
@@ -158,7 +160,7 @@ class DraV1beta1Service(drav1beta1.DraPluginBase):
             for uid, e in errors.items()})
 
 
-async def _watch(state: HealthState, module) -> AsyncIterator[object]:  # type: ignore
+async def _watch(state: HealthState, module: ModuleType) -> AsyncIterator[Any]:
     watcher = HealthWatcher(state.report)
     state.watchers.add(watcher)
     log.debug("NodeWatchResources stream opened (%d open)", len(state.watchers))

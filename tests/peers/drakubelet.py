@@ -10,8 +10,9 @@ imported; the transport is grpcio's. Like the kubelet:
 - registering (operation_generator.go) calls GetInfo with a 1 s timeout, finds the handler by
   type (only "DRAPlugin" here), lets it validate the name and versions (the DRA handler picks
   "v1.DRAPlugin" when offered, else "v1beta1.DRAPlugin", else refuses) and then tells the plugin
-  with NotifyRegistrationStatus (1 s timeout); a removed socket unregisters the plugin, and a
-  socket re-created at the same path is registered again;
+  with NotifyRegistrationStatus (1 s timeout); a failed registration is tried again with
+  exponential backoff from 500 ms; a removed socket unregisters the plugin, and a socket
+  re-created at the same path is registered again;
 - the DRA handler dials GetInfo's endpoint as it is (this one under the test root), opens the
   NodeWatchResources stream (v1, else v1alpha1) and calls NodePrepareResources /
   NodeUnprepareResources with the kubelet's 45 s timeout, refusing an answer that leaves a
@@ -182,6 +183,8 @@ class DraKubelet:
         self.notified: List[Tuple[str, bool, str]] = []
         self.registrations = 0
         self._seen: Dict[str, Tuple[int, int]] = {}   # socket -> (inode, ctime) handled
+        self._retry: Dict[str, float] = {}            # socket -> when to try again
+        self._failures: Dict[str, int] = {}
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -191,7 +194,7 @@ class DraKubelet:
     def start(self) -> "DraKubelet":
         os.makedirs(self.directory, mode=0o750, exist_ok=True)
         self._stop.clear()
-        self._seen = {}
+        self._seen, self._retry, self._failures = {}, {}, {}
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
         return self
@@ -218,9 +221,14 @@ class DraKubelet:
                 self._deregister(path)
                 del self._seen[path]
             for path, ident in now.items():
-                if path not in self._seen:
+                if path not in self._seen and time.monotonic() >= self._retry.get(path, 0):
                     self._seen[path] = ident
-                    self._register(path, ident)
+                    if not self._register(path, ident):
+                        # the reconciler tries again, with exponential backoff (from 500 ms)
+                        del self._seen[path]
+                        self._failures[path] = self._failures.get(path, 0) + 1
+                        self._retry[path] = time.monotonic() + 0.5 * 2 ** min(
+                            self._failures[path] - 1, 6)
             self._stop.wait(self.poll_interval)
 
     def _deregister(self, path: str) -> None:
@@ -243,7 +251,8 @@ class DraKubelet:
             except grpc.RpcError:
                 pass
 
-    def _register(self, path: str, ident: Tuple[int, int]) -> None:
+    def _register(self, path: str, ident: Tuple[int, int]) -> bool:
+        """True when registered; False when refused (tried again later)."""
         channel = grpc.insecure_channel("unix:" + path)
         try:
             stub = reg_grpc.RegistrationStub(channel)
@@ -252,27 +261,27 @@ class DraKubelet:
             except grpc.RpcError as e:
                 self._refuse(path, None, "failed to get plugin info using RPC GetInfo at "
                              "socket %s, err: %s" % (path, e.details()))
-                return
+                return False
             if info.type != "DRAPlugin":
                 self._refuse(path, stub, "no handler registered for plugin type: %s at socket %s"
                              % (info.type, path))
-                return
+                return False
             if not info.name or len(info.name) > 253 or not _DNS_SUBDOMAIN.match(info.name):
                 self._refuse(path, stub, "invalid driver name %r" % info.name)
-                return
+                return False
             service = next((s for s, _, _ in SERVICES if s in info.supported_versions), None)
             if service is None:
                 self._refuse(path, stub, "none of the supported gRPC services %s is offered "
                              "(%s)" % ([s for s, _, _ in SERVICES],
                                       list(info.supported_versions)))
-                return
+                return False
             if self.refuse:
                 self._refuse(path, stub, self.refuse)
-                return
+                return False
             endpoint = info.endpoint or path
             if not os.path.isabs(endpoint):
                 self._refuse(path, stub, "endpoint %r is not an absolute path" % endpoint)
-                return
+                return False
             target = endpoint if endpoint == path else \
                 os.path.join(self.root, endpoint.lstrip("/"))
             plugin = Plugin(info.name, endpoint, target, service, ident)
@@ -291,6 +300,8 @@ class DraKubelet:
                 self._cond.notify_all()
             if old is not None:
                 old.close()
+            self._failures.pop(path, None)
+            return True
         finally:
             channel.close()
 
