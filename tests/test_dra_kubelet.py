@@ -4,6 +4,7 @@ stream, over real unix sockets, through kubelet and agent restarts and API outag
 
 import os
 import shutil
+import socket
 import stat
 import time
 
@@ -142,6 +143,10 @@ def test_agent_restart_keeps_prepared_claims_in_the_checkpoint(root, cleanup):
     assert not os.path.exists(agent.path(ENDPOINT))    # removed on the way out
     kubelet.wait_gone(DRIVER)
     claims.outage = KubeNetworkError("API server down")
+    for host_path in (ENDPOINT, REG_SOCKET):           # left by a killed agent: nobody serves
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(agent.path(host_path))
+        stale.close()
     second = DraAgent(root, claims)
     cleanup.append(second)
     second.start()
