@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--demo", action="store_true",
                         help="run on the built-in demo host (a Jetson AGX Xavier) on any machine")
     parser.add_argument("--disable", metavar="COMPONENT[,COMPONENT]",
-                        help="components not to run: device-plugin, labels, metrics")
+                        help="components not to run: device-plugin, dra, labels, metrics")
     parser.add_argument("--dry-run", action="store_true", default=None,
                         help="log the node patch instead of sending it")
     parser.add_argument("--metrics-address", metavar="HOST:PORT", help="where to serve /metrics")

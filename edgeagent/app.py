@@ -60,15 +60,22 @@ def build_components(ctx: AgentContext) -> List[Component]:
     options = ctx.options
     components: List[Component] = [DiscoveryComponent(
         ctx.root, ctx.inventory, options.discovery)]
-    if options.enabled("device-plugin"):
+    dra = options.gpu_mode == "dra" and options.enabled("dra")
+    if options.enabled("device-plugin") or dra:
         # The agent's own CDI specs (edgeagent.io/gpu, edgeagent.io/dla), started first so the
-        # plugin's cdi strategy finds them: it hands them out, and podman/nerdctl users can
-        # ask for them by name.
+        # plugin's cdi strategy finds them: it hands them out, NodePrepareResources answers
+        # their IDs, and podman/nerdctl users can ask for them by name.
         from edgeagent.cdi.component import build as build_cdi
-        from edgeagent.deviceplugin.component import build as build_device_plugin
 
         components.extend(build_cdi(ctx))
+    if options.enabled("device-plugin"):
+        from edgeagent.deviceplugin.component import build as build_device_plugin
+
         components.extend(build_device_plugin(ctx))
+    if dra:
+        from edgeagent.dra.component import build as build_dra
+
+        components.extend(build_dra(ctx))
     if options.enabled("metrics"):
         from edgeagent.metrics.component import build as build_metrics
 

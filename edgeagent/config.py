@@ -17,7 +17,7 @@ from edgeagent.errors import ConfigError, file_problem
 from edgeagent.k8snames import is_dns_subdomain
 
 DEFAULT_CONFIG_PATH = "/etc/edgeagent/config.toml"
-COMPONENTS = ("device-plugin", "labels", "metrics")
+COMPONENTS = ("device-plugin", "dra", "labels", "metrics")
 # Prometheus' exporter port registry (its wiki, "Default port allocations") has had no free port
 # in 9100-9999 since 2023, 9745 included; new exporters get ports outside that range. 19745 is in
 # no allocation we could find and below Linux's ephemeral range (32768+). See README "Metrics".
@@ -264,7 +264,7 @@ SCHEMA: Tuple[Option, ...] = (
     Option("kubeconfig", _opt_path, None,
            "kubeconfig file; default the kubelet's own, then in-cluster"),
     Option("dry_run", _bool, False, "log the node patch instead of sending it"),
-    Option("disable", _components, (), "components not to run: device-plugin, labels, metrics"),
+    Option("disable", _components, (), "components not to run: device-plugin, dra, labels, metrics"),
     Option("gpu_mode", _choice("device-plugin", "dra"), "device-plugin",
            "how pods get the GPU and the NVDLA engines: the device plugin (nvidia.com/gpu, "
            "nvidia.com/dla) or Dynamic Resource Allocation (ResourceSlices of edgeagent.io); "
