@@ -9,9 +9,12 @@ import os
 import socket
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edgeagent.config import load_config
 from edgeagent.deviceplugin.sockets import reachable
@@ -19,6 +22,7 @@ from edgeagent.doctor import checks_dra as cd
 from edgeagent.doctor.model import FAIL, PASS, SKIP, WARN
 from edgeagent.doctor.runner import build_context, default_check_modules, run_checks
 from edgeagent.hostpaths import HostRoot
+from tests.costbound import within_memory
 from tests.peers import kubeapi
 from tests.peers.hosts import FIXTURES, XAVIER_GPU_NODES, make_root, write
 
@@ -220,15 +224,16 @@ def k3s(host, generated, containerd):
           'revision=abc version=%s\n' % containerd)
 
 
-def test_containerd_1_7_default_fails_and_offers_the_edit(host):
+def test_containerd_1_7_default_fails_with_the_setting_to_change(host):
     dpkg(host, "containerd", "1.7.12-0ubuntu2~22.04.1")
     write(host, ETC_CONTAINERD, fixture("containerd-1.7-default.toml"))
     c = ctx(host)
     r = cd.check_runtime_cdi(c)
     assert r.status == FAIL and "enable_cdi = false in %s:" % ETC_CONTAINERD in r.detail
-    assert "doctor --fix" in r.fix
-    (edit,) = c.facts["fix.edits"]
-    assert edit.check == "dra.runtime-cdi" and "+    enable_cdi = true\n" in edit.diff()
+    assert r.fix == ('set enable_cdi = true under [plugins."io.containerd.grpc.v1.cri"] in '
+                     '/etc/containerd/config.toml and sudo systemctl restart containerd')
+    # checks_runtime's thread plans this file's --fix edits; a second planner would race it
+    assert "fix.edits" not in c.facts
 
 
 def test_containerd_2_passes(host):
@@ -454,3 +459,80 @@ def test_a_dead_api_server_costs_one_budget(api, host):
     assert time.monotonic() - start < 2.0
     assert [results[n].status for n in cd.NETWORK] == [SKIP, SKIP, SKIP, PASS]
     assert "no answer within 0.5s" in results["dra.api-version"].detail
+
+
+# --- what the API server sends is outside input ----------------------------------------------
+
+FUZZ = settings(max_examples=120, deadline=timedelta(seconds=2), derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow])
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+                    lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
+PEAK = 4 << 20
+
+
+def shaped(keys, leaf):
+    """Objects with the real field names at each level, and anything at all in their places."""
+    out = leaf
+    for key in reversed(keys):
+        out = st.dictionaries(st.sampled_from([key, "x"]), out | JSON, max_size=2) | JSON
+    return out
+
+
+@FUZZ
+@given(shaped(["status", "nodeInfo", "kubeletVersion"], st.text(max_size=30)),
+       shaped(["status", "allocatable", "nvidia.com/gpu"], JSON),
+       shaped(["metadata", "labels", "nvidia.com/gfd.timestamp"], JSON))
+def test_any_node_gives_a_result(version_node, allocatable_node, labels_node):
+    for node in (version_node, allocatable_node, labels_node):
+        for fn in (lambda: cd.kubelet_result(node), lambda: cd.conflict_result([], node)):
+            r = within_memory(fn, PEAK)
+            assert r.status in (PASS, WARN, FAIL) and (r.status == PASS or r.fix)
+
+
+@FUZZ
+@given(shaped(["versions"], st.lists(shaped(["version"], st.sampled_from(
+    ["v1", "v1beta1", "v1beta2"])), max_size=3)))
+def test_any_discovery_document_gives_a_result(group):
+    r = within_memory(lambda: cd.api_result(group), PEAK)
+    assert r.status in (PASS, FAIL)
+
+
+@FUZZ
+@given(st.lists(shaped(["spec", "devices"], st.lists(shaped(["name"], st.sampled_from(
+    ["gpu-0", "dla-0", "dla-1"])), max_size=3)), max_size=3),
+    st.lists(st.sampled_from(["gpu-0", "dla-0", "dla-1"]), unique=True))
+def test_any_slice_list_gives_a_result(items, expected):
+    names = within_memory(lambda: cd.slice_devices(items), PEAK)
+    assert set(names) <= {"gpu-0", "dla-0", "dla-1"} and len(names) == len(set(names))
+    r = within_memory(lambda: cd.slices_result("n", items, expected), PEAK)
+    assert r.status in (PASS, WARN, FAIL, SKIP)
+    if names == expected and items:
+        assert r.status == PASS
+
+
+@FUZZ
+@given(st.text(max_size=40) | JSON)
+def test_any_version_string_parses_or_not(text):
+    minor = within_memory(lambda: cd.parse_minor(text), PEAK)
+    assert minor is None or (isinstance(text, str) and text.lstrip().lstrip("v")[:1].isdigit())
+
+
+def test_the_whole_doctor_in_dra_mode(api, host):
+    """Every area together (checks_runtime shares its runtime facts with these): the DRA lines
+    come after the cluster's, in their order, and the sockets' FAIL is the agent not running."""
+    api.write_kubelet_root(host, "jetson-1")
+    write(host, ETC_CONTAINERD, fixture("containerd-2.0-default.toml"))
+    dpkg(host, "containerd.io", "2.0.2-1")
+    own_spec(host, "edgeagent.io/gpu", ["0", "all"])
+    own_spec(host, "edgeagent.io/dla", ["0", "1", "all"])
+    os.makedirs(os.path.join(host, "var/lib/kubelet/plugins_registry"))
+    results = asyncio.run(run_checks(ctx(host)))
+    names = [r.check for r in results]
+    dra = [n for n in names if n.startswith("dra.")]
+    assert dra == ["dra.sockets", "dra.runtime-cdi", "dra.cdi-ids", "dra.kubelet-version",
+                   "dra.api-version", "dra.slices", "dra.gpu-conflict"]
+    assert names.index("dra.sockets") > names.index("labels.gpu-labels-owner")
+    by = {r.check: r for r in results}
+    assert by["dra.sockets"].status == FAIL and "is missing" in by["dra.sockets"].detail
+    assert [by[n].status for n in dra[1:]] == [PASS] * 6

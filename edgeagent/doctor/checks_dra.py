@@ -55,6 +55,11 @@ def _not_dra(ctx: DoctorContext) -> Optional[str]:
 
 
 # --- pure decisions ------------------------------------------------------------------------------
+# They read objects the API server sent: any field may be missing or of another type.
+
+def _dict(value: Any) -> Dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
 
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)")
 
@@ -67,12 +72,11 @@ def parse_minor(version: str) -> Optional[Tuple[int, int]]:
 
 def kubelet_result(node: Dict[str, Any]) -> CheckResult:
     """Does the kubelet that registered ``node`` load DRA plugins? From its nodeInfo."""
-    info = (node.get("status") or {}).get("nodeInfo") or {}
-    version = info.get("kubeletVersion") if isinstance(info, dict) else None
+    version = _dict(_dict(_dict(node).get("status")).get("nodeInfo")).get("kubeletVersion")
     minor = parse_minor(version) if isinstance(version, str) else None
     if minor is None:
         return CheckResult(KUBELET_VERSION, WARN, "the Node states no kubelet version "
-                           "(status.nodeInfo.kubeletVersion = %r)" % (version,),
+                           "(status.nodeInfo.kubeletVersion = %.40r)" % (version,),
                            "check that the kubelet runs and posts its status: "
                            "kubectl get node -o wide")
     if minor >= (1, 34):
@@ -96,8 +100,9 @@ def api_result(group: Optional[Dict[str, Any]]) -> CheckResult:
     if group is None:
         return CheckResult(API_VERSION, FAIL, "the API server serves no resource.k8s.io API: "
                            "ResourceSlices cannot be published", UPGRADE)
-    versions = [v.get("version") for v in group.get("versions") or []
-                if isinstance(v, dict) and isinstance(v.get("version"), str)]
+    listed = _dict(group).get("versions")
+    versions = [v["version"] for v in listed if isinstance(v, dict)
+                and isinstance(v.get("version"), str)] if isinstance(listed, list) else []
     if "v1" in versions:
         return CheckResult(API_VERSION, PASS, "the API server serves resource.k8s.io/v1 (%s)"
                            % ", ".join(versions))
@@ -150,14 +155,13 @@ def conflict_result(sockets: Sequence[str], node: Optional[Dict[str, Any]]) -> C
     device-plugin sockets found that register it, ``node`` the Node (None: unknown)."""
     evidence = ["%s (a device plugin for %s)" % (s, GPU_RESOURCE) for s in sockets]
     if node is not None:
-        status = node.get("status") or {}
-        count = (status.get("allocatable") or {}).get(GPU_RESOURCE) or \
-            (status.get("capacity") or {}).get(GPU_RESOURCE)
+        status = _dict(_dict(node).get("status"))
+        count = _dict(status.get("allocatable")).get(GPU_RESOURCE) or \
+            _dict(status.get("capacity")).get(GPU_RESOURCE)
         if count not in (None, "0", 0):
             evidence.append("Node allocatable %s: %s (a device plugin registered it with the "
-                            "kubelet)" % (GPU_RESOURCE, count))
-        labels = (node.get("metadata") or {}).get("labels") or {}
-        if GFD_LABEL in labels:
+                            "kubelet)" % (GPU_RESOURCE, str(count)[:20]))
+        if GFD_LABEL in _dict(_dict(_dict(node).get("metadata")).get("labels")):
             evidence.append("label %s (GPU feature discovery, deployed with NVIDIA's device "
                             "plugin)" % GFD_LABEL)
     if evidence:
@@ -279,7 +283,7 @@ def check_cdi_ids(ctx: DoctorContext) -> CheckResult:
     """The CDI IDs a prepared claim returns (edgeagent.io/gpu=0, edgeagent.io/dla=N) are defined
     by a spec the runtime reads; without one the container fails to start."""
     from edgeagent.cdi.spec import dla_device_id, gpu_device_id
-    from edgeagent.discovery.runtimefacts import read_runtime_facts
+    from edgeagent.doctor import checks_runtime as cr
     from edgeagent.dra.names import GPU_DEVICE
 
     why = _not_dra(ctx)
@@ -291,10 +295,7 @@ def check_cdi_ids(ctx: DoctorContext) -> CheckResult:
                            "claim can be prepared")
     ids = [gpu_device_id() if d == GPU_DEVICE else dla_device_id(int(d.split("-", 1)[1]))
            for d in devices]
-    if "runtime.facts" not in ctx.facts:   # the cache checks_runtime shares
-        ctx.facts["runtime.facts"] = read_runtime_facts(ctx.root)
-    defined = {s.qualified(n): s.path for s in ctx.facts["runtime.facts"].own_specs
-               for n in s.devices}
+    defined = {s.qualified(n): s.path for s in cr._runtime(ctx).own_specs for n in s.devices}
     missing = [i for i in ids if i not in defined]
     if missing:
         return CheckResult(CDI_IDS, FAIL, "no CDI spec in /etc/cdi or /var/run/cdi defines %s: "
@@ -395,11 +396,12 @@ def check_runtime_cdi(ctx: DoctorContext) -> CheckResult:
     if status == PASS:
         return CheckResult(RUNTIME_CDI, PASS, detail)
     table = CRI_TABLES.get(etc.version or 2, CRI_TABLES[2])
-    hint = cr._plan_toml(ctx, RUNTIME_CDI, etc.path, ("plugins", table), "enable_cdi", True,
-                         "containerd", "switch CDI on in containerd")
+    # No --fix edit from here: checks_runtime plans the edits of this file (enable_cdi in
+    # runtime.containerd-cdi, SystemdCgroup) in its own thread, and two modules planning one
+    # file concurrently would make two edits of it, the second refused as "changed since".
     return CheckResult(RUNTIME_CDI, status, detail,
                        "set enable_cdi = true under [plugins.\"%s\"] in %s and sudo systemctl "
-                       "restart containerd%s" % (table, etc.path, "; " + hint if hint else ""))
+                       "restart containerd" % (table, etc.path))
 
 
 def _no_config(path: str) -> "RuntimeConfig":
