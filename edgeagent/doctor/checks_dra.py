@@ -5,8 +5,8 @@ ResourceSlices are published, and nothing else also serves ``nvidia.com/gpu`` he
 
 Whether the agent's CDI spec is valid and its names unique across /etc/cdi and /var/run/cdi is
 checks_runtime's (``cdi.edgeagent-spec``, ``runtime.cdi-duplicates``); ``dra.cdi-ids`` only
-says whether the IDs a prepared claim returns resolve. Every check but the sockets' needs
-``gpu_mode = "dra"`` and is skipped, with the reason, otherwise.
+says whether the IDs a prepared claim returns resolve. Every check needs ``gpu_mode = "dra"``
+and is skipped, with the reason, otherwise.
 
 The decisions are pure functions of what was read (``kubelet_result``, ``api_result``,
 ``slices_result``, ``conflict_result``); the network part is one async check, bounded like
