@@ -75,6 +75,7 @@ def test_the_doctor_runs_every_check_module_host_first():
                                        "edgeagent.doctor.checks_plugin",
                                        "edgeagent.doctor.checks_runtime",
                                        "edgeagent.doctor.checks_kube",
+                                       "edgeagent.doctor.checks_dra",
                                        "edgeagent.doctor.checks_metrics"]
 
 

@@ -58,13 +58,18 @@ def _checks_kube() -> ModuleType:
     return checks_kube
 
 
+def _checks_dra() -> ModuleType:
+    from edgeagent.doctor import checks_dra
+    return checks_dra
+
+
 def _checks_metrics() -> ModuleType:
     from edgeagent.doctor import checks_metrics
     return checks_metrics
 
 
 DEFAULT_SOURCES: Tuple[CheckSource, ...] = (_checks_host, _checks_plugin, _checks_runtime,
-                                            _checks_kube, _checks_metrics)
+                                            _checks_kube, _checks_dra, _checks_metrics)
 
 
 def default_check_modules() -> List[str]:
