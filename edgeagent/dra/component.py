@@ -56,7 +56,8 @@ class DraComponent(Component):
     def __init__(self, root: HostRoot, dra: DraOptions, device_plugin: DevicePluginOptions,
                  feed: InventoryFeed, registry: CollectorRegistry, devices_of: DevicesOf,
                  publish: Callable[[Devices], None], reader: ClaimReader,
-                 node_name: Callable[[], str], poll_interval: float = 0.5) -> None:
+                 node_name: Callable[[], str], poll_interval: float = 0.5,
+                 on_registered: Callable[[], None] = lambda: None) -> None:
         from edgeagent.dra.checkpoint import CheckpointStore
         from edgeagent.dra.metrics import DraMetrics
 
@@ -69,6 +70,7 @@ class DraComponent(Component):
         self.reader = reader
         self.node_name = node_name
         self.poll_interval = poll_interval
+        self.on_registered = on_registered
         self.interval = float(dra.health_interval_seconds)
         self.probe_interval = min(PROBE_INTERVAL, self.interval)
         self.endpoint = names.dra_socket(dra.plugins_directory)        # host path
@@ -153,7 +155,8 @@ class DraComponent(Component):
 
         assert self.preparer is not None and self.health is not None
         preparer, health = self.preparer, self.health
-        registration = self.registration = RegistrationService(self.endpoint)
+        registration = self.registration = RegistrationService(self.endpoint,
+                                                               self.on_registered)
         dra = ServedSocket("DRA socket", self.dra_socket_path,
                            lambda: DraServer(preparer, health), poll_interval=self.poll_interval)
         self.sockets.append((dra, asyncio.ensure_future(dra.run())))
@@ -230,16 +233,22 @@ class SlicesComponent(Component):
     name = "dra-slices"
 
     def __init__(self, run: Callable[[], Awaitable[None]],
-                 problem: Callable[[], Optional[str]]) -> None:
+                 problem: Callable[[], Optional[str]],
+                 close: Callable[[], Awaitable[None]]) -> None:
         self._run = run
         self._problem = problem
+        self._close = close
 
     def problem(self) -> Optional[str]:
         return self._problem()
 
     async def run(self, started: Callable[[], None]) -> None:
         started()
-        await self._run()
+        try:
+            await self._run()
+        finally:
+            # The shared client's session (a claim read after this opens a new one).
+            await self._close()
 
 
 def build(ctx: AgentContext) -> List[Component]:
@@ -274,5 +283,5 @@ def build(ctx: AgentContext) -> List[Component]:
     publisher = SlicePublisher(client, node_name, ctx.registry, ctx.dry_run)
     return [DraComponent(ctx.root, options.dra, options.device_plugin, ctx.inventory,
                          ctx.registry, devices_of, publisher.update, client.get_resource_claim,
-                         node_name),
-            SlicesComponent(publisher.run, publisher.problem)]
+                         node_name, on_registered=publisher.refresh),
+            SlicesComponent(publisher.run, publisher.problem, client.close)]

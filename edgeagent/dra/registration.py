@@ -29,8 +29,11 @@ log = logging.getLogger(__name__)
 class RegistrationService(reg.RegistrationBase):
     """pluginregistration.Registration: what the kubelet's plugin watcher asks."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str,
+                 on_registered: Callable[[], None] = lambda: None) -> None:
         self.endpoint = endpoint       # the DRA socket's host path: the kubelet dials it as is
+        # A kubelet that (re)starts wipes the node's ResourceSlices: the publisher looks again.
+        self.on_registered = on_registered
         self.registered = False
         self.registrations = 0
         self.refusal: Optional[str] = None
@@ -48,6 +51,10 @@ class RegistrationService(reg.RegistrationBase):
                          self.endpoint)
             self.registered = True
             self.refusal = None
+            try:
+                self.on_registered()
+            except Exception:        # never the kubelet's answer's problem
+                log.exception("after the registration")
         else:
             self.registered = False
             refusal = registration_status.error or "no reason given"
