@@ -60,8 +60,7 @@ def build_components(ctx: AgentContext) -> List[Component]:
     options = ctx.options
     components: List[Component] = [DiscoveryComponent(
         ctx.root, ctx.inventory, options.discovery)]
-    dra = options.gpu_mode == "dra" and options.enabled("dra")
-    if options.enabled("device-plugin") or dra:
+    if options.writes_cdi_specs:
         # The agent's own CDI specs (edgeagent.io/gpu, edgeagent.io/dla), started first so the
         # plugin's cdi strategy finds them: it hands them out, NodePrepareResources answers
         # their IDs, and podman/nerdctl users can ask for them by name.
@@ -72,7 +71,7 @@ def build_components(ctx: AgentContext) -> List[Component]:
         from edgeagent.deviceplugin.component import build as build_device_plugin
 
         components.extend(build_device_plugin(ctx))
-    if dra:
+    if options.serves_dra:
         from edgeagent.dra.component import build as build_dra
 
         components.extend(build_dra(ctx))

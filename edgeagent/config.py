@@ -411,6 +411,16 @@ class Options:
     def enabled(self, component: str) -> bool:
         return component not in self.disable
 
+    @property
+    def serves_dra(self) -> bool:
+        """The DRA kubelet plugin runs: gpu_mode = dra and "dra" not disabled."""
+        return self.gpu_mode == "dra" and self.enabled("dra")
+
+    @property
+    def writes_cdi_specs(self) -> bool:
+        """The agent keeps its own CDI specs: the device plugin or DRA hands their IDs out."""
+        return self.enabled("device-plugin") or self.serves_dra
+
 
 def _options(v: Mapping[str, Any], sources: Mapping[str, str]) -> Options:
     sharing = SharingOptions(

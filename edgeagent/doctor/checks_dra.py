@@ -295,7 +295,7 @@ def check_cdi_ids(ctx: DoctorContext) -> CheckResult:
                            "claim can be prepared")
     ids = [gpu_device_id() if d == GPU_DEVICE else dla_device_id(int(d.split("-", 1)[1]))
            for d in devices]
-    defined = {s.qualified(n): s.path for s in cr._runtime(ctx).own_specs for n in s.devices}
+    defined = {s.qualified(n): s.path for s in cr.runtime_facts(ctx).own_specs for n in s.devices}
     missing = [i for i in ids if i not in defined]
     if missing:
         return CheckResult(CDI_IDS, FAIL, "no CDI spec in /etc/cdi or /var/run/cdi defines %s: "
@@ -334,8 +334,8 @@ def check_runtime_cdi(ctx: DoctorContext) -> CheckResult:
     if why is not None:
         return CheckResult(RUNTIME_CDI, SKIP, why)
     # checks_runtime's readers and their per-run cache: one read of the runtime configs.
-    cluster = cr._cluster(ctx)
-    facts = cr._runtime(ctx)
+    cluster = cr.cluster_facts(ctx)
+    facts = cr.runtime_facts(ctx)
     k3s_here = cluster.k3s_unit is not None or bool(cr.k3s_configs(ctx))
     if cluster.cri_dockerd or (k3s_here and cr.k3s_uses_docker(cluster)):
         return CheckResult(RUNTIME_CDI, FAIL, "the kubelet runs pods through Docker (%s), and "
@@ -344,13 +344,13 @@ def check_runtime_cdi(ctx: DoctorContext) -> CheckResult:
                            "run pods through containerd (k3s without --docker; kubeadm with "
                            "containerd's socket) or set gpu_mode = \"device-plugin\"")
     if k3s_here and not cr.k3s_external_runtime(cluster):
-        rc = cr._k3s_config_in_use(ctx)
+        rc = cr.k3s_config_in_use(ctx)
         if rc is None:
             return CheckResult(RUNTIME_CDI, WARN, "k3s has generated no containerd config yet",
                                "sudo systemctl start %s" % (cluster.k3s_unit or "k3s"))
         major, evidence = cr.k3s_containerd_major(ctx)
         table = CRI_TABLES.get(rc.version or 2, CRI_TABLES[2])
-        status, detail = _runtime_config_result(rc, major, evidence, cr._line_of(
+        status, detail = _runtime_config_result(rc, major, evidence, cr.line_of(
             ctx, rc.path, r"enable_cdi"))
         if status == PASS:
             return CheckResult(RUNTIME_CDI, PASS, "k3s's " + detail)
@@ -373,7 +373,7 @@ def check_runtime_cdi(ctx: DoctorContext) -> CheckResult:
         return CheckResult(RUNTIME_CDI, PASS, "CRI-O (%s) resolves CDI devices by default"
                            % crio.path)
     if etc is None:
-        problem = cr._problem(ctx, cr.ETC_CONTAINERD)
+        problem = cr.problem_line(ctx, cr.ETC_CONTAINERD)
         if problem:
             return CheckResult(RUNTIME_CDI, FAIL, problem, "fix the syntax of %s"
                                % cr.ETC_CONTAINERD)
@@ -391,7 +391,7 @@ def check_runtime_cdi(ctx: DoctorContext) -> CheckResult:
                            "under [plugins.\"%s\"], and sudo systemctl restart containerd"
                            % (cr.ETC_CONTAINERD, CRI_TABLES[2]))
     major, evidence = cr.containerd_major(etc, cluster.containerd_package)
-    status, detail = _runtime_config_result(etc, major, evidence, cr._line_of(
+    status, detail = _runtime_config_result(etc, major, evidence, cr.line_of(
         ctx, etc.path, r"enable_cdi"))
     if status == PASS:
         return CheckResult(RUNTIME_CDI, PASS, detail)

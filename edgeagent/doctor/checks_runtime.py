@@ -41,7 +41,7 @@ FIX_HINT = "`sudo edgeagent doctor --fix` makes this edit"
 
 # --- shared facts --------------------------------------------------------------------------------
 
-def _runtime(ctx: DoctorContext) -> "RuntimeFacts":
+def runtime_facts(ctx: DoctorContext) -> "RuntimeFacts":
     if "runtime.facts" not in ctx.facts:
         from edgeagent.discovery.runtimefacts import read_runtime_facts
 
@@ -49,7 +49,7 @@ def _runtime(ctx: DoctorContext) -> "RuntimeFacts":
     return ctx.facts["runtime.facts"]
 
 
-def _cluster(ctx: DoctorContext) -> "ClusterFacts":
+def cluster_facts(ctx: DoctorContext) -> "ClusterFacts":
     if "runtime.cluster" not in ctx.facts:
         from edgeagent.discovery.runtimefacts import read_cluster_facts
 
@@ -67,7 +67,7 @@ def _offer(ctx: DoctorContext, edit: "FileEdit") -> str:
     return FIX_HINT
 
 
-def _line_of(ctx: DoctorContext, path: str, pattern: str) -> str:
+def line_of(ctx: DoctorContext, path: str, pattern: str) -> str:
     """``path:N`` of the first line matching ``pattern`` (``path`` when none or unreadable)."""
     try:
         text = ctx.root.read_text(path)
@@ -115,9 +115,9 @@ def k3s_configs(ctx: DoctorContext) -> List["RuntimeConfig"]:
     containerd 1.7, version 3 with containerd 2)."""
     from edgeagent.discovery.runtimefacts import SpecError, parse_runtime_toml
 
-    cluster = _cluster(ctx)
+    cluster = cluster_facts(ctx)
     directory = cluster.k3s_data_dir + "/agent/etc/containerd/"
-    found = [r for r in _runtime(ctx).runtimes if r.path.startswith(directory)
+    found = [r for r in runtime_facts(ctx).runtimes if r.path.startswith(directory)
              and not r.path.endswith(".tmpl")]
     if not found and cluster.k3s_data_dir != "/var/lib/rancher/k3s":
         for path in ctx.root.glob(directory + "config*.toml"):   # a --data-dir of its own
@@ -129,7 +129,7 @@ def k3s_configs(ctx: DoctorContext) -> List["RuntimeConfig"]:
     return found
 
 
-def _k3s_config_in_use(ctx: DoctorContext) -> Optional["RuntimeConfig"]:
+def k3s_config_in_use(ctx: DoctorContext) -> Optional["RuntimeConfig"]:
     # k3s writes config.toml whichever template it rendered (version 3 with containerd 2).
     found = k3s_configs(ctx)
     main = [r for r in found if r.path.endswith("/config.toml")]
@@ -137,26 +137,28 @@ def _k3s_config_in_use(ctx: DoctorContext) -> Optional["RuntimeConfig"]:
 
 
 def _k3s_service(ctx: DoctorContext) -> str:
-    return _cluster(ctx).k3s_unit or "k3s"
+    return cluster_facts(ctx).k3s_unit or "k3s"
 
 
 def _has_k3s(ctx: DoctorContext) -> bool:
-    return _cluster(ctx).k3s_unit is not None or bool(k3s_configs(ctx))
+    return cluster_facts(ctx).k3s_unit is not None or bool(k3s_configs(ctx))
 
 
 def _etc_containerd(ctx: DoctorContext) -> Optional["RuntimeConfig"]:
-    return next((r for r in _runtime(ctx).runtimes if r.path == ETC_CONTAINERD), None)
+    return next((r for r in runtime_facts(ctx).runtimes if r.path == ETC_CONTAINERD), None)
 
 
-def _problem(ctx: DoctorContext, path: str) -> Optional[str]:
-    facts = _runtime(ctx)
-    return next((p for p in facts.problems + _cluster(ctx).problems if p.startswith(path)),
+def problem_line(ctx: DoctorContext, path: str) -> Optional[str]:
+    facts = runtime_facts(ctx)
+    return next((p for p in facts.problems + cluster_facts(ctx).problems if p.startswith(path)),
                 None)
 
 
 def _uses_cdi(ctx: DoctorContext) -> Tuple[bool, str]:
-    if _runtime(ctx).gpu_spec() is not None:
-        return True, "%s exists" % _runtime(ctx).gpu_spec().path
+    if ctx.config.options.gpu_mode == "dra":
+        return True, "gpu_mode = dra: NodePrepareResources answers CDI device IDs"
+    if runtime_facts(ctx).gpu_spec() is not None:
+        return True, "%s exists" % runtime_facts(ctx).gpu_spec().path
     strategy = ctx.config.options.device_plugin.device_list_strategy
     return strategy == "cdi", "device_list_strategy = %s" % strategy
 
@@ -164,7 +166,7 @@ def _uses_cdi(ctx: DoctorContext) -> Tuple[bool, str]:
 # --- 1. k3s reads its own containerd config ------------------------------------------------------
 
 def check_k3s_config_path(ctx: DoctorContext) -> CheckResult:
-    cluster = _cluster(ctx)
+    cluster = cluster_facts(ctx)
     if not _has_k3s(ctx):
         return CheckResult(K3S_CONFIG_PATH, SKIP, "no k3s on this node")
     if k3s_uses_docker(cluster):
@@ -173,12 +175,12 @@ def check_k3s_config_path(ctx: DoctorContext) -> CheckResult:
     if external:
         return CheckResult(K3S_CONFIG_PATH, SKIP, "k3s uses the runtime at %s "
                            "(container-runtime-endpoint), not its own containerd" % external)
-    k3s = _k3s_config_in_use(ctx)
+    k3s = k3s_config_in_use(ctx)
     etc = _etc_containerd(ctx)
     etc_nvidia = etc is not None and (bool(etc.nvidia_runtimes) or etc.enable_cdi is True)
     where = cluster.k3s_data_dir + "/agent/etc/containerd/"
     if k3s is None:
-        problem = _problem(ctx, where)
+        problem = problem_line(ctx, where)
         if problem:
             return CheckResult(K3S_CONFIG_PATH, FAIL, problem,
                                "fix the template it was generated from and restart %s"
@@ -187,7 +189,7 @@ def check_k3s_config_path(ctx: DoctorContext) -> CheckResult:
                            "%s yet" % where, "start it: sudo systemctl start %s"
                            % _k3s_service(ctx))
     if etc_nvidia and not k3s.nvidia_runtimes:
-        evidence = _line_of(ctx, ETC_CONTAINERD, r"nvidia|enable_cdi")
+        evidence = line_of(ctx, ETC_CONTAINERD, r"nvidia|enable_cdi")
         return CheckResult(
             K3S_CONFIG_PATH, FAIL, "the NVIDIA runtime is configured in %s, which k3s never "
             "reads: k3s runs its own containerd from %s, which registers no NVIDIA runtime"
@@ -198,7 +200,7 @@ def check_k3s_config_path(ctx: DoctorContext) -> CheckResult:
             % (_k3s_service(ctx), where + "config.toml.tmpl", ETC_CONTAINERD))
     if k3s.nvidia_runtimes:
         return CheckResult(K3S_CONFIG_PATH, PASS, "k3s's containerd reads %s, which registers "
-                           "%s" % (_line_of(ctx, k3s.path, r"runtimes\.[\"']?nvidia"),
+                           "%s" % (line_of(ctx, k3s.path, r"runtimes\.[\"']?nvidia"),
                                    ", ".join(k3s.nvidia_runtimes)))
     return CheckResult(K3S_CONFIG_PATH, PASS, "k3s's containerd reads %s (no NVIDIA runtime "
                        "configured elsewhere either)" % k3s.path)
@@ -209,14 +211,14 @@ def check_k3s_config_path(ctx: DoctorContext) -> CheckResult:
 def check_k3s_default_runtime(ctx: DoctorContext) -> CheckResult:
     from edgeagent.discovery.runtimefacts import K3S_CONFIG
 
-    cluster = _cluster(ctx)
+    cluster = cluster_facts(ctx)
     if not _has_k3s(ctx):
         return CheckResult(K3S_DEFAULT_RUNTIME, SKIP, "no k3s on this node")
     if _gpu(ctx) is None:
         return CheckResult(K3S_DEFAULT_RUNTIME, SKIP, "no usable NVIDIA GPU on this host")
     if k3s_uses_docker(cluster) or k3s_external_runtime(cluster):
         return CheckResult(K3S_DEFAULT_RUNTIME, SKIP, "k3s does not run its own containerd")
-    k3s = _k3s_config_in_use(ctx)
+    k3s = k3s_config_in_use(ctx)
     if k3s is None or not k3s.nvidia_runtimes:
         return CheckResult(K3S_DEFAULT_RUNTIME, SKIP, "k3s registered no NVIDIA runtime (see "
                            "%s)" % K3S_CONFIG_PATH)
@@ -272,7 +274,7 @@ def k3s_containerd_major(ctx: DoctorContext) -> Tuple[Optional[int], str]:
     """The major version of k3s's embedded containerd and the evidence: the version its log
     last started with, else the layout of the config k3s generated (its built-in v3 template
     is used only with containerd 2)."""
-    cluster = _cluster(ctx)
+    cluster = cluster_facts(ctx)
     logged = cluster.k3s_containerd_version
     if logged is not None:
         m = re.match(r"v?(\d+)\.", str(logged.value))
@@ -285,7 +287,7 @@ def k3s_containerd_major(ctx: DoctorContext) -> Tuple[Optional[int], str]:
 
 
 def check_k3s_template_version(ctx: DoctorContext) -> CheckResult:
-    cluster = _cluster(ctx)
+    cluster = cluster_facts(ctx)
     if not _has_k3s(ctx):
         return CheckResult(K3S_TEMPLATE_VERSION, SKIP, "no k3s on this node")
     if not cluster.k3s_templates:
@@ -307,7 +309,7 @@ def check_k3s_template_version(ctx: DoctorContext) -> CheckResult:
     want = 3 if major >= 2 else 2
     version = template_version(templates[used])
     if version is not None and version != want:
-        line = _line_of(ctx, used, r"^\s*version\s*=|io\.containerd\.|plugins\.")
+        line = line_of(ctx, used, r"^\s*version\s*=|io\.containerd\.|plugins\.")
         target = used.rsplit("/", 1)[0] + ("/config-v3.toml.tmpl" if want == 3
                                            else "/config.toml.tmpl")
         return CheckResult(
@@ -348,9 +350,9 @@ def check_containerd_cdi(ctx: DoctorContext) -> CheckResult:
     if not uses_cdi:
         return CheckResult(CONTAINERD_CDI, SKIP, "CDI is not used (no nvidia.com/gpu spec, %s)"
                            % why)
-    cluster = _cluster(ctx)
+    cluster = cluster_facts(ctx)
     if _has_k3s(ctx) and not k3s_uses_docker(cluster) and not k3s_external_runtime(cluster):
-        rc = _k3s_config_in_use(ctx)
+        rc = k3s_config_in_use(ctx)
     else:
         rc = _etc_containerd(ctx)
     if rc is None:
@@ -361,11 +363,11 @@ def check_containerd_cdi(ctx: DoctorContext) -> CheckResult:
         major, evidence = containerd_major(rc, cluster.containerd_package)
     table = CRI_TABLES.get(rc.version or 2, CRI_TABLES[2])
     if rc.enable_cdi is True:
-        return CheckResult(CONTAINERD_CDI, PASS, "enable_cdi = true in %s" % _line_of(
+        return CheckResult(CONTAINERD_CDI, PASS, "enable_cdi = true in %s" % line_of(
             ctx, rc.path, r"enable_cdi"))
     if rc.enable_cdi is False:
         detail = "enable_cdi = false in %s: containerd ignores CDI devices (%s)" % (
-            _line_of(ctx, rc.path, r"enable_cdi"), why)
+            line_of(ctx, rc.path, r"enable_cdi"), why)
     elif major is not None and major >= 2:
         return CheckResult(CONTAINERD_CDI, PASS, "containerd 2.x has CDI on by default (%s)"
                            % evidence)
@@ -399,7 +401,7 @@ def check_cdi_spec_mode(ctx: DoctorContext) -> CheckResult:
 
     if _gpu(ctx) is None:
         return CheckResult(CDI_SPEC_MODE, SKIP, "no usable NVIDIA GPU on this host")
-    facts = _runtime(ctx)
+    facts = runtime_facts(ctx)
     if not facts.cdi_specs:
         uses_cdi, why = _uses_cdi(ctx)
         own = facts.own_spec("edgeagent.io/gpu")
@@ -461,7 +463,7 @@ def cdi_conflicts(specs: Sequence) -> Tuple[Dict[str, List[str]], Dict[str, List
 
 
 def check_cdi_duplicates(ctx: DoctorContext) -> CheckResult:
-    facts = _runtime(ctx)
+    facts = runtime_facts(ctx)
     # The agent's own specs too (edgeagent.io/gpu, edgeagent.io/dla): a copy of one left in
     # /etc/cdi or a second writer would cancel or shadow its names just the same.
     specs = facts.cdi_specs + facts.own_specs
@@ -510,9 +512,9 @@ def check_edgeagent_spec(ctx: DoctorContext) -> CheckResult:
     from edgeagent.cdi.component import read_cdi_facts
     from edgeagent.discovery.runtimefacts import SpecError, parse_cdi_spec
 
-    if not ctx.config.options.enabled("device-plugin"):
-        return CheckResult(EDGEAGENT_SPEC, SKIP, "the device plugin is disabled: the agent "
-                           "writes no CDI spec")
+    if not ctx.config.options.writes_cdi_specs:
+        return CheckResult(EDGEAGENT_SPEC, SKIP, "the device plugin is disabled and gpu_mode "
+                           "is not dra: the agent writes no CDI spec")
     wanted = cdispec.build_specs(read_cdi_facts(ctx.root))
     found: List[str] = []
     for path, doc in sorted(wanted.items()):
@@ -548,7 +550,7 @@ def check_edgeagent_spec(ctx: DoctorContext) -> CheckResult:
     if not found:
         return CheckResult(EDGEAGENT_SPEC, SKIP, "no GPU or NVDLA device node on this host: "
                            "the agent writes no CDI spec")
-    facts = _runtime(ctx)
+    facts = runtime_facts(ctx)
     same, across = cdi_conflicts(facts.cdi_specs + facts.own_specs)
     mine = {n: p for n, p in list(same.items()) + list(across.items())
             if n.split("=", 1)[0] in (cdispec.GPU_KIND, cdispec.DLA_KIND)}
@@ -585,7 +587,7 @@ def _stamp(t: float) -> str:
 
 
 def check_cdi_refresh_race(ctx: DoctorContext) -> CheckResult:
-    cluster = _cluster(ctx)
+    cluster = cluster_facts(ctx)
     if cluster.cdi_refresh_unit is None:
         return CheckResult(CDI_REFRESH_RACE, SKIP, "nvidia-cdi-refresh.service is not installed")
     gpu = _gpu(ctx)
@@ -613,7 +615,7 @@ def check_cdi_refresh_race(ctx: DoctorContext) -> CheckResult:
     else:
         mtime = st.st_mtime
         state = "empty" if st.st_size == 0 else "ok"
-        if state == "ok" and not any(s.path == out for s in _runtime(ctx).cdi_specs):
+        if state == "ok" and not any(s.path == out for s in runtime_facts(ctx).cdi_specs):
             state = "broken"
     why = refresh_race(state, mtime, cluster.boot_time, driver_mtime)
     boot = " (booted %s)" % _stamp(cluster.boot_time) if cluster.boot_time else ""
@@ -634,7 +636,7 @@ def check_cdi_refresh_race(ctx: DoctorContext) -> CheckResult:
 def check_cgroup_driver(ctx: DoctorContext) -> CheckResult:
     from edgeagent.discovery.runtimefacts import CRI_TABLES
 
-    cluster = _cluster(ctx)
+    cluster = cluster_facts(ctx)
     k3s = _has_k3s(ctx)
     kubelet = cluster.kubelet_setting("cgroup-driver", "cgroupDriver")
     if not k3s and not cluster.kubelet_config and not cluster.kubelet_flags:
@@ -642,17 +644,17 @@ def check_cgroup_driver(ctx: DoctorContext) -> CheckResult:
     if cluster.cri_dockerd or (k3s and k3s_uses_docker(cluster)):
         return CheckResult(CGROUP_DRIVER, SKIP, "the kubelet runs pods through Docker")
     if k3s and not k3s_external_runtime(cluster):
-        rc = _k3s_config_in_use(ctx)
+        rc = k3s_config_in_use(ctx)
         if kubelet is None:
             return CheckResult(CGROUP_DRIVER, PASS, "k3s sets the kubelet's cgroup driver to "
                                "match its containerd%s" % (" (SystemdCgroup = %s in %s)" % (
                                    str(rc.systemd_cgroup).lower(), rc.path)
                                    if rc is not None and rc.systemd_cgroup is not None else ""))
     else:
-        rc = _etc_containerd(ctx) or next((r for r in _runtime(ctx).runtimes
+        rc = _etc_containerd(ctx) or next((r for r in runtime_facts(ctx).runtimes
                                            if r.engine == "cri-o"), None)
     if rc is None:
-        problem = _problem(ctx, ETC_CONTAINERD)
+        problem = problem_line(ctx, ETC_CONTAINERD)
         if problem:
             return CheckResult(CGROUP_DRIVER, FAIL, problem, "fix the syntax of %s"
                                % ETC_CONTAINERD)
@@ -676,7 +678,7 @@ def check_cgroup_driver(ctx: DoctorContext) -> CheckResult:
         where = "cgroup_manager in %s" % rc.path
     else:
         runtime = "systemd" if rc.systemd_cgroup else "cgroupfs"
-        where = ("SystemdCgroup = %s in %s" % (str(rc.systemd_cgroup).lower(), _line_of(
+        where = ("SystemdCgroup = %s in %s" % (str(rc.systemd_cgroup).lower(), line_of(
             ctx, rc.path, r"SystemdCgroup")) if rc.systemd_cgroup is not None
             else "no SystemdCgroup (so false) in %s" % rc.path)
     if runtime == driver:
@@ -709,13 +711,13 @@ def check_cgroup_driver(ctx: DoctorContext) -> CheckResult:
 def check_docker_default_runtime(ctx: DoctorContext) -> CheckResult:
     from edgeagent.discovery.runtimefacts import DOCKER_DAEMON_JSON
 
-    cluster = _cluster(ctx)
+    cluster = cluster_facts(ctx)
     if not ctx.root.isfile(DOCKER_DAEMON_JSON):
         return CheckResult(DOCKER_DEFAULT_RUNTIME, SKIP, "%s not present" % DOCKER_DAEMON_JSON)
     if _gpu(ctx) is None:
         return CheckResult(DOCKER_DEFAULT_RUNTIME, SKIP, "no usable NVIDIA GPU on this host")
-    problem = _problem(ctx, DOCKER_DAEMON_JSON)
-    docker = next((r for r in _runtime(ctx).runtimes if r.engine == "docker"), None)
+    problem = problem_line(ctx, DOCKER_DAEMON_JSON)
+    docker = next((r for r in runtime_facts(ctx).runtimes if r.engine == "docker"), None)
     if docker is None:
         return CheckResult(DOCKER_DEFAULT_RUNTIME, FAIL, problem or "%s unreadable"
                            % DOCKER_DAEMON_JSON,
@@ -728,16 +730,16 @@ def check_docker_default_runtime(ctx: DoctorContext) -> CheckResult:
         via = "cri-dockerd (%s)" % cluster.cri_dockerd
     default = "default-runtime %r" % docker.default if docker.default else \
         "no default-runtime (runc)"
-    evidence = _line_of(ctx, DOCKER_DAEMON_JSON, r'"default-runtime"') if docker.default \
+    evidence = line_of(ctx, DOCKER_DAEMON_JSON, r'"default-runtime"') if docker.default \
         else DOCKER_DAEMON_JSON
     if via is None:
         if not _has_k3s(ctx) and not cluster.kubelet_config and not cluster.kubelet_flags:
             return CheckResult(DOCKER_DEFAULT_RUNTIME, SKIP, "no kubelet on this node: Docker "
                                "is not the cluster's runtime")
         if docker.nvidia_default:
-            cluster_rt = _k3s_config_in_use(ctx) if _has_k3s(ctx) else _etc_containerd(ctx)
+            cluster_rt = k3s_config_in_use(ctx) if _has_k3s(ctx) else _etc_containerd(ctx)
             if (cluster_rt is None or not cluster_rt.nvidia_runtimes) and \
-                    _runtime(ctx).gpu_spec() is None:
+                    runtime_facts(ctx).gpu_spec() is None:
                 return CheckResult(
                     DOCKER_DEFAULT_RUNTIME, WARN, "%s in %s, but the cluster runs pods through "
                     "containerd%s, which has no NVIDIA runtime and no CDI spec: Docker's "
@@ -773,7 +775,7 @@ def check_kubelet_root_dir(ctx: DoctorContext) -> CheckResult:
     from edgeagent.config import DEFAULT_CONFIG_PATH
     from edgeagent.discovery.runtimefacts import KUBELET_ROOT_DIR as DEFAULT_ROOT_DIR
 
-    cluster = _cluster(ctx)
+    cluster = cluster_facts(ctx)
     if not _has_k3s(ctx) and not cluster.kubelet_config and not cluster.kubelet_flags \
             and not ctx.root.isdir(DEFAULT_ROOT_DIR):
         return CheckResult(KUBELET_ROOT_DIR, SKIP, "no kubelet on this node")
