@@ -21,7 +21,7 @@ from tests.tools import free_port, wait_until
 
 SLOW_CLIENTS = 1100
 IDLE_CLIENTS = 50
-ATTACK_SECONDS = 20.0
+ATTACK_SECONDS = 12.0
 SCRAPE_EVERY = 0.5
 SYSTEMD_SOFT_NOFILE = 1024     # systemd's default LimitNOFILE soft limit (1024:524288)
 
