@@ -79,7 +79,7 @@ def test_kubelet_version_of_a_node_without_status():
 
 
 @pytest.mark.parametrize("versions,status", [
-    (None, FAIL), ([], FAIL), (["v1beta1"], FAIL), (["v1beta2", "v1beta1"], FAIL),
+    (None, FAIL), ([], FAIL), (["v1beta1"], FAIL), (["v1beta2", "v1beta1"], WARN),
     (["v1", "v1beta2", "v1beta1"], PASS), (["v1"], PASS),
 ])
 def test_api_versions(versions, status):
@@ -495,7 +495,7 @@ def test_any_node_gives_a_result(version_node, allocatable_node, labels_node):
     ["v1", "v1beta1", "v1beta2"])), max_size=3)))
 def test_any_discovery_document_gives_a_result(group):
     r = within_memory(lambda: cd.api_result(group), PEAK)
-    assert r.status in (PASS, FAIL)
+    assert r.status in (PASS, WARN, FAIL) and (r.status == PASS or r.fix)
 
 
 @FUZZ

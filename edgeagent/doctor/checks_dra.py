@@ -106,8 +106,13 @@ def api_result(group: Optional[Dict[str, Any]]) -> CheckResult:
     if "v1" in versions:
         return CheckResult(API_VERSION, PASS, "the API server serves resource.k8s.io/v1 (%s)"
                            % ", ".join(versions))
-    return CheckResult(API_VERSION, FAIL, "the API server serves resource.k8s.io %s but not v1: "
-                       "edgeagent publishes resource.k8s.io/v1 ResourceSlices"
+    if "v1beta2" in versions:
+        # Kubernetes 1.33: the publisher writes v1beta2 slices (the same device shape as v1).
+        return CheckResult(API_VERSION, WARN, "the API server serves resource.k8s.io %s but not "
+                           "v1: edgeagent publishes v1beta2 ResourceSlices (Kubernetes 1.33, "
+                           "DRA beta)" % ", ".join(versions), UPGRADE)
+    return CheckResult(API_VERSION, FAIL, "the API server serves resource.k8s.io %s but neither "
+                       "v1 nor v1beta2: edgeagent cannot publish its ResourceSlices"
                        % (", ".join(versions) or "without versions"), UPGRADE)
 
 
