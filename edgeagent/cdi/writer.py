@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import errno
 import os
-import tempfile
 from typing import Iterable, List
 
+from edgeagent.atomicfile import write_atomic
 from edgeagent.hostpaths import HostRoot
 
 SPEC_MODE = 0o644   # runtimes and `nvidia-ctk cdi list` read it unprivileged
@@ -30,24 +30,7 @@ def write_if_changed(root: HostRoot, host_path: str, data: bytes) -> bool:
     except OSError as e:
         if e.errno not in (errno.ENOENT, errno.ENOTDIR):
             raise
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".edgeagent-", suffix=".tmp", dir=directory)
-    try:
-        # Named .tmp, so a runtime scanning for *.json/*.yaml never picks the temp file up.
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), SPEC_MODE)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(directory)
+    write_atomic(path, data, SPEC_MODE)
     return True
 
 
@@ -64,15 +47,3 @@ def remove(root: HostRoot, host_paths: Iterable[str]) -> List[str]:
         removed.append(host_path)
     return removed
 
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

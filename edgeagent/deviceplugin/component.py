@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Tuple
 
 from edgeagent.config import DevicePluginOptions
 from edgeagent.deviceplugin import allocate as alloc
-from edgeagent.discovery.scan import ProbeWatch
+from edgeagent.discovery.scan import ProbeWatch, until_due_or_changed
 from edgeagent.discovery.scan import probe_host as scan
 from edgeagent.deviceplugin.model import (GPU_RESOURCE, SHARED_GPU_RESOURCE, Resource,
                                           build_resources, describe_units, health_changes,
@@ -183,22 +183,11 @@ class DevicePluginComponent(Component):
                                      "Edge TPU, and no [[device_plugin.resources]] found)")
                         started()
                         continue
-                await self._until_due_or_changed(loop)
+                await until_due_or_changed(self.interval, self.probe_interval,
+                                           lambda: self._watch)
         finally:
             await self._stop_plugins()
 
-    async def _until_due_or_changed(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Sleep until the next full check is due, or until the last check's watch sees a
-        change."""
-        due = loop.time() + self.interval
-        while True:
-            left = due - loop.time()
-            if left <= 0:
-                return
-            await asyncio.sleep(min(self.probe_interval, left))
-            watch = self._watch
-            if loop.time() < due and watch is not None and watch.changed():
-                return
 
     async def _stop_plugins(self) -> None:
         tasks = [t for _, t in self.plugins.values()]

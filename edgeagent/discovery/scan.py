@@ -11,11 +11,12 @@ descriptors and a failed stat was read as "the DLA is gone".
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
 import time
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from edgeagent.discovery.devicetree import DeviceTree, DeviceTreeError
 from edgeagent.discovery.devnodes import DEV_GLOBS
@@ -330,3 +331,21 @@ class ProbeWatch:
     def changed(self) -> bool:
         """True when anything watched differs from when the watch was made."""
         return self._read() != self._seen
+
+
+async def until_due_or_changed(interval: float, probe_interval: float,
+                               watch: Callable[[], Optional[ProbeWatch]]) -> None:
+    """Sleep until the next full health check is due (``interval`` from now), or until the
+    last check's watch (``watch()``, read again each time: the check replaces it) sees a
+    change, looking every ``probe_interval``. The health loops of the device plugin and of DRA
+    run it between their checks."""
+    loop = asyncio.get_event_loop()
+    due = loop.time() + interval
+    while True:
+        left = due - loop.time()
+        if left <= 0:
+            return
+        await asyncio.sleep(min(probe_interval, left))
+        current = watch()
+        if loop.time() < due and current is not None and current.changed():
+            return

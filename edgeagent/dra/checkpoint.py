@@ -13,10 +13,11 @@ import errno
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from edgeagent.atomicfile import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -164,28 +165,4 @@ class CheckpointStore:
     def save(self, claims: Claims) -> None:
         """Write ``claims`` atomically: temp file, fsync, rename, fsync of the directory (a
         power cut leaves the old file or the new one, never half of one)."""
-        directory = os.path.dirname(self.path)
-        os.makedirs(directory, mode=0o750, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(encode(claims))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        try:
-            dfd = os.open(directory, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(dfd)
-        except OSError:
-            pass
-        finally:
-            os.close(dfd)
+        write_atomic(self.path, encode(claims), 0o600, dir_mode=0o750, prefix=".checkpoint-")

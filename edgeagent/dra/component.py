@@ -13,7 +13,7 @@ from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Mapping
 
 from edgeagent.config import DevicePluginOptions, DraOptions
 from edgeagent.deviceplugin.model import DRA_KINDS, Resource, build_resources, scan_plan
-from edgeagent.discovery.scan import ProbeWatch
+from edgeagent.discovery.scan import ProbeWatch, until_due_or_changed
 from edgeagent.discovery.scan import probe_host as scan
 from edgeagent.dra import names
 from edgeagent.dra.model import DraDevice
@@ -199,20 +199,11 @@ class DraComponent(Component):
                     sent = True
                     started()
                 self._check_tasks()
-                await self._until_due_or_changed(loop)
+                await until_due_or_changed(self.interval, self.probe_interval,
+                                           lambda: self._watch)
         finally:
             await self._stop()
 
-    async def _until_due_or_changed(self, loop: asyncio.AbstractEventLoop) -> None:
-        due = loop.time() + self.interval
-        while True:
-            left = due - loop.time()
-            if left <= 0:
-                return
-            await asyncio.sleep(min(self.probe_interval, left))
-            watch = self._watch
-            if loop.time() < due and watch is not None and watch.changed():
-                return
 
     async def _stop(self) -> None:
         # Reverse start order: the registration socket goes first, so the kubelet stops

@@ -21,7 +21,8 @@ from edgeagent.backoff import Backoff
 from edgeagent.dra.names import DRIVER
 from edgeagent.dra.slices import SLICE_VERSIONS, consumable_dropped, pick_version, \
     plan_slices, read_slice, slice_name
-from edgeagent.kube.errors import CredentialsError, KubeError, KubeResponseError, KubeTLSError
+from edgeagent.kube.errors import (CredentialsError, KubeError, KubeResponseError,
+                                   classify_write_error)
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from prometheus_client import CollectorRegistry
@@ -69,27 +70,9 @@ NEEDS_OPERATOR = ("no-credentials", "unauthorized", "forbidden", "no-api", "tls-
 
 def classify(error: BaseException) -> Tuple[str, str]:
     """(state, kind of backoff) for a failed reconcile."""
-    if isinstance(error, CredentialsError):
-        return "no-credentials", "slow"
     if isinstance(error, NoSliceApi):
         return "no-api", "slow"
-    if isinstance(error, KubeTLSError):
-        return "tls-error", "transient"
-    if isinstance(error, KubeResponseError):
-        return "bad-response", "transient"
-    if isinstance(error, KubeError):
-        if error.status == 401:
-            return "unauthorized", "auth"
-        if error.status == 403:
-            return "forbidden", "auth"
-        if error.status == 409:
-            return "conflict", "transient"
-        if error.status == 429:
-            return "throttled", "transient"
-        if error.retryable:
-            return "unreachable", "transient"
-        return "rejected", "slow"
-    return "error", "transient"
+    return classify_write_error(error)
 
 
 def explain(error: BaseException) -> str:

@@ -3,7 +3,7 @@ the callers classify for retries (status, Kubernetes ``reason``, ``Retry-After``
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Tuple
 
 from edgeagent.errors import OperatorError
 
@@ -45,3 +45,28 @@ class KubeTLSError(KubeNetworkError):
 class KubeResponseError(KubeError):
     """A 2xx answer that cannot be read as what was asked for (not JSON, not a Node, too
     large): the caller must stop, never act on it as if it were empty."""
+
+
+def classify_write_error(error: BaseException) -> Tuple[str, str]:
+    """(state, kind of backoff: "auth", "slow" or "transient") of a failed reconcile against
+    the API: what the labels reconciler and the slice publisher share. Each caller first takes
+    out the cases only it has (a missing Node, a missing API)."""
+    if isinstance(error, CredentialsError):
+        return "no-credentials", "slow"
+    if isinstance(error, KubeTLSError):
+        return "tls-error", "transient"
+    if isinstance(error, KubeResponseError):
+        return "bad-response", "transient"
+    if isinstance(error, KubeError):
+        if error.status == 401:
+            return "unauthorized", "auth"
+        if error.status == 403:
+            return "forbidden", "auth"
+        if error.status == 409:
+            return "conflict", "transient"
+        if error.status == 429:
+            return "throttled", "transient"
+        if error.retryable:
+            return "unreachable", "transient"
+        return "rejected", "slow"
+    return "error", "transient"

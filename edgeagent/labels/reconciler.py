@@ -22,7 +22,8 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 from edgeagent.backoff import Backoff
-from edgeagent.kube.errors import CredentialsError, KubeError, KubeResponseError, KubeTLSError
+from edgeagent.kube.errors import (CredentialsError, KubeError, KubeResponseError,
+                                   classify_write_error)
 from edgeagent.labels.contest import NF_ABSENT, NF_FORBIDDEN, NOT_ASKED, NodeFeatures, \
     unknown_reason
 from edgeagent.labels.nodefeatures import NodeFeatureForbidden, publish_labels, \
@@ -65,27 +66,10 @@ def classify(error: BaseException) -> Tuple[str, str]:
     """(state, kind of backoff) for a failed reconcile."""
     if isinstance(error, NodeFeatureForbidden):
         return "nodefeature-forbidden", "auth"
-    if isinstance(error, CredentialsError):
-        return "no-credentials", "slow"
-    if isinstance(error, KubeTLSError):
-        return "tls-error", "transient"
-    if isinstance(error, KubeResponseError):
-        return "bad-response", "transient"
-    if isinstance(error, KubeError):
-        if error.status == 401:
-            return "unauthorized", "auth"
-        if error.status == 403:
-            return "forbidden", "auth"
-        if error.status == 404:
-            return "node-not-found", "slow"
-        if error.status == 409:
-            return "conflict", "transient"
-        if error.status == 429:
-            return "throttled", "transient"
-        if error.retryable:
-            return "unreachable", "transient"
-        return "rejected", "slow"
-    return "error", "transient"
+    if isinstance(error, KubeError) and not isinstance(error, KubeResponseError) and \
+            error.status == 404:
+        return "node-not-found", "slow"
+    return classify_write_error(error)
 
 
 # What each kind of trouble means for the operator: the one table for `run` and `labels`.
