@@ -7,12 +7,10 @@ import asyncio
 import json
 import os
 import socket
-import threading
 import time
 from datetime import timedelta
 
 import pytest
-from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -309,69 +307,10 @@ def test_cdi_ids_without_devices(tmp_path):
 
 # --- the cluster: the test API server with resource.k8s.io ---------------------------------------
 
-class DraKubeApi(kubeapi.KubeApiServer):
-    """The test API server plus resource.k8s.io: discovery of ``resource_versions`` (none: the
-    group is not served, plain-text 404) and listing ResourceSlices with field selectors
-    (spec.nodeName, spec.driver), which a node identity must scope to its own name."""
-
-    def __init__(self, *args, **kw):
-        super().__init__(*args, **kw)
-        self.resource_versions = ["v1", "v1beta2", "v1beta1"]
-        self.slices = []
-
-    def _app(self):
-        app = super()._app()
-        app.router.add_get("/apis/resource.k8s.io", self._resource_group)
-        app.router.add_get("/apis/resource.k8s.io/v1/resourceslices", self._list_slices)
-        return app
-
-    async def _resource_group(self, request):
-        if not self.resource_versions:
-            return web.Response(status=404, text="404 page not found\n",
-                                content_type="text/plain")
-        versions = [{"groupVersion": "resource.k8s.io/" + v, "version": v}
-                    for v in self.resource_versions]
-        return web.json_response({"kind": "APIGroup", "apiVersion": "v1",
-                                  "name": "resource.k8s.io", "versions": versions,
-                                  "preferredVersion": versions[0]})
-
-    async def _list_slices(self, request):
-        if "v1" not in self.resource_versions:
-            return web.Response(status=404, text="404 page not found\n",
-                                content_type="text/plain")
-        terms = {}
-        for part in request.query.get("fieldSelector", "").split(","):
-            key, sep, value = part.partition("=")
-            if sep:
-                terms[key.strip()] = value.strip()
-        user = request[kubeapi._USER]
-        if user.startswith("system:node:") and \
-                terms.get("spec.nodeName") != user[len("system:node:"):]:
-            return kubeapi._status(403, "Forbidden", 'resourceslices.resource.k8s.io is '
-                                   'forbidden: User "%s" cannot list resource "resourceslices" '
-                                   'in API group "resource.k8s.io" at the cluster scope: can '
-                                   'only list/watch resourceslices with nodeName field '
-                                   'selector' % user)
-        fields = {"spec.nodeName": "nodeName", "spec.driver": "driver"}
-        items = [s for s in self.slices
-                 if all(s["spec"].get(fields.get(k, k)) == v for k, v in terms.items())]
-        return web.json_response({"kind": "ResourceSliceList", "apiVersion": "resource.k8s.io/v1",
-                                  "metadata": {"resourceVersion": str(self.resource_version)},
-                                  "items": items})
-
-
-class ThreadedDraApi(kubeapi.ThreadedKubeApi):
-    def __init__(self, directory, nodes=("jetson-1",)):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.api = DraKubeApi(directory, nodes=nodes)
-        asyncio.run_coroutine_threadsafe(self.api.start(), self.loop).result(30)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = ThreadedDraApi(str(tmp_path_factory.mktemp("api")), nodes=["jetson-1", "jetson-2"])
+    s = kubeapi.ThreadedKubeApi(str(tmp_path_factory.mktemp("api")),
+                                nodes=["jetson-1", "jetson-2"])
     yield s
     s.close()
 
@@ -379,9 +318,10 @@ def server(tmp_path_factory):
 @pytest.fixture
 def api(server):
     a = server.api
-    a.resource_versions = ["v1", "v1beta2", "v1beta1"]
-    a.slices = [a_slice("jetson-1", ["gpu-0", "dla-0", "dla-1"], "jetson-1-edgeagent.io-x"),
-                a_slice("jetson-2", ["gpu-0"], "jetson-2-edgeagent.io-y")]
+    a.resource_versions = ("v1", "v1beta2", "v1beta1")
+    a.slices.clear()
+    a.put_slice(a_slice("jetson-1", ["gpu-0", "dla-0", "dla-1"], "jetson-1-edgeagent.io-x"))
+    a.put_slice(a_slice("jetson-2", ["gpu-0"], "jetson-2-edgeagent.io-y"))
     a.faults.clear()
     for name in ("jetson-1", "jetson-2"):
         a.nodes[name] = kubeapi.realistic_node(name, str(a.resource_version))
@@ -409,20 +349,20 @@ def test_cluster_healthy(api, host):
 
 
 def test_cluster_without_slices_for_this_node(api, host):
-    api.slices = [s for s in api.slices if s["spec"]["nodeName"] != "jetson-1"]
+    del api.slices["jetson-1-edgeagent.io-x"]
     api.write_kubelet_root(host, "jetson-1", flavor="k3s")
     r = cluster(host)["dra.slices"]
     assert r.status == FAIL and "no ResourceSlice of edgeagent.io for Node jetson-1" in r.detail
 
 
 def test_cluster_of_an_old_control_plane(api, host):
-    api.resource_versions = ["v1beta1"]
+    api.resource_versions = ("v1beta1",)
     api.edit_node("jetson-1", {"status": {"nodeInfo": {"kubeletVersion": "v1.33.1+k3s1"}}})
     api.write_kubelet_root(host, "jetson-1")
     results = cluster(host)
     assert statuses(results) == {"dra.kubelet-version": WARN, "dra.api-version": FAIL,
                                  "dra.slices": SKIP, "dra.gpu-conflict": PASS}
-    api.resource_versions = []
+    api.resource_versions = ()
     assert "serves no resource.k8s.io" in cluster(host)["dra.api-version"].detail
 
 
