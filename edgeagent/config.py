@@ -264,7 +264,8 @@ SCHEMA: Tuple[Option, ...] = (
     Option("kubeconfig", _opt_path, None,
            "kubeconfig file; default the kubelet's own, then in-cluster"),
     Option("dry_run", _bool, False, "log the node patch instead of sending it"),
-    Option("disable", _components, (), "components not to run: device-plugin, dra, labels, metrics"),
+    Option("disable", _components, (),
+           "components not to run: device-plugin, dra, labels, metrics"),
     Option("gpu_mode", _choice("device-plugin", "dra"), "device-plugin",
            "how pods get the GPU and the NVDLA engines: the device plugin (nvidia.com/gpu, "
            "nvidia.com/dla) or Dynamic Resource Allocation (ResourceSlices of edgeagent.io); "

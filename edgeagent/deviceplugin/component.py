@@ -178,7 +178,11 @@ class DevicePluginComponent(Component):
                             w.cancel()
                     if all(p.ready.is_set() for p, _ in self.plugins.values()):
                         sent = True
-                        if not self.plugins:
+                        if not self.plugins and self.options.gpu_mode == "dra":
+                            log.info("no devices for the device plugin: with gpu_mode = dra "
+                                     "the GPU and NVDLA engines are DRA's, and no Edge TPU or "
+                                     "[[device_plugin.resources]] device was found")
+                        elif not self.plugins:
                             log.info("no devices to advertise (no usable NVIDIA GPU, NVDLA or "
                                      "Edge TPU, and no [[device_plugin.resources]] found)")
                         started()
