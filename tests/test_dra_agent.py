@@ -7,14 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import urllib.request
 
 import pytest
 
 from tests.peers.drakubelet import DraKubelet
 from tests.peers.hosts import FixtureHost
 from tests.peers.kubeapi import ThreadedKubeApi
-from tests.tools import free_port, wait_until
+from tests.tools import free_port, require_tool, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NODE = "jetson-1"
@@ -33,13 +33,18 @@ class AgentProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEAGENT_")}
         env.update(PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
         self.log = open(self.log_path, "a")
+        self.port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edgeagent", "--root", self.host.root, "run",
              "--gpu-mode", "dra", "--kubeconfig", self.kubeconfig, "--node-name", NODE,
-             "--disable", "labels", "--metrics-address", "127.0.0.1:%d" % free_port()],
+             "--disable", "labels", "--metrics-address", "127.0.0.1:%d" % self.port],
             env=env, stdout=subprocess.DEVNULL, stderr=self.log)
-        self.metrics_port = None
         return self
+
+    def metrics(self):
+        url = "http://127.0.0.1:%d/metrics" % self.port
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.read()
 
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -143,6 +148,29 @@ def test_a_claim_of_another_node_and_an_outage_are_that_claims_errors(node):
 
 def health(message, device="gpu-0"):
     return message.get((NODE, device), ("absent",))[0]
+
+
+def sample(text, name, **labels):
+    want = "%s{%s}" % (name, ",".join('%s="%s"' % kv for kv in sorted(labels.items()))) \
+        if labels else name
+    for line in text.splitlines():
+        if line.startswith(want + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def test_metrics_count_the_claims_and_pass_promtool(node):
+    host, api, kubelet, agent = node
+    text = agent.metrics()
+    result = subprocess.run([require_tool("promtool"), "check", "metrics"], input=text,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+    assert result.returncode == 0 and not result.stdout.strip(), result.stdout.decode()
+    text = text.decode()
+    assert sample(text, "edgeagent_dra_resource_slices") == 1
+    assert sample(text, "edgeagent_dra_prepares_total", result="ok") >= 4
+    assert sample(text, "edgeagent_dra_prepares_total", result="error") == 2
+    assert sample(text, "edgeagent_dra_prepared_claims") == 3
+    assert sample(text, "edgeagent_dra_node_prepare_seconds_count") >= 5
 
 
 def test_health_reaches_the_stream_and_the_slice(node):
