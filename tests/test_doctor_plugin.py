@@ -252,3 +252,14 @@ def test_an_oversized_or_broken_checkpoint_is_unknown_not_a_crash(root):
     write(root[0], PLUGIN_DIR + "/kubelet_internal_checkpoint", "[" * 100000)
     r = cp.check_plugin_registered(ctx(root[0]))
     assert r.status == "PASS" and "checkpoint" not in r.detail
+
+
+def test_dra_mode_leaves_the_gpu_and_dla_to_dra(root):
+    # No socket for either: in dra mode the plugin must not serve them, so nothing is missing.
+    c = ctx(root[0], gpu_mode="dra")
+    r = cp.check_plugin_registered(c)
+    assert r.status == "SKIP" and "DRA's" in r.detail
+    r = cp.check_strategy(c)
+    assert r.status == "SKIP" and "gpu_mode = dra" in r.detail
+    r = cp.check_csv_files(c)
+    assert r.status == "FAIL" and "agent's CDI specs" in r.detail and "nvidia-container" in r.fix

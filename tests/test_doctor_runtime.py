@@ -226,6 +226,21 @@ def test_containerd_1_7_without_enable_cdi_offers_the_edit(host):
     assert "-    enable_cdi = false\n+    enable_cdi = true\n" in edit.diff()
 
 
+def test_dra_mode_needs_enable_cdi_without_any_nvidia_spec(host):
+    # DRA hands containers the agent's own CDI IDs: containerd must resolve CDI even where no
+    # nvidia-ctk spec exists, and no such spec is asked for.
+    dpkg(host, "containerd", "1.7.12-0ubuntu2~22.04.1")
+    kubeadm(host)
+    write(host, ETC_CONTAINERD, fixture("containerd-1.7-default.toml"))
+    r, c = run(cr.check_containerd_cdi, host, gpu_mode="dra")
+    assert r.status == "FAIL" and "enable_cdi = false in %s:" % ETC_CONTAINERD in r.detail
+    assert len(edits(c)) == 1
+    r, _ = run(cr.check_containerd_cdi, host)
+    assert r.status == "SKIP"
+    r, _ = run(cr.check_cdi_spec_mode, host, gpu_mode="dra")
+    assert r.status == "SKIP" and "agent's own specs" in r.detail
+
+
 def test_containerd_2_has_cdi_on(host):
     dpkg(host, "containerd.io", "2.0.2-1")
     kubeadm(host)

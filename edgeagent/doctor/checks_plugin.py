@@ -140,7 +140,7 @@ def _checkpoint_resources(ctx: DoctorContext) -> Optional[Set[str]]:
 
 
 def check_plugin_registered(ctx: DoctorContext) -> CheckResult:
-    from edgeagent.deviceplugin.model import build_resources, scan_plan
+    from edgeagent.deviceplugin.model import build_resources, plugin_resources, scan_plan
     from edgeagent.discovery.scan import probe_host as scan
     from edgeagent.deviceplugin.sockets import socket_name
 
@@ -148,10 +148,12 @@ def check_plugin_registered(ctx: DoctorContext) -> CheckResult:
     if inv is None:
         return CheckResult(REGISTERED_CHECK, SKIP, "no inventory (devicetree unreadable)")
     options = _options(ctx)
-    expected = sorted(build_resources(inv, scan(ctx.root, scan_plan(inv, options, {})),
-                                      options))
+    expected = sorted(plugin_resources(build_resources(
+        inv, scan(ctx.root, scan_plan(inv, options, {})), options), options))
     if not expected:
-        return CheckResult(REGISTERED_CHECK, SKIP, "nothing to advertise on this host")
+        return CheckResult(REGISTERED_CHECK, SKIP, "nothing to advertise on this host" + (
+            " (gpu_mode = dra: the GPU and NVDLA engines are DRA's)"
+            if options.gpu_mode == "dra" else ""))
     directory = _directory(ctx).rstrip("/")
     missing, stale, serving = [], [], []
     for name in expected:
@@ -326,6 +328,12 @@ def check_csv_files(ctx: DoctorContext) -> CheckResult:
     facts = _runtime(ctx)
     strategy = choose_strategy(_options(ctx).device_list_strategy, facts)
     if not facts.csv_files:
+        if _options(ctx).gpu_mode == "dra":
+            return CheckResult(
+                CSV_CHECK, FAIL, "no *.csv in %s: the agent's CDI specs, which prepared claims "
+                "name, give containers the GPU's device nodes but not the L4T libraries"
+                % CSV_DIR, "install the JetPack container packages (sudo apt install "
+                "nvidia-container), which ship these files")
         if strategy.name == "cdi":
             return CheckResult(CSV_CHECK, SKIP, "none in %s; not needed with CDI" % CSV_DIR)
         return CheckResult(
@@ -351,6 +359,9 @@ def check_strategy(ctx: DoctorContext) -> CheckResult:
 
     if _gpu(ctx) is None:
         return CheckResult(STRATEGY_CHECK, SKIP, _no_gpu())
+    if _options(ctx).gpu_mode == "dra":
+        return CheckResult(STRATEGY_CHECK, SKIP, "gpu_mode = dra: the device plugin does not "
+                           "hand out the GPU (prepared claims are CDI device IDs)")
     facts = _runtime(ctx)
     s = choose_strategy(_options(ctx).device_list_strategy, facts)
     if s.name == "cdi" and facts.gpu_spec() is None and \

@@ -155,12 +155,19 @@ def problem_line(ctx: DoctorContext, path: str) -> Optional[str]:
 
 
 def _uses_cdi(ctx: DoctorContext) -> Tuple[bool, str]:
-    if ctx.config.options.gpu_mode == "dra":
-        return True, "gpu_mode = dra: NodePrepareResources answers CDI device IDs"
+    """Whether the device plugin hands the GPU out through a CDI spec for nvidia.com/gpu."""
     if runtime_facts(ctx).gpu_spec() is not None:
         return True, "%s exists" % runtime_facts(ctx).gpu_spec().path
     strategy = ctx.config.options.device_plugin.device_list_strategy
     return strategy == "cdi", "device_list_strategy = %s" % strategy
+
+
+def _runtime_needs_cdi(ctx: DoctorContext) -> Tuple[bool, str]:
+    """Whether the runtime must resolve CDI devices: the device plugin's cdi strategy, or DRA
+    (NodePrepareResources answers the agent's CDI device IDs)."""
+    if ctx.config.options.gpu_mode == "dra":
+        return True, "gpu_mode = dra: prepared claims are CDI device IDs"
+    return _uses_cdi(ctx)
 
 
 # --- 1. k3s reads its own containerd config ------------------------------------------------------
@@ -226,7 +233,7 @@ def check_k3s_default_runtime(ctx: DoctorContext) -> CheckResult:
     if k3s.nvidia_default:
         return CheckResult(K3S_DEFAULT_RUNTIME, PASS, "default_runtime_name = %r in %s%s" % (
             k3s.default, k3s.path, " (from default-runtime in %s)" % flag.source if flag else ""))
-    uses_cdi, why = _uses_cdi(ctx)
+    uses_cdi, why = _runtime_needs_cdi(ctx)
     if uses_cdi:
         return CheckResult(K3S_DEFAULT_RUNTIME, PASS, "%s is registered, not the default; not "
                            "needed: the GPU reaches pods through CDI (%s)"
@@ -346,7 +353,7 @@ def check_containerd_cdi(ctx: DoctorContext) -> CheckResult:
 
     if _gpu(ctx) is None:
         return CheckResult(CONTAINERD_CDI, SKIP, "no usable NVIDIA GPU on this host")
-    uses_cdi, why = _uses_cdi(ctx)
+    uses_cdi, why = _runtime_needs_cdi(ctx)
     if not uses_cdi:
         return CheckResult(CONTAINERD_CDI, SKIP, "CDI is not used (no nvidia.com/gpu spec, %s)"
                            % why)
@@ -403,6 +410,10 @@ def check_cdi_spec_mode(ctx: DoctorContext) -> CheckResult:
         return CheckResult(CDI_SPEC_MODE, SKIP, "no usable NVIDIA GPU on this host")
     facts = runtime_facts(ctx)
     if not facts.cdi_specs:
+        if ctx.config.options.gpu_mode == "dra":
+            return CheckResult(CDI_SPEC_MODE, SKIP, "no nvidia-ctk spec for nvidia.com/gpu, "
+                               "and none needed: with gpu_mode = dra pods get the agent's own "
+                               "specs")
         uses_cdi, why = _uses_cdi(ctx)
         own = facts.own_spec("edgeagent.io/gpu")
         if uses_cdi and own is not None:
