@@ -11,9 +11,10 @@ Runs the real component (production poll and health intervals) in its own proces
 packaged demo Jetson in a temporary root, against the grpcio kubelet of the tests
 (tests/peers/kubelet.py) in this one. Then a device node of the GPU is removed and put back
 (--flips times, at random phases): the time until every ListAndWatch stream (the kubelet's and
-two more clients') shows the change; and the plugin process's CPU while idle. The plugin process
-runs at the unit's Nice= (--nice to change it), the client and the load at the bench's own. --load N runs N
-processes spinning on a core meanwhile (2: both cores, as the test suite loads them).
+two more clients') shows the change; and the plugin process's CPU while idle. --load N runs N
+processes spinning on a core meanwhile (2: both cores, as the test suite loads them). The plugin
+process runs at the unit's Nice= (none today; --nice N to try one), the grpcio kubelet and the
+load at the default priority.
 Budget: Allocate p99 < 5 ms (idle machine; < 5 ms loaded too), re-registration < 1 s, a health
 change on every stream < 1 s both ways, GetPreferredAllocation of 1024 replicas p99 < 50 ms with
 no loop stall over 50 ms. Exit status 1 when over budget.
@@ -182,8 +183,8 @@ def main():
                         help="busy processes spinning meanwhile (2: both cores of the build "
                              "machine, as the test suite loads them)")
     parser.add_argument("--nice", type=int, default=unit_nice(),
-                        help="niceness of the plugin process (default: the unit's Nice=, %(default)s;"
-                             " the grpcio kubelet and the load stay at this process's)")
+                        help="niceness of the plugin process (default: the unit's Nice=, "
+                             "%(default)s); a negative one needs root")
     args = parser.parse_args()
     with Busy(args.load):
         return measure(args)

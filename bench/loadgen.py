@@ -44,8 +44,8 @@ def unit_nice() -> int:
 
 def at_nice(value: int) -> Callable[[], None]:
     """A Popen ``preexec_fn`` that gives the child niceness ``value``, as systemd's Nice= does
-    (a negative value needs root: the bench says so and stops, rather than measure another
-    set-up)."""
+    (absolute, not added to this process's). A negative value needs root: without it Popen
+    fails (PermissionError) rather than measure another set-up."""
     def apply() -> None:
         os.setpriority(os.PRIO_PROCESS, 0, value)
     return apply
