@@ -118,9 +118,14 @@ build_pyz() {
   # compiles all ~500 modules from source wherever .pyc files cannot be written (read-only
   # cache, PYTHONDONTWRITEBYTECODE): 1.8 s instead of 0.6 s to READY=1 and +10 MiB peak RSS
   # (bench/bench_agent.py on x86-64).
-  "$v/bin/shiv" --compressed --reproducible --no-modify --compile-pyc -p "$shebang" \
+  # No --no-modify: it hashes every unpacked .py on every start (24 ms of a 88 ms
+  # `edgeagent tegrastats` on Debian's 3.11, bench/bench_peers.py) and guards nothing the cache's
+  # owner could not get round (the .pyc beside each file is what runs, and is not checked).
+  "$v/bin/shiv" --compressed --reproducible --compile-pyc -p "$shebang" \
     -e edgeagent.cli:main -o "$out" ${pipargs[@]+"${pipargs[@]}"} "$wheels"/edgeagent-*.whl \
     >/dev/null
+  # Our __main__.py: a warm start skips shiv's _bootstrap and its imports (packaging/pyz_main.py).
+  "$v/bin/python" packaging/pyz_main.py "$out"
   say "$(du -h "$out" | cut -f1) $out"
 }
 

@@ -12,7 +12,9 @@ packaged demo Jetson in a temporary root, against the grpcio kubelet of the test
 (tests/peers/kubelet.py) in this one. Then a device node of the GPU is removed and put back
 (--flips times, at random phases): the time until every ListAndWatch stream (the kubelet's and
 two more clients') shows the change; and the plugin process's CPU while idle. --load N runs N
-processes spinning on a core meanwhile (2: both cores, as the test suite loads them).
+processes spinning on a core meanwhile (2: both cores, as the test suite loads them). The plugin
+process runs at the unit's Nice= (none today; --nice N to try one), the grpcio kubelet and the
+load at the default priority.
 Budget: Allocate p99 < 5 ms (idle machine; < 5 ms loaded too), re-registration < 1 s, a health
 change on every stream < 1 s both ways, GetPreferredAllocation of 1024 replicas p99 < 50 ms with
 no loop stall over 50 ms. Exit status 1 when over budget.
@@ -31,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from edgeagent.deviceplugin.plugin import socket_name  # noqa: E402
-from bench.loadgen import Busy  # noqa: E402
+from bench.loadgen import Busy, at_nice, unit_nice  # noqa: E402
 from tests.dpharness import AgentThread  # noqa: E402
 from tests.peers.hosts import short_root as make_root  # noqa: E402
 from tests.peers.hosts import write  # noqa: E402
@@ -109,12 +111,13 @@ def agent_child(root, strategy, replicas="1"):
     return 0
 
 
-def preferred_rows(calls):
+def preferred_rows(calls, nice):
     """GetPreferredAllocation with every one of 1024 replicas available, asking for all of
     them (the worst case) and for one (what a pod asking for one replica sends)."""
     root = make_root()
     child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--agent-child", root,
-                              "envvar", str(REPLICAS)], stdin=subprocess.PIPE)
+                              "envvar", str(REPLICAS)], stdin=subprocess.PIPE,
+                             preexec_fn=at_nice(nice))
     kubelet = FakeKubelet(os.path.join(root, "var/lib/kubelet/device-plugins")).start()
     rows, failed = [], False
     try:
@@ -179,6 +182,9 @@ def main():
     parser.add_argument("--load", type=int, default=0,
                         help="busy processes spinning meanwhile (2: both cores of the build "
                              "machine, as the test suite loads them)")
+    parser.add_argument("--nice", type=int, default=unit_nice(),
+                        help="niceness of the plugin process (default: the unit's Nice=, "
+                             "%(default)s); a negative one needs root")
     args = parser.parse_args()
     with Busy(args.load):
         return measure(args)
@@ -196,7 +202,8 @@ def measure(args):
           '{"runtimes": {"nvidia": {"path": "nvidia-container-runtime"}}}')
     # the plugin process first: forking after grpcio started its threads is not safe
     child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--agent-child", root,
-                              args.strategy], stdin=subprocess.PIPE)
+                              args.strategy], stdin=subprocess.PIPE,
+                             preexec_fn=at_nice(args.nice))
     kubelet = FakeKubelet(os.path.join(root, "var/lib/kubelet/device-plugins")).start()
     rows = []
     failed = False
@@ -266,13 +273,13 @@ def measure(args):
         shutil.rmtree(root, ignore_errors=True)
 
     if args.preferred:
-        more, over = preferred_rows(args.preferred)
+        more, over = preferred_rows(args.preferred, args.nice)
         rows += more
         failed |= over
 
     width = max(len(r[0]) for r in rows)
-    print("device plugin benchmark, %d busy processes meanwhile, %d CPUs"
-          % (args.load, os.cpu_count() or 0))
+    print("device plugin benchmark, %d busy processes meanwhile, %d CPUs, plugin at nice %d"
+          % (args.load, os.cpu_count() or 0, args.nice))
     print("%-*s  %10s  %s" % (width, "measure", "value", "budget"))
     for name, value, budget in rows:
         print("%-*s  %10s  %s" % (width, name, value, budget))
