@@ -86,6 +86,7 @@ def run_pyz(pyz, shiv_root, *args, python=None):
                           universal_newlines=True, timeout=120)
 
 
+@pytest.mark.artifact
 def test_pyz_shebang_and_layout(pyz):
     with open(pyz, "rb") as f:
         assert f.readline() == b"#!/usr/bin/env python3\n"
@@ -100,12 +101,14 @@ def test_pyz_shebang_and_layout(pyz):
     assert not any(n.startswith("site-packages/build/") for n in names)
 
 
+@pytest.mark.artifact
 def test_pyz_version(pyz, shiv_root):
     result = run_pyz(pyz, shiv_root, "version")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "edgeagent %s" % edgeagent.__version__
 
 
+@pytest.mark.artifact
 def test_pyz_discover_json(pyz, shiv_root, tmp_path):
     root = make_host(str(tmp_path), "tegra194-p2972-0000.dtb", form="sys", release="R35.4.1")
     result = run_pyz(pyz, shiv_root, "discover", "--json", "--root", root)
@@ -118,6 +121,7 @@ def test_pyz_discover_json(pyz, shiv_root, tmp_path):
     assert doc["labels"]["nvidia.com/gpu.compute.major"] == "7"
 
 
+@pytest.mark.artifact
 def test_pyz_operator_error_is_one_line(pyz, shiv_root, tmp_path):
     result = run_pyz(pyz, shiv_root, "--root", str(tmp_path / "missing"), "discover")
     assert result.returncode == 2
@@ -148,6 +152,7 @@ def test_build_sh_help():
 
 # --- a cross build for a Jetson --------------------------------------------------------------
 
+@pytest.mark.artifact
 @pytest.mark.timeout(900)
 def test_cross_build_for_aarch64_python38(tmp_path):
     py38 = python_38()

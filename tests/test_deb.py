@@ -28,6 +28,9 @@ from edgeagent.install.layout import (PACKAGE_COMMAND_PATH, PACKAGE_PYZ_PATH, PA
 from edgeagent.install.pyz import shiv_build_id
 from tests.tools import require_tool
 
+# The pyz and the package run under the system's python3, whatever runs the tests.
+pytestmark = pytest.mark.artifact
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD_SH = os.path.join(REPO, "build.sh")
 CONFIG = "/etc/edgeagent/config.toml"

@@ -363,6 +363,7 @@ def test_resolve_in_root_keeps_links_inside_the_root(tmp_path):
     assert resolve_in_root(root, "/usr/bin/loop")  # gives up instead of spinning
 
 
+@pytest.mark.artifact
 @pytest.mark.skipif(not os.environ.get("EDGEAGENT_PYZ"), reason="EDGEAGENT_PYZ not set "
                     "(./build.sh test sets it)")
 def test_the_real_pyz_installs_itself_and_doctor_reads_it(board, tmp_path):

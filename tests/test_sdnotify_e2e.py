@@ -24,8 +24,9 @@ def _commands():
     pyz = os.environ.get("EDGEAGENT_PYZ")
     # by its #! line: the pyz holds C extensions for the Python that built it, not this one
     yield pytest.param([pyz] if pyz else None, id="pyz",
-                       marks=pytest.mark.skipif(not pyz, reason="EDGEAGENT_PYZ not set "
-                                                "(./build.sh test sets it)"))
+                       marks=[pytest.mark.skipif(not pyz, reason="EDGEAGENT_PYZ not set "
+                                                 "(./build.sh test sets it)"),
+                              pytest.mark.artifact])
 
 
 def _free_port():

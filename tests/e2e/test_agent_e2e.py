@@ -25,6 +25,9 @@ from tests.e2e.agent import AgentProcess, http_get, pyz_path, run_pyz
 from tests.peers.hosts import PLUGIN_DIR, FixtureHost
 from tests.tools import free_port, require_tool, wait_until
 
+# The pyz and the package run under the system's python3, whatever runs the tests.
+pytestmark = pytest.mark.artifact
+
 NODE = "jetson-1"
 GPU = "nvidia.com/gpu"
 PREFIX = "edgeagent.io/"

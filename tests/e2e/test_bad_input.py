@@ -9,6 +9,9 @@ import pytest
 
 from tests.e2e.agent import TRACEBACK, run_pyz
 
+# The pyz and the package run under the system's python3, whatever runs the tests.
+pytestmark = pytest.mark.artifact
+
 LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING) +\S+: ")
 
 

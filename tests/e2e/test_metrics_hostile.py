@@ -16,8 +16,13 @@ import resource
 import time
 from contextlib import contextmanager
 
+import pytest
+
 from tests.e2e.agent import TRACEBACK, AgentProcess, http_get, pyz_path
 from tests.tools import free_port, wait_until
+
+# The pyz and the package run under the system's python3, whatever runs the tests.
+pytestmark = pytest.mark.artifact
 
 SLOW_CLIENTS = 1100
 IDLE_CLIENTS = 50
