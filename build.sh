@@ -7,7 +7,8 @@
 #                                                dist/edgeagent_<version>-<N>_<arch>.deb from the pyz
 #   ./build.sh test                              the whole suite, current Python and 3.8
 #   ./build.sh bench [NAME] [ARGS]               bench/bench_NAME.py (agent, exporter, deviceplugin,
-#                                                labels, peers, footprint, protobuf), on demand
+#                                                labels, peers, footprint, protobuf, dra_prepare,
+#                                                dra_slices), on demand
 #   ./build.sh protos                            regenerate the betterproto code from protos/
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

@@ -7,7 +7,11 @@ mapping of the health Resources written here, independent of the slice publisher
 
 import asyncio
 import os
+import signal
+import subprocess
+import sys
 import threading
+import urllib.request
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from edgeagent.cdi.spec import dla_device_id, gpu_device_id
@@ -17,10 +21,12 @@ from edgeagent.discovery.scan import discover
 from edgeagent.dra.component import DraComponent
 from edgeagent.dra.model import DraDevice
 from edgeagent.hostpaths import HostRoot
+from tests.tools import free_port
 
 NODE = "jetson-1"
 DRIVER = "edgeagent.io"
 ENDPOINT = "/var/lib/kubelet/plugins/edgeagent.io/dra.sock"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def devices_of(inventory: Any, resources: Mapping[str, Any]) -> Tuple[DraDevice, ...]:
@@ -147,3 +153,45 @@ class DraAgent:
         self.thread.join(timeout)
         if self.thread.is_alive():
             raise AssertionError("the component did not stop within %.1fs" % timeout)
+
+
+class AgentProcess:
+    """``edgeagent run --gpu-mode dra`` as a process on a fixture host, with a kubeconfig of
+    the node (labels off); its log in ``<root>/agent.log``."""
+
+    def __init__(self, host, kubeconfig):
+        self.host = host
+        self.kubeconfig = kubeconfig
+        self.proc = None
+        self.log_path = os.path.join(host.root, "agent.log")
+
+    def start(self):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEAGENT_")}
+        env.update(PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
+        self.log = open(self.log_path, "a")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edgeagent", "--root", self.host.root, "run",
+             "--gpu-mode", "dra", "--kubeconfig", self.kubeconfig, "--node-name", NODE,
+             "--disable", "labels", "--metrics-address", "127.0.0.1:%d" % self.port],
+            env=env, stdout=subprocess.DEVNULL, stderr=self.log)
+        return self
+
+    def metrics(self):
+        url = "http://127.0.0.1:%d/metrics" % self.port
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.read()
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def text(self):
+        with open(self.log_path) as f:
+            return f.read()

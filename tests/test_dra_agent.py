@@ -4,61 +4,19 @@ test API server (tests/peers/kubeapi.py) with the Node authorizer's rules for Re
 ResourceClaims. One agent per module: the scenarios run in order on it, as a node lives."""
 
 import os
-import signal
 import subprocess
-import sys
-import urllib.request
 
 import pytest
 
+from tests.draharness import AgentProcess
 from tests.peers.drakubelet import DraKubelet
 from tests.peers.hosts import FixtureHost
 from tests.peers.kubeapi import ThreadedKubeApi
-from tests.tools import free_port, require_tool, wait_until
+from tests.tools import require_tool, wait_until
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NODE = "jetson-1"
 DRIVER = "edgeagent.io"
 CHECKPOINT = "/var/lib/kubelet/plugins/edgeagent.io/checkpoint.json"
-
-
-class AgentProcess:
-    def __init__(self, host, kubeconfig):
-        self.host = host
-        self.kubeconfig = kubeconfig
-        self.proc = None
-        self.log_path = os.path.join(host.root, "agent.log")
-
-    def start(self):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEAGENT_")}
-        env.update(PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
-        self.log = open(self.log_path, "a")
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edgeagent", "--root", self.host.root, "run",
-             "--gpu-mode", "dra", "--kubeconfig", self.kubeconfig, "--node-name", NODE,
-             "--disable", "labels", "--metrics-address", "127.0.0.1:%d" % self.port],
-            env=env, stdout=subprocess.DEVNULL, stderr=self.log)
-        return self
-
-    def metrics(self):
-        url = "http://127.0.0.1:%d/metrics" % self.port
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.read()
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-    def text(self):
-        with open(self.log_path) as f:
-            return f.read()
 
 
 @pytest.fixture(scope="module")
