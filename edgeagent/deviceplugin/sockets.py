@@ -80,6 +80,21 @@ def accepts(path: str) -> bool:
     return True
 
 
+def connect_problem(path: str, timeout: float) -> Optional[str]:
+    """None when the unix socket at ``path`` accepts a connection within ``timeout``, else
+    why not (for doctor's lines)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        with reachable(path) as p:
+            s.connect(p)
+        return None
+    except OSError as e:
+        return e.strerror or str(e)
+    finally:
+        s.close()
+
+
 def bind_unix(path: str) -> socket.socket:
     """A listening-ready unix stream socket bound at ``path``, mode 0600: only root (the
     kubelet) may connect. A stale socket file there is removed; one that somebody still serves

@@ -16,12 +16,12 @@ checks_kube's, because every step needs the Node or the client of the one before
 from __future__ import annotations
 
 import re
-import socket
 import stat
 import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import quote
 
+from edgeagent.deviceplugin.sockets import connect_problem
 from edgeagent.doctor.model import FAIL, PASS, SKIP, WARN, CheckResult, DoctorContext
 
 if TYPE_CHECKING:  # pragma: no cover - types only
@@ -209,22 +209,6 @@ def expected_devices(ctx: DoctorContext, healthy_only: bool = False) -> List[str
     return sorted(names, key=lambda n: (not n.startswith("gpu"), len(n), n))
 
 
-def connects(real_path: str, timeout: float) -> Optional[str]:
-    """None when the unix socket at ``real_path`` accepts a connection, else why not."""
-    from edgeagent.deviceplugin.sockets import reachable
-
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        with reachable(real_path) as p:
-            s.connect(p)
-        return None
-    except OSError as e:
-        return e.strerror or str(e)
-    finally:
-        s.close()
-
-
 def rival_sockets(ctx: DoctorContext) -> List[str]:
     """Device-plugin sockets that register nvidia.com/gpu with the kubelet: NVIDIA's, or the
     agent's own of device-plugin mode when something still serves it."""
@@ -236,7 +220,7 @@ def rival_sockets(ctx: DoctorContext) -> List[str]:
              if ctx.root.lexists(directory + "/" + n)]
     own = directory + "/" + socket_name(GPU_RESOURCE)
     # A socket file of our own outlives a crash; only one that answers is served by someone.
-    if ctx.root.lexists(own) and connects(ctx.root.path(own), ctx.timeout) is None:
+    if ctx.root.lexists(own) and connect_problem(ctx.root.path(own), ctx.timeout) is None:
         found.append(own)
     return found
 
@@ -271,7 +255,7 @@ def check_sockets(ctx: DoctorContext) -> CheckResult:
         if not stat.S_ISSOCK(st.st_mode):
             bad.append("%s is not a socket" % path)
             continue
-        problem = connects(ctx.root.path(path), ctx.timeout)
+        problem = connect_problem(ctx.root.path(path), ctx.timeout)
         if problem is not None:
             bad.append("%s refuses connections (%s): left by a stopped agent" % (path, problem))
         else:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
 from typing import TYPE_CHECKING, List, Optional, Sequence, Set
 
+from edgeagent.deviceplugin.sockets import connect_problem
 from edgeagent.doctor.model import FAIL, PASS, SKIP, WARN, CheckResult, DoctorContext
 
 if TYPE_CHECKING:  # pragma: no cover - types only
@@ -69,22 +69,6 @@ def _directory(ctx: DoctorContext) -> str:
     return _options(ctx).directory
 
 
-def _connects(real_path: str, timeout: float) -> Optional[str]:
-    """None when a unix socket accepts a connection, else why not."""
-    from edgeagent.deviceplugin.sockets import reachable
-
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        with reachable(real_path) as p:
-            s.connect(p)
-        return None
-    except OSError as e:
-        return e.strerror or str(e)
-    finally:
-        s.close()
-
-
 # --- the kubelet ---------------------------------------------------------------------------------
 
 def check_kubelet_socket(ctx: DoctorContext) -> CheckResult:
@@ -104,7 +88,7 @@ def check_kubelet_socket(ctx: DoctorContext) -> CheckResult:
     if not stat.S_ISSOCK(st.st_mode):
         return CheckResult(KUBELET_CHECK, FAIL, "%s is not a socket" % sock,
                            "remove %s and restart the kubelet" % sock)
-    why = _connects(ctx.root.path(sock), ctx.timeout)
+    why = connect_problem(ctx.root.path(sock), ctx.timeout)
     if why is not None:
         return CheckResult(KUBELET_CHECK, FAIL, "%s refuses connections (%s): a stale socket "
                            "of a stopped kubelet" % (sock, why), "restart the kubelet")
@@ -160,7 +144,7 @@ def check_plugin_registered(ctx: DoctorContext) -> CheckResult:
         real = ctx.root.path(directory + "/" + socket_name(name))
         if not os.path.exists(real):
             missing.append(name)
-        elif _connects(real, ctx.timeout) is not None:
+        elif connect_problem(real, ctx.timeout) is not None:
             stale.append(name)
         else:
             serving.append(name)
