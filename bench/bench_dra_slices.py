@@ -77,7 +77,7 @@ async def flips(server, count, interval):
 
     def published():
         obj = api.slices.get(name)
-        return [d["name"] for d in obj["spec"]["devices"]] if obj else None
+        return [d["name"] for d in obj["spec"].get("devices", [])] if obj else None
 
     async def wait_for(wanted, limit=30.0):
         start = time.perf_counter()
@@ -120,7 +120,7 @@ def whole_agent(count):
 
     def published():
         obj = api.slices.get(name)
-        return [d["name"] for d in obj["spec"]["devices"]] if obj else None
+        return [d["name"] for d in obj["spec"].get("devices", [])] if obj else None
 
     def wait_for(wanted, limit=30.0):
         start = time.perf_counter()

@@ -40,7 +40,7 @@ def slice_devices(api):
     out = {}
     for s in api.slices_of(NODE):
         if s["spec"]["driver"] == DRIVER:
-            for d in s["spec"]["devices"]:
+            for d in s["spec"].get("devices", []):
                 out[d["name"]] = d
     return out
 

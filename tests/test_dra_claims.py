@@ -41,7 +41,7 @@ def test_our_results_in_order_others_left_to_their_drivers(api):
                                                 pool="elsewhere"),
                  result("dla/fast", "dla-1", shareID="4f1c-share")], api=api)
     assert prepare(obj) == (AllocatedDevice(("gpu",), NODE, "gpu-0"),
-                            AllocatedDevice(("dla/fast",), NODE, "dla-1", "4f1c-share"))
+                            AllocatedDevice(("dla",), NODE, "dla-1", "4f1c-share"))
 
 
 def test_a_claim_without_our_devices_prepares_nothing():
@@ -130,3 +130,10 @@ def test_a_huge_claim_is_bounded():
                 claim([result("gpu", "x" * 10 ** 6)]), {"metadata": {"uid": 10 ** 4000}}):
         error = bounded(lambda: prepare(obj), 1.0, 8 << 20, (ClaimError,))
         assert isinstance(error, ClaimError) and len(str(error)) < 600
+
+
+def test_a_first_available_subrequest_answers_for_its_request():
+    # resources.claims[].request in the container names "gpu", the result "gpu/orin": the
+    # kubelet keeps only the devices whose request_names hold the container's request.
+    (got,) = prepare(claim([result("gpu/orin", "gpu-0")]))
+    assert got.requests == ("gpu",) and got.device == "gpu-0"

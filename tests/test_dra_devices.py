@@ -123,3 +123,13 @@ def test_from_a_fake_agx_xavier_host(tmp_path):
 def test_semver_is_total_and_cheap(text):
     out = bounded(lambda: semver(text), 0.05, 1 << 20)
     assert out is None or (len(out) <= 40 and out.count(".") == 2)
+
+
+def test_a_long_board_model_is_cut_to_64_bytes_not_characters():
+    import dataclasses
+
+    model = "Jetson Ørin " + "é" * 60            # 72 characters, 133 bytes
+    inv = dataclasses.replace(ORIN, board_model=model)
+    (gpu,) = build_devices(inv, {"nvidia.com/gpu": gpu_resource()}, "consumable")
+    board = gpu.attributes["board"].value
+    assert len(board.encode("utf-8")) <= 64 and model.startswith(board)

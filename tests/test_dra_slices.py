@@ -127,6 +127,14 @@ def test_plan_create_update_unchanged():
     assert plan.update == slice_body(NODE, [gpu()], 2, True, resource_version="10")
 
 
+def test_a_slice_without_devices_is_not_rewritten():
+    # Every device unhealthy: the server returns the slice without "devices" (omitempty).
+    plan = plan_slices(NODE, [], True, [])
+    current = stored(plan.create, rv="10")
+    current["spec"].pop("devices", None)
+    assert plan_slices(NODE, [], True, [current]).empty
+
+
 def test_plan_deletes_stale_and_outranks_their_generation():
     mine = stored(slice_body(NODE, [gpu()], 2, True), rv="10")
     old = stored(slice_body(NODE, [gpu()], 9, True), rv="11")

@@ -111,5 +111,9 @@ def devices_to_prepare(claim: Any, ref: ClaimRef, driver: str, pool: str,
                              "claim is allocated again" % (ref, _show(device),
                                                            ", ".join(sorted(known_devices))
                                                            or "no devices"))
-        out.append(AllocatedDevice((request,), result_pool, device, share_id or None))
+        # A firstAvailable request's result names "<request>/<subrequest>"; the kubelet
+        # matches request_names against the container's resources.claims[].request, which is
+        # the request alone: the subrequest would leave the container without its device.
+        base_request = request.split("/", 1)[0]
+        out.append(AllocatedDevice((base_request,), result_pool, device, share_id or None))
     return tuple(out)

@@ -45,8 +45,9 @@ def semver(text: Optional[str]) -> Optional[str]:
 def _text(value: Optional[str]) -> Optional[str]:
     if not value:
         return None
-    value = " ".join(value.split())[:MAX_VALUE_LENGTH].strip()
-    return value or None
+    # The API server counts bytes (Go's len), not characters.
+    value = " ".join(value.split()).encode("utf-8")[:MAX_VALUE_LENGTH]
+    return value.decode("utf-8", "ignore").strip() or None
 
 
 def gpu_product(inventory: "Inventory") -> Optional[str]:

@@ -9,9 +9,12 @@ import posixpath
 
 DRIVER = "edgeagent.io"
 
-# pluginregistration/v1: what GetInfo answers. The kubelet picks the newest service it knows.
+# pluginregistration/v1: what GetInfo answers. The kubelet takes the first DRAPlugin service
+# it knows; kubelets since 1.37 (and patched 1.36) open the device-health stream only for a
+# DRAResourceHealth service listed here, so both health versions the plugin serves are named.
 PLUGIN_TYPE = "DRAPlugin"
-SUPPORTED_VERSIONS = ("v1.DRAPlugin", "v1beta1.DRAPlugin")
+SUPPORTED_VERSIONS = ("v1.DRAPlugin", "v1beta1.DRAPlugin", "v1.DRAResourceHealth",
+                      "v1alpha1.DRAResourceHealth")
 
 REGISTRATION_SOCKET = DRIVER + "-reg.sock"   # in dra.registry_directory
 DRA_SOCKET = "dra.sock"                       # in <dra.plugins_directory>/<DRIVER>/

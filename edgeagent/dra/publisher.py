@@ -42,6 +42,7 @@ RESYNC_JITTER = 0.25
 # wipe grace period) unless the plugin registers again; a check this long after a
 # registration catches a wipe that raced with it.
 RECHECK_SECONDS = 35.0
+RECHECKS = 4          # 35, 70, 140 and 280 s after a registration
 
 
 class NoSliceApi(KubeError):
@@ -132,7 +133,7 @@ class SlicePublisher:
         self._wake: Optional[asyncio.Event] = None
         self._last: Optional[Dict[str, Any]] = None   # the slice as the server last returned it
         self._relist = True
-        self._recheck_at: Optional[float] = None
+        self._rechecks: List[float] = []     # monotonic times of the checks refresh() asked
         self._dry_logged: Optional[str] = None
         self.gauge = slices_gauge(registry) if registry is not None else None
 
@@ -146,12 +147,15 @@ class SlicePublisher:
             self._wake.set()
 
     def refresh(self) -> None:
-        """Check the server's slices again now, and once more ``recheck_seconds`` later, whatever
-        the publisher last wrote. For the kubelet plugin's (re-)registration: a kubelet that
-        starts deletes every ResourceSlice of its node (DRAPluginManager wipes them at
-        start-up) and the slices of a driver whose plugin stayed away for 30 s."""
+        """Check the server's slices again now, and again ``recheck_seconds`` later, then twice,
+        four and eight times that, whatever the publisher last wrote. For the kubelet plugin's
+        (re-)registration: a kubelet that starts deletes every ResourceSlice of its node
+        (DRAPluginManager wipes them at start-up, retrying with a doubling backoff while it
+        cannot read its Node yet: up to a minute or more late) and the slices of a driver
+        whose plugin stayed away for 30 s."""
         self._relist = True
-        self._recheck_at = time.monotonic() + self.recheck_seconds
+        now = time.monotonic()
+        self._rechecks = [now + self.recheck_seconds * 2 ** k for k in range(RECHECKS)]
         if self._wanted is not None:
             self._dirty = True
         if self._wake is not None:
@@ -344,10 +348,10 @@ class SlicePublisher:
             if self._dirty:
                 continue
             wait = self.resync_seconds * (1.0 + self.rng.uniform(0.0, RESYNC_JITTER))
-            if self._recheck_at is not None:
-                wait = max(0.0, min(wait, self._recheck_at - time.monotonic()))
+            if self._rechecks:
+                wait = max(0.0, min(wait, self._rechecks[0] - time.monotonic()))
             if await self._sleep(wait):
-                if self._recheck_at is not None and time.monotonic() >= self._recheck_at:
-                    self._recheck_at = None
+                now = time.monotonic()
+                self._rechecks = [t for t in self._rechecks if t > now]
                 self._relist, self._dirty = True, True
 

@@ -248,7 +248,8 @@ def plan_slices(node: str, devices: Sequence[DraDevice], consumable: bool,
     wanted = slice_devices(devices, consumable)
     # Unchanged devices keep their generation, unless a stale slice of the pool has a higher
     # one: the scheduler would use that slice's devices until it is gone.
-    if mine is not None and mine.pool == node and covers(mine.devices, wanted) and \
+    # A slice without devices comes back without the key (omitempty): no devices, not a change.
+    if mine is not None and mine.pool == node and covers(mine.devices or [], wanted) and \
             mine.generation == top:
         return SlicePlan(delete=delete)
     body = slice_body(node, devices, top + 1, consumable, version,

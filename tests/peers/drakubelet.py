@@ -93,7 +93,10 @@ class HealthWatch:
     """A NodeWatchResources stream read on its own thread, every message kept as
     {(pool, device): (health name, message, last_updated_time, timeout)}."""
 
-    def __init__(self, channel: grpc.Channel) -> None:
+    def __init__(self, channel: grpc.Channel, offered: Sequence[str] = ()) -> None:
+        # Like kubelets since 1.37 (and patched 1.36: pickHealthService): a stream only for a
+        # health service the plugin listed in GetInfo's supported versions, v1 first.
+        self.offered = tuple(offered)
         self.messages: List[Health] = []
         self.version = ""
         self.error: Optional[BaseException] = None
@@ -107,6 +110,8 @@ class HealthWatch:
         try:
             for version, pb, pb_grpc in (("v1", health_v1, health_v1_grpc),
                                          ("v1alpha1", health_v1alpha1, health_v1alpha1_grpc)):
+                if version + ".DRAResourceHealth" not in self.offered:
+                    continue
                 stub = pb_grpc.DRAResourceHealthStub(channel)
                 self._call = stub.NodeWatchResources(pb.NodeWatchResourcesRequest())
                 try:
@@ -151,7 +156,7 @@ class Plugin:
     """A registered DRA driver: the connection to its endpoint and the chosen service."""
 
     def __init__(self, name: str, endpoint: str, path: str, service: str,
-                 socket_id: Tuple[int, int]) -> None:
+                 socket_id: Tuple[int, int], offered: Sequence[str] = ()) -> None:
         self.name = name
         self.endpoint = endpoint
         self.path = path
@@ -161,7 +166,7 @@ class Plugin:
         pb, pb_grpc = {s: (m, g) for s, m, g in SERVICES}[service]
         self.pb = pb
         self.stub = pb_grpc.DRAPluginStub(self.channel)
-        self.health = HealthWatch(self.channel)
+        self.health = HealthWatch(self.channel, offered)
 
     def close(self) -> None:
         self.health.cancel()
@@ -284,7 +289,8 @@ class DraKubelet:
                 return False
             target = endpoint if endpoint == path else \
                 os.path.join(self.root, endpoint.lstrip("/"))
-            plugin = Plugin(info.name, endpoint, target, service, ident)
+            plugin = Plugin(info.name, endpoint, target, service, ident,
+                            list(info.supported_versions))
             try:
                 stub.NotifyRegistrationStatus(reg.RegistrationStatus(plugin_registered=True),
                                               timeout=GET_INFO_TIMEOUT)

@@ -858,6 +858,8 @@ class KubeApiServer:
                         policy["default"] = canonical_quantity(policy["default"])
                     for key, q in list((policy.get("validRange") or {}).items()):
                         policy["validRange"][key] = canonical_quantity(q)
+        if isinstance(obj.get("spec"), dict) and obj["spec"].get("devices") == []:
+            del obj["spec"]["devices"]          # json:"devices,omitempty", as the real one
         self.resource_version += 1
         meta = obj["metadata"]
         meta["resourceVersion"] = str(self.resource_version)
