@@ -92,7 +92,12 @@ def test_the_unit_has_what_the_issue_asks_for():
         "-/var/lib/kubelet/plugins_registry -/var/lib/kubelet/plugins", "-/run/cdi"]
     # /run is read-only under ProtectSystem=strict and "-" skips a missing folder: the CDI
     # folder is made before the start, with full privileges.
-    assert unit["Service.ExecStartPre"] == ["+/bin/mkdir -p -m 0755 /run/cdi"]
+    assert unit["Service.ExecStartPre"][1] == "-+/bin/mkdir -p -m 0755 /run/cdi"
+    # The kubelet's folders too: "-" skips what is missing at start, for good.
+    made = unit["Service.ExecStartPre"][0]
+    for d in ("/var/lib/kubelet/device-plugins", "/var/lib/kubelet/plugins_registry",
+              "/var/lib/kubelet/plugins"):
+        assert d in made
     after = " ".join(unit["Unit.After"]).split()
     for dep in ("network-online.target", "k3s.service", "k3s-agent.service", "kubelet.service",
                 "docker.service", "containerd.service"):
