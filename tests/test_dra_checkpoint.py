@@ -114,3 +114,12 @@ def test_an_oversized_file_is_refused_before_parsing():
 
     with pytest.raises(CheckpointError, match="more than a checkpoint holds"):
         decode(b"[" + b" " * MAX_BYTES + b"]")
+
+
+def test_a_checkpoint_that_cannot_be_read_is_left_where_it_is(store, caplog):
+    s = store
+    os.makedirs(s.path)             # EISDIR on open: a read error, not a corrupt file
+    with caplog.at_level(logging.WARNING):
+        assert s.load() == {}
+    assert os.path.isdir(s.path) and "cannot read the DRA checkpoint" in caplog.text
+    assert not [n for n in os.listdir(os.path.dirname(s.path)) if ".corrupt-" in n]

@@ -73,3 +73,19 @@ def test_no_credentials(tmp_path, capsys, monkeypatch):
     code, out, err = run(dra_board(tmp_path, "device-plugin"), capsys)
     assert code == 0, err
     assert "note: this node's ResourceSlices were not checked: no usable credentials" in out
+
+
+def test_removes_the_plugins_files_in_the_kubelets_folders(server, tmp_path, capsys):
+    board = dra_board(tmp_path)
+    write(board, "/var/lib/kubelet/plugins_registry/edgeagent.io-reg.sock", "")
+    write(board, "/var/lib/kubelet/plugins_registry/other.example.com-reg.sock", "")
+    write(board, "/var/lib/kubelet/plugins/edgeagent.io/checkpoint.json", "{}")
+    write(board, "/var/lib/kubelet/plugins/other.example.com/dra.sock", "")
+    kubeconfig = server.api.write_kubeconfig("system:node:jetson-1")
+    code, out, _ = run(board, capsys, "--kubeconfig", kubeconfig)
+    assert code == 0
+    assert "removed /var/lib/kubelet/plugins_registry/edgeagent.io-reg.sock (DRA plugin)" in out
+    assert "removed /var/lib/kubelet/plugins/edgeagent.io (DRA plugin)" in out
+    left = sorted(os.listdir(os.path.join(str(board), "var/lib/kubelet/plugins_registry")))
+    assert left == ["other.example.com-reg.sock"]
+    assert os.listdir(os.path.join(str(board), "var/lib/kubelet/plugins")) == ["other.example.com"]

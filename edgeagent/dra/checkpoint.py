@@ -140,10 +140,11 @@ class CheckpointStore:
         except OSError as e:
             if e.errno == errno.ENOTDIR:
                 return {}
+            # Left where it is: a read that failed (EIO, EACCES) says nothing of its content,
+            # and the next start may read it.
             log.warning("cannot read the DRA checkpoint %s: %s; starting with no prepared "
                         "claims (the kubelet prepares them again)", self.path,
                         e.strerror or e)
-            self._move_aside()
             return {}
         try:
             return decode(data)

@@ -416,10 +416,12 @@ def _rmdir_if_empty(root, host_path: str) -> None:
 
 def uninstall(root, out: Out, systemctl: Optional[Systemctl] = None, purge: bool = False,
               labels: Optional[Callable[[], bool]] = None,
-              slices: Optional[Callable[[], bool]] = None) -> int:
+              slices: Optional[Callable[[], bool]] = None,
+              dra_paths: Sequence[str] = ()) -> int:
     """Stop and remove edgeagent under ``root``; ``labels`` (when given) removes the node labels
     and ``slices`` the node's ResourceSlices, after the service stopped (it would put them
-    back) and before its files go."""
+    back) and before its files go. ``dra_paths``: the DRA plugin's files in the kubelet's
+    folders (its registration socket, its folder with the DRA socket and checkpoint)."""
     failed = False
     unit_path = root.path(UNIT_PATH)
     installed = os.path.lexists(unit_path) or os.path.lexists(root.path(PYZ_PATH))
@@ -458,6 +460,10 @@ def uninstall(root, out: Out, systemctl: Optional[Systemctl] = None, purge: bool
 
     for spec in SPEC_PATHS:
         _remove(root, spec, out, " (CDI spec)")
+    # A registration socket left by a killed agent makes the kubelet retry GetInfo for ever,
+    # and a later install would load the old checkpoint.
+    for path in dra_paths:
+        _remove(root, path, out, " (DRA plugin)")
     if purge:
         _remove(root, CONFIG_PATH, out)
         _rmdir_if_empty(root, os.path.dirname(CONFIG_PATH))
@@ -485,6 +491,11 @@ def uninstall_main(cli: Invocation) -> int:
     if not remove and cli.args.remove_labels is None:
         print("keeping the node labels; to remove them later (also after uninstalling): "
               "sudo ./edgeagent.pyz uninstall --remove-labels")
+    from edgeagent.dra.names import plugin_folder, registration_socket
+
+    dra = cli.config.options.dra
     return uninstall(cli.root, print, systemctl, purge=cli.args.purge,
                      labels=(lambda: remove_labels(cli, print)) if remove else None,
-                     slices=lambda: remove_slices(cli, print))
+                     slices=lambda: remove_slices(cli, print),
+                     dra_paths=(registration_socket(dra.registry_directory),
+                                plugin_folder(dra.plugins_directory)))
