@@ -60,7 +60,7 @@ def test_registered_after_the_kube_checks():
 
 @pytest.mark.parametrize("version,status", [
     ("v1.34.1", PASS), ("v1.35.0+k3s1", PASS), ("v2.0.0", PASS),
-    ("v1.33.4+k3s1", WARN), ("v1.32.0", WARN),
+    ("v1.33.4+k3s1", WARN), ("v1.32.0", FAIL),
     ("v1.31.9", FAIL), ("v1.26.0-eks-1", FAIL),
     ("", WARN), (None, WARN), ("latest", WARN),
 ])
@@ -476,3 +476,13 @@ def test_the_whole_doctor_in_dra_mode(api, host):
     by = {r.check: r for r in results}
     assert by["dra.sockets"].status == FAIL and "is missing" in by["dra.sockets"].detail
     assert [by[n].status for n in dra[1:]] == [PASS] * 6
+
+
+def test_cluster_of_a_1_33_control_plane_lists_v1beta2_slices(api, host):
+    api.resource_versions = ("v1beta2", "v1beta1")
+    api.edit_node("jetson-1", {"status": {"nodeInfo": {"kubeletVersion": "v1.33.4+k3s1"}}})
+    api.write_kubelet_root(host, "jetson-1")
+    results = cluster(host)
+    assert statuses(results) == {"dra.kubelet-version": WARN, "dra.api-version": WARN,
+                                 "dra.slices": PASS, "dra.gpu-conflict": PASS}
+    assert api.requests_by("GET", "/v1beta2/resourceslices")[-1].status == 200

@@ -82,16 +82,17 @@ def kubelet_result(node: Dict[str, Any]) -> CheckResult:
     if minor >= (1, 34):
         return CheckResult(KUBELET_VERSION, PASS, "kubelet %s: DRA is GA (v1.DRAPlugin)"
                            % version)
-    if minor >= (1, 32):
+    if minor >= (1, 33):
         return CheckResult(KUBELET_VERSION, WARN, "kubelet %s: DRA is beta there, off unless "
                            "the DynamicResourceAllocation feature gate is on (kubelet, API "
-                           "server, scheduler, controller manager) and resource.k8s.io/v1beta1 "
-                           "is enabled; the agent serves v1beta1.DRAPlugin to it" % version,
+                           "server, scheduler, controller manager) and resource.k8s.io/v1beta2 "
+                           "is enabled; the agent serves v1beta1.DRAPlugin to it and writes "
+                           "v1beta2 slices" % version,
                            UPGRADE + "; or turn on the DynamicResourceAllocation feature gate "
-                           "and --runtime-config=resource.k8s.io/v1beta1=true")
-    return CheckResult(KUBELET_VERSION, FAIL, "kubelet %s predates DRA's structured parameters "
-                       "(beta in 1.32): it never loads the edgeagent.io plugin" % version,
-                       UPGRADE)
+                           "and --runtime-config=resource.k8s.io/v1beta2=true")
+    return CheckResult(KUBELET_VERSION, FAIL, "kubelet %s: the agent publishes ResourceSlices "
+                       "in resource.k8s.io/v1 or v1beta2 (Kubernetes 1.33+), not in the "
+                       "v1beta1 of 1.32 and earlier" % version, UPGRADE)
 
 
 def api_result(group: Optional[Dict[str, Any]]) -> CheckResult:
@@ -445,23 +446,27 @@ async def check_cluster(ctx: DoctorContext) -> List[CheckResult]:
             else:
                 results.append(CheckResult(API_VERSION, SKIP, "discovery of %s failed (see "
                                            "kube.reachable): %s" % (GROUP, e)))
-        if results[-1].status in (PASS,):
-            results.append(await _slices(ctx, client, name, step()))
+        if results[-1].status in (PASS, WARN):
+            # the version the publisher writes in: v1, or v1beta2 (PASS or WARN above)
+            version = "v1" if results[-1].status == PASS else "v1beta2"
+            results.append(await _slices(ctx, client, name, step(), version))
         else:
-            results.append(CheckResult(SLICES, SKIP, "resource.k8s.io/v1 is not known to be "
-                                       "served (see %s)" % API_VERSION))
+            results.append(CheckResult(SLICES, SKIP, "no resource.k8s.io version the agent "
+                                       "writes slices in is known to be served (see %s)"
+                                       % API_VERSION))
     results.append(conflict_result(rivals, node))
     return results
 
 
-async def _slices(ctx: DoctorContext, client: Any, node: str, timeout: float) -> CheckResult:
+async def _slices(ctx: DoctorContext, client: Any, node: str, timeout: float,
+                  version: str = "v1") -> CheckResult:
     from edgeagent.dra.names import DRIVER
     from edgeagent.kube.errors import KubeError
 
     selector = quote("spec.nodeName=%s,spec.driver=%s" % (node, DRIVER), safe="")
     try:
-        resp = await client.request("GET", "/apis/%s/v1/resourceslices?fieldSelector=%s"
-                                    % (GROUP, selector), timeout=timeout)
+        resp = await client.request("GET", "/apis/%s/%s/resourceslices?fieldSelector=%s"
+                                    % (GROUP, version, selector), timeout=timeout)
     except KubeError as e:
         if e.status == 403:
             return CheckResult(SLICES, FAIL, "this identity may not list Node %s's "
