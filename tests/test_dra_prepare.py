@@ -62,7 +62,7 @@ def test_cold_then_cached_without_an_api_call(rig):
     assert [(d.device, d.cdi_ids, d.requests) for d in first["uid-b"].devices] == [
         ("dla-0", ("edgeagent.io/dla=0",), ("dla",)), ("gpu-0", ("edgeagent.io/gpu=0",),
                                                        ("gpu",))]
-    assert rig.claims.reads == [("ml", "a"), ("ml", "b")]
+    assert sorted(rig.claims.reads) == [("ml", "a"), ("ml", "b")]     # read concurrently: any order
     assert rig.value("edgeagent_dra_prepares_total", result="ok") == 4
     assert rig.value("edgeagent_dra_prepared_claims") == 2
     assert rig.value("edgeagent_dra_node_prepare_seconds_count") == 2
