@@ -79,7 +79,9 @@ def test_creates_then_updates_on_health_change_and_hotplug(tmp_path):
                 assert first["spec"]["devices"][0]["attributes"]["computeCapability"] == {
                     "version": "8.7.0"}
                 assert slice_problems(first) == []
-                assert running.registry.get_sample_value("edgeagent_dra_resource_slices") == 1
+                # The server stores the slice before the publisher has read its answer.
+                await until(lambda: running.registry.get_sample_value(
+                    "edgeagent_dra_resource_slices") == 1, what="the gauge")
                 # A second publisher on the same registry (a component built again) shares it.
                 SlicePublisher(None, lambda: NODE, running.registry).gauge.set(0)
                 assert running.registry.get_sample_value("edgeagent_dra_resource_slices") == 0
@@ -150,7 +152,7 @@ def test_conflict_and_a_slice_deleted_behind_its_back(tmp_path):
                 pub.update([gpu(), dla(0)])
                 await until(lambda: names(api) == [["gpu-0", "dla-0"]], what="re-creation")
                 assert any(r.status == 403 and r.method == "PUT" for r in api.records)
-                assert pub.state == "ok"
+                await until(lambda: pub.state == "ok", what="ok")
 
     arun(scenario())
 
@@ -167,7 +169,7 @@ def test_outage_backs_off_and_recovers_with_the_latest_devices(tmp_path, caplog)
                 pub.update([gpu(), dla(0), dla(1)])     # meanwhile a DLA appears
                 await until(lambda: names(api) == [["gpu-0", "dla-0", "dla-1"]], timeout=20,
                             what="recovery")
-                assert pub.state == "ok"
+                await until(lambda: pub.state == "ok", what="ok")
                 # 429 with Retry-After: waited for, even when an update comes.
                 api.inject(status=429, count=1, path="resourceslices", retry_after=1)
                 loop = asyncio.get_event_loop()
@@ -431,7 +433,7 @@ def test_a_401_rereads_the_credentials_and_a_lasting_one_is_a_problem(tmp_path):
                 pub.update([gpu(), dla(1)])
                 await until(lambda: names(api) == [["gpu-0", "dla-1"]], what="the update")
                 assert pub.client.credentials.loads == loads + 1     # re-read, then retried
-                assert pub.state == "ok" and pub.problem() is None
+                await until(lambda: pub.state == "ok" and pub.problem() is None, what="ok")
                 api.inject(status=401, count=2, path="resourceslices")
                 pub.update([gpu(), dla(0)])
                 await until(lambda: pub.problem() is not None, what="the problem")
