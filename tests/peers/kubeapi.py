@@ -780,7 +780,9 @@ class KubeApiServer:
     async def _test_slices(self, request: web.Request) -> web.Response:
         return web.json_response(self.slices_of(request.query.get("node")))
 
-    async def _list_slices(self, request: web.Request) -> web.Response:
+    def _selected_slices(self, request: web.Request, verb: str) -> Any:
+        """The slices a list or deletecollection selects, or the answer refusing it: a node
+        only with its own spec.nodeName field selector, anyone else with RBAC."""
         missing = self._no_resource_version(request)
         if missing is not None:
             return missing
@@ -789,16 +791,21 @@ class KubeApiServer:
             return selector
         node = self._node_of(request)
         if node is not None and selector.get("spec.nodeName") != node:
-            return self._slice_forbidden(request, "list", "", "can only list/watch/"
+            return self._slice_forbidden(request, verb, "", "can only list/watch/"
                                          "deletecollection resourceslices with nodeName field "
                                          "selector")
-        if node is None and not ({"*", "list"} & self.grants.get(request[_USER], set())):
-            return self._slice_forbidden(request, "list", "", "")
+        if node is None and not ({"*", verb} & self.grants.get(request[_USER], set())):
+            return self._slice_forbidden(request, verb, "", "")
         fields = {"metadata.name": lambda s: s["metadata"]["name"],
                   "spec.nodeName": lambda s: s["spec"].get("nodeName", ""),
                   "spec.driver": lambda s: s["spec"].get("driver", "")}
-        items = [self._as_version(s, request) for s in self.slices_of()
-                 if all(fields[k](s) == v for k, v in selector.items())]
+        return [s for s in self.slices_of() if all(fields[k](s) == v for k, v in selector.items())]
+
+    async def _list_slices(self, request: web.Request) -> web.Response:
+        selected = self._selected_slices(request, "list")
+        if isinstance(selected, web.Response):
+            return selected
+        items = [self._as_version(s, request) for s in selected]
         return web.json_response({"apiVersion": "resource.k8s.io/" +
                                   request.match_info["version"], "kind": "ResourceSliceList",
                                   "metadata": {"resourceVersion": str(self.resource_version)},
@@ -975,25 +982,9 @@ class KubeApiServer:
     async def _delete_slices(self, request: web.Request) -> web.Response:
         """deletecollection, as the kubelet wipes a node's slices (at its start, and 30 s after
         a driver's plugin went away): a node only with its own spec.nodeName selector."""
-        missing = self._no_resource_version(request)
-        if missing is not None:
-            return missing
-        selector = self._field_selector(request.query.get("fieldSelector", ""))
-        if isinstance(selector, web.Response):
-            return selector
-        node = self._node_of(request)
-        if node is not None and selector.get("spec.nodeName") != node:
-            return self._slice_forbidden(request, "deletecollection", "", "can only list/watch/"
-                                         "deletecollection resourceslices with nodeName field "
-                                         "selector")
-        if node is None and not ({"*", "deletecollection"} &
-                                 self.grants.get(request[_USER], set())):
-            return self._slice_forbidden(request, "deletecollection", "", "")
-        fields = {"metadata.name": lambda s: s["metadata"]["name"],
-                  "spec.nodeName": lambda s: s["spec"].get("nodeName", ""),
-                  "spec.driver": lambda s: s["spec"].get("driver", "")}
-        gone = [s for s in self.slices_of()
-                if all(fields[k](s) == v for k, v in selector.items())]
+        gone = self._selected_slices(request, "deletecollection")
+        if isinstance(gone, web.Response):
+            return gone
         for obj in gone:
             del self.slices[obj["metadata"]["name"]]
         self.resource_version += 1
