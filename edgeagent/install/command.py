@@ -15,9 +15,9 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from edgeagent.atomicfile import replace_atomic, write_atomic
 from edgeagent.errors import OperatorError
 from edgeagent.install.layout import (CACHE_DIR, COMMAND_PATH, CONFIG_PATH, DEFAULT_PYTHON,
                                       PACKAGE_PYZ_PATH, PYZ_PATH, UNIT_NAME, UNIT_PATH,
@@ -88,37 +88,13 @@ def systemd_running(root_dir: str) -> bool:
 
 # --- the pyz -------------------------------------------------------------------------------------
 
-def _write_atomic(path: str, data: bytes, mode: int) -> None:
-    _replace_atomic(path, mode, lambda f: f.write(data))
-
-
 def _copy_atomic(src: str, path: str, mode: int) -> None:
     def copy(f) -> None:
         with open(src, "rb") as s:
             shutil.copyfileobj(s, f, 1 << 20)
 
-    _replace_atomic(path, mode, copy)
-
-
-def _replace_atomic(path: str, mode: int, fill) -> None:
-    """Write a temp file beside ``path`` with ``fill(f)``, fsync it, then rename it over."""
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".edgeagent-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fill(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        # A running service keeps its open inode; the next start gets the new file.
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    # A running service keeps its open inode; the next start gets the new file.
+    replace_atomic(path, copy, mode)
 
 
 def _read(path: str) -> Optional[bytes]:
@@ -200,7 +176,7 @@ def install(root, pyz: str, python: str, out: Out, systemctl: Optional[Systemctl
     else:
         text = wrapper_script(python, PYZ_PATH).encode()
         if _read(wrapper) != text:
-            _write_atomic(wrapper, text, 0o755)
+            write_atomic(wrapper, text, 0o755)
             out("wrote %s (the edgeagent command)" % COMMAND_PATH)
 
     # the unit
@@ -212,7 +188,7 @@ def install(root, pyz: str, python: str, out: Out, systemctl: Optional[Systemctl
         out("kept %s (unchanged)" % UNIT_PATH)
     else:
         existed = os.path.exists(unit_path)
-        _write_atomic(unit_path, unit_text.encode(), 0o644)
+        write_atomic(unit_path, unit_text.encode(), 0o644)
         out("%s %s (ExecStart=%s %s run)" % ("updated" if existed else "wrote", UNIT_PATH,
                                              python, PYZ_PATH))
 
@@ -221,7 +197,7 @@ def install(root, pyz: str, python: str, out: Out, systemctl: Optional[Systemctl
     if os.path.lexists(config_path):
         out("kept %s" % CONFIG_PATH)
     else:
-        _write_atomic(config_path, example_config().encode(), 0o644)
+        write_atomic(config_path, example_config().encode(), 0o644)
         out("wrote %s (every option, commented out: the defaults)" % CONFIG_PATH)
 
     if systemctl is None:
