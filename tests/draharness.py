@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import urllib.request
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -21,7 +20,7 @@ from edgeagent.discovery.scan import discover
 from edgeagent.dra.component import DraComponent
 from edgeagent.dra.model import DraDevice
 from edgeagent.hostpaths import HostRoot
-from tests.tools import free_port
+from tests.tools import ComponentThread, free_port
 
 NODE = "jetson-1"
 DRIVER = "edgeagent.io"
@@ -85,13 +84,14 @@ class Claims:
         return found
 
 
-class DraAgent:
+class DraAgent(ComponentThread):
     """The DRA component under test on ``root`` (a host root with the demo Xavier)."""
 
     def __init__(self, root: str, claims: Claims, overrides: Optional[Dict[str, Any]] = None,
                  poll_interval: float = 0.05) -> None:
         from prometheus_client import CollectorRegistry
 
+        super().__init__()
         self.root_dir = root
         self.root = HostRoot(root)
         values = {"device_plugin.health_interval_seconds": 0.1, "gpu_mode": "dra"}
@@ -105,54 +105,9 @@ class DraAgent:
         self.component = DraComponent(self.root, options.dra, options.device_plugin, self.feed,
                                       self.registry, devices_of, self.published.append,
                                       claims.read, lambda: NODE, poll_interval=poll_interval)
-        self.started = threading.Event()
-        self.error: Optional[BaseException] = None
-        self.loop: Optional[asyncio.AbstractEventLoop] = None
-        self.task: Optional[asyncio.Task] = None
-        self.thread: Optional[threading.Thread] = None
 
     def path(self, host_path: str) -> str:
         return os.path.join(self.root_dir, host_path.lstrip("/"))
-
-    def _main(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self.loop)
-        self.task = self.loop.create_task(self.component.run(self.started.set))
-        try:
-            self.loop.run_until_complete(self.task)
-        except asyncio.CancelledError:
-            pass
-        except BaseException as e:
-            self.error = e
-            self.started.set()
-        finally:
-            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-            self.loop.close()
-
-    def start(self, timeout: float = 10.0) -> "DraAgent":
-        """Run the component (again, as the supervisor restarts one, after ``stop``)."""
-        self.started.clear()
-        self.thread = threading.Thread(target=self._main, daemon=True)
-        self.thread.start()
-        if not self.started.wait(timeout):
-            raise AssertionError("the component never called started()")
-        if self.error is not None:
-            raise self.error
-        return self
-
-    def metrics(self) -> str:
-        from prometheus_client import generate_latest
-
-        return generate_latest(self.registry).decode()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self.thread is None or not self.thread.is_alive():
-            return
-        assert self.loop is not None and self.task is not None
-        self.loop.call_soon_threadsafe(self.task.cancel)
-        self.thread.join(timeout)
-        if self.thread.is_alive():
-            raise AssertionError("the component did not stop within %.1fs" % timeout)
 
 
 class AgentProcess:

@@ -60,3 +60,64 @@ async def until(cond: Callable[[], object], timeout: float = 10.0, what: str = "
         if loop.time() > end:
             raise AssertionError("timed out waiting for " + what)
         await asyncio.sleep(0.01)
+
+
+class ComponentThread:
+    """Runs ``self.component`` (a supervisor Component, set by the subclass) on its own thread
+    and event loop, so blocking peers (grpcio kubelets) can drive it. ``start`` waits for the
+    component's started(); an error it ended with is raised by ``start`` and ``stop``."""
+
+    component = None   # set by the subclass's __init__
+
+    def __init__(self) -> None:
+        import threading
+
+        self.started = threading.Event()
+        self.error = None
+        self.loop = None
+        self.task = None
+        self.thread = None
+        self.registry = None
+
+    def _main(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.task = self.loop.create_task(self.component.run(self.started.set))
+        try:
+            self.loop.run_until_complete(self.task)
+        except asyncio.CancelledError:
+            pass
+        except BaseException as e:  # surfaced by start()/stop()
+            self.error = e
+            self.started.set()
+        finally:
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    def start(self, timeout: float = 10.0) -> "ComponentThread":
+        """Run the component (again, as the supervisor restarts one, after ``stop``)."""
+        import threading
+
+        self.started.clear()
+        self.thread = threading.Thread(target=self._main, daemon=True)
+        self.thread.start()
+        if not self.started.wait(timeout):
+            raise AssertionError("the component never called started()")
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.thread is None or not self.thread.is_alive():
+            return
+        self.loop.call_soon_threadsafe(self.task.cancel)
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise AssertionError("the component did not stop within %.1fs" % timeout)
+        if self.error is not None:
+            raise self.error
+
+    def metrics(self) -> str:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry).decode()
