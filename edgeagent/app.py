@@ -102,6 +102,10 @@ async def run_agent(root: HostRoot, config: Config, inventory: Inventory, demo: 
     # Blocking reads (a re-scan, a health probe) run in daemon threads: one stuck in a hung
     # file must not hold the process after SIGTERM.
     loop.set_default_executor(DaemonExecutor())
+    from edgeagent.schedslice import request_short_slice
+
+    # This thread runs the loop: the kubelet's calls wait for its wake-ups (see schedslice).
+    log.debug("scheduler: %s", request_short_slice()[1])
     stop = stop or asyncio.Event()
     own_signals = []
     for sig in (signal.SIGTERM, signal.SIGINT):

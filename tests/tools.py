@@ -80,6 +80,9 @@ class ComponentThread:
         self.registry = None
 
     def _main(self) -> None:
+        from edgeagent.schedslice import request_short_slice
+
+        request_short_slice()  # as run_agent asks for the loop's thread (benches measure it)
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.task = self.loop.create_task(self.component.run(self.started.set))
