@@ -107,7 +107,12 @@ def test_the_agents_aiohttp_users_import_it_through_lightaiohttp():
         from edgeagent.metrics.server import MetricsServer
         from prometheus_client import CollectorRegistry
 
-        MetricsServer(CollectorRegistry(), "127.0.0.1", 0, lambda: (True, {})).make_app()
+        async def serve():
+            server = MetricsServer(CollectorRegistry(), "127.0.0.1", 0, lambda: (True, {}))
+            await server.start()
+            await server.stop()
+
+        asyncio.run(serve())
         from aiohttp import connector
         print(type(connector._SSL_CONTEXT_VERIFIED).__name__)
     """)

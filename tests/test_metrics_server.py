@@ -183,3 +183,83 @@ def test_address_in_use_is_a_clear_oserror():
             raise AssertionError("bound a port that is in use")
     finally:
         held.close()
+
+
+RAW_CASES = [
+    # (request line, status, body or None for "any", extra header expected)
+    ("GET /nope", 404, b"404: Not Found", None),
+    ("GET /metrics/", 404, b"404: Not Found", None),     # no slash folding, as aiohttp's router
+    ("GET //metrics", 404, b"404: Not Found", None),
+    ("DELETE /nope", 404, b"404: Not Found", None),      # an unknown path wins over the method
+    ("POST /metrics", 405, b"405: Method Not Allowed", "Allow: GET,HEAD"),
+    ("OPTIONS /", 405, b"405: Method Not Allowed", "Allow: GET,HEAD"),
+    ("HEAD /healthz", 200, b"", "Content-Type: application/json; charset=utf-8"),
+    ("GET /metrics?x=1", 200, None, "Content-Type: text/plain; version=0.0.4; charset=utf-8"),
+    ("GET /%6Detrics", 200, None, "Content-Type: text/plain; version=0.0.4; charset=utf-8"),
+    ("GET /", 200, None, "Content-Type: text/html; charset=utf-8"),
+]
+
+
+def test_paths_and_methods_answer_as_aiohttps_router_did():
+    # The server dispatches three paths itself (no aiohttp.web router): these are the answers
+    # the router gave, recorded from the AppRunner version on aiohttp 3.10 and 3.14.
+    registry, _ = make_registry()
+
+    async def scenario():
+        server = MetricsServer(registry, "127.0.0.1", 0, lambda: (True, {"status": "ok"}))
+        await server.start()
+        out = []
+        try:
+            for line, *_ in RAW_CASES:
+                r, w = await asyncio.open_connection("127.0.0.1", server.bound_port)
+                w.write(("%s HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                         % line).encode())
+                out.append(await asyncio.wait_for(r.read(), 10))
+                w.close()
+        finally:
+            await server.stop()
+        return out
+
+    for (line, status, body, header), raw in zip(RAW_CASES, asyncio.run(scenario())):
+        head, _, got_body = raw.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        assert lines[0].startswith("HTTP/1.1 %d " % status), (line, lines[0])
+        if body is not None:
+            assert got_body == body, (line, got_body)
+        else:
+            assert got_body, line
+        if header is not None:
+            assert header in lines, (line, lines)
+
+
+def test_the_server_leaves_aiohttp_web_unloaded():
+    # aiohttp.web would load the application, router, static files, WebSocket and runner
+    # modules: 1 MiB resident the agent never uses (issue 15).
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.conftest import REPO
+
+    code = textwrap.dedent("""
+        import asyncio, sys, urllib.request
+        from prometheus_client import CollectorRegistry
+        from edgeagent.metrics.server import MetricsServer
+
+        async def main():
+            server = MetricsServer(CollectorRegistry(), "127.0.0.1", 0, lambda: (True, {}))
+            await server.start()
+            url = "http://127.0.0.1:%d/healthz" % server.bound_port
+            loop = asyncio.get_running_loop()
+            status = await loop.run_in_executor(None, lambda: urllib.request.urlopen(url).status)
+            await server.stop()
+            return status
+
+        print(asyncio.run(main()), sorted(m for m in sys.modules if m.startswith("aiohttp.web")))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
+                         universal_newlines=True, timeout=60, check=True).stdout.split(None, 1)
+    assert out[0] == "200"
+    loaded = eval(out[1])
+    assert "aiohttp.web" not in loaded and "aiohttp.web_urldispatcher" not in loaded
+    assert "aiohttp.web_fileresponse" not in loaded and "aiohttp.web_ws" not in loaded
