@@ -105,6 +105,7 @@ def agent_child(root, strategy, replicas="1"):
                                "device_plugin.health_interval_seconds": 2.0,
                                "sharing.replicas": int(replicas)},
                         poll_interval=0.5)   # the component's production default
+    agent.short_slice = True   # as run_agent does for its loop's thread
     agent.start()
     sys.stdin.read()
     agent.stop()

@@ -45,6 +45,7 @@ def agent_child(root, claims_count):
         claims.put(claim("bench", "c%d" % i, "uid-%d" % i, ("gpu", "gpu-0"), ("dla", "dla-1")))
     agent = DraAgent(root, claims, {"device_plugin.health_interval_seconds": 2.0},
                      poll_interval=0.5)
+    agent.short_slice = True   # as run_agent does for its loop's thread
     agent.start()
     sys.stdin.read()
     agent.stop()
