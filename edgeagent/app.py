@@ -105,7 +105,8 @@ async def run_agent(root: HostRoot, config: Config, inventory: Inventory, demo: 
     from edgeagent.schedslice import request_short_slice
 
     # This thread runs the loop: the kubelet's calls wait for its wake-ups (see schedslice).
-    log.debug("scheduler: %s", request_short_slice()[1])
+    in_force, what = request_short_slice()
+    (log.info if in_force else log.debug)("event loop's scheduler slice: %s", what)
     stop = stop or asyncio.Event()
     own_signals = []
     for sig in (signal.SIGTERM, signal.SIGINT):

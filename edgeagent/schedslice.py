@@ -12,7 +12,9 @@ neighbours lose nothing but an earlier turn for the agent's rare wake-ups.
 Best effort: older kernels (JetPack's 5.15 and 6.8) do not report a slice for SCHED_OTHER and
 are left alone; a seccomp filter that refuses sched_setattr (an older unit) is reported, never
 fatal. ``SCHED_FLAG_RESET_ON_FORK`` keeps the slice to the loop's thread: executor threads and
-children (tegrastats) start with the default.
+children (tegrastats) start with the default. The kernel's reset also brings a negative nice
+back to 0, so at a negative nice (a ``Nice=-5`` drop-in) the flag is left out and threads and
+children inherit the slice with the nice value, as they inherit the nice value today.
 """
 
 from __future__ import annotations
@@ -27,15 +29,20 @@ SCHED_FLAG_RESET_ON_FORK = 0x01
 # struct sched_attr, its first version (SCHED_ATTR_SIZE_VER0): size, policy, flags, nice,
 # priority, runtime, deadline, period.
 ATTR = struct.Struct("=IIQiIQQQ")
-# (sched_setattr, sched_getattr) by machine; the arm64 and riscv numbers are asm-generic's.
+# (sched_setattr, sched_getattr) by machine (the kernel's) and the process's pointer size: a
+# 32-bit userland on a 64-bit kernel calls through the 32-bit table. arm64 and riscv64 use
+# asm-generic's numbers.
 SYSCALLS = {
-    "x86_64": (314, 315),
-    "aarch64": (274, 275),
-    "arm64": (274, 275),
-    "riscv64": (274, 275),
-    "armv7l": (380, 381),
-    "armv8l": (380, 381),
-    "i686": (351, 352),
+    ("x86_64", 64): (314, 315),
+    ("x86_64", 32): (351, 352),
+    ("i686", 32): (351, 352),
+    ("i386", 32): (351, 352),
+    ("aarch64", 64): (274, 275),
+    ("arm64", 64): (274, 275),
+    ("riscv64", 64): (274, 275),
+    ("aarch64", 32): (380, 381),
+    ("armv8l", 32): (380, 381),
+    ("armv7l", 32): (380, 381),
 }
 
 
@@ -66,27 +73,36 @@ def planned(current: SchedAttr, slice_ns: int = SLICE_NS) -> Tuple[Optional[Sche
         return None, "the kernel has no per-thread slices (Linux 6.12+)"
     if current.runtime == slice_ns:
         return None, "already %d ns" % slice_ns
-    return current._replace(flags=current.flags | SCHED_FLAG_RESET_ON_FORK,
-                            runtime=slice_ns), ""
+    flags = current.flags | SCHED_FLAG_RESET_ON_FORK if current.nice >= 0 else current.flags
+    return current._replace(flags=flags, runtime=slice_ns), ""
 
 
 Syscall = Callable[..., int]
 
 
-def _libc_syscall() -> Tuple[Optional[Syscall], Callable[[], int], Callable[[int], object]]:
+def _libc_syscall() -> Tuple[Syscall, Callable[[], int], Callable[[int], object]]:
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
-    return libc.syscall, ctypes.get_errno, ctypes.create_string_buffer
+    raw = libc.syscall
+    raw.restype = ctypes.c_long
+
+    def syscall(number: int, *args: object) -> int:
+        # syscall(2) is variadic: every integer goes as a long, not ctypes' default int.
+        return int(raw(ctypes.c_long(number), *(ctypes.c_long(a) if isinstance(a, int) else a
+                                                 for a in args)))
+    return syscall, ctypes.get_errno, ctypes.create_string_buffer
 
 
 def request_short_slice(slice_ns: int = SLICE_NS,
                         machine: Optional[str] = None) -> Tuple[Optional[int], str]:
     """Ask for ``slice_ns`` for the calling thread. Returns (the slice in force now, or None
     when it is not this module's; what was done or why not)."""
-    numbers = SYSCALLS.get(machine or os.uname().machine)
+    machine = machine or os.uname().machine
+    bits = struct.calcsize("P") * 8
+    numbers = SYSCALLS.get((machine, bits))
     if numbers is None:
-        return None, "no sched_setattr number known for %s" % (machine or os.uname().machine)
+        return None, "no sched_setattr number known for %s (%d-bit)" % (machine, bits)
     setattr_nr, getattr_nr = numbers
     try:
         syscall, get_errno, buffer = _libc_syscall()

@@ -248,3 +248,22 @@ def test_every_address_of_a_name_is_listened_on():
 
     families, status = asyncio.run(scenario())
     assert socket.AF_INET in families and status == 200
+
+
+def test_a_server_started_again_in_the_same_loop_serves_every_connection():
+    # The supervisor restarts the metrics component on the same loop. Python 3.8's sock_accept
+    # leaves the cancelled accept's reader registered: a new listening socket that gets the
+    # old descriptor number was then never watched, and the port answered one client at most.
+    async def scenario():
+        codes = []
+        for _ in range(3):
+            server = MetricsServer(CollectorRegistry(), "127.0.0.1", 0, health)
+            await server.start()
+            try:
+                for _ in range(3):
+                    codes.append(await get(server.bound_port))
+            finally:
+                await server.stop()
+        return codes
+
+    assert asyncio.run(scenario()) == [200] * 9

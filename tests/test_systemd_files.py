@@ -113,6 +113,8 @@ def test_the_unit_has_what_the_issue_asks_for():
     denied = set(" ".join(v.lstrip("~") for v in deny).split())
     assert {"@privileged", "@resources", "@clock", "@mount", "@module", "@raw-io"} <= denied
     assert one["Service.RestrictRealtime"] == "yes"
+    # RestrictRealtime= cannot see sched_setattr's policy: the kernel's rlimit must refuse it
+    assert one["Service.LimitRTPRIO"] == "0" and one["Service.CapabilityBoundingSet"] == ""
     assert set(one["Service.RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET",
                                                                    "AF_INET6"}
     assert one["Service.CapabilityBoundingSet"] == ""

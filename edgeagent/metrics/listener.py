@@ -264,7 +264,11 @@ class GuardedListener:
                     conn.drop()
 
     def _close_sockets(self) -> None:
+        loop = asyncio.get_event_loop()
         for sock in self.sockets:
+            # Python 3.8's sock_accept leaves a cancelled accept's reader in the selector: the
+            # next socket given this descriptor number would be taken as watched and never be.
+            loop.remove_reader(sock.fileno())
             sock.close()
         self.sockets = []
 

@@ -5,8 +5,10 @@ aiohttp's low-level server (``web.Server``, documented as such) behind
 and times out slow and idle clients. Three GET paths need no router: :meth:`MetricsServer.
 dispatch` answers them, and 404/405 as aiohttp's router does. The server and response modules
 are imported without ``aiohttp.web``, which would also load the application, router, file,
-WebSocket and runner modules the agent never uses (1 MiB resident; issue 15). A scrape renders
-the registry from state already in memory: it never waits on tegrastats or the API server.
+WebSocket and runner modules the agent never uses (1 MiB resident; issue 15). Unlike the router,
+``Expect:`` is not answered (no interim 100, no 417): the server reads no request body, and
+scrapers send none. A scrape renders the registry from state already in memory: it never waits
+on tegrastats or the API server.
 """
 
 from __future__ import annotations
@@ -88,8 +90,10 @@ class MetricsServer:
         if listener is not None:
             listener.stop_accepting()
         if server is not None:
-            # What AppRunner.cleanup() does for its server: idle connections close now, a
-            # request in progress gets until the timeout.
+            # What AppRunner.cleanup() does for its server: a request that arrived gets its turn
+            # to start (sleep(0)), idle connections close now, one in progress gets until the
+            # timeout.
+            await asyncio.sleep(0)
             server.pre_shutdown()
             await _bounded(server.shutdown(STOP_TIMEOUT / 2))
         if listener is not None:
