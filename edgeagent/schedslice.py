@@ -3,9 +3,10 @@
 Linux 6.12+ (EEVDF) lets a SCHED_OTHER thread ask for a shorter slice (``sched_attr``'s
 ``sched_runtime``, 0.1 to 100 ms); a waking thread with a shorter slice gets an earlier
 deadline and may preempt the task running on its core instead of waiting for that task's
-slice (about 3 ms) to end. The agent's loop wakes for short pieces of work on the kubelet's
-path (Allocate, NodePrepareResources, a scrape): on two cores shared with busy processes,
-Allocate's p99 went from 4.1 to 6.6 ms to 2.8 to 4.5 ms (bench/bench_deviceplugin.py --load 2).
+slice (1.4 ms here, up to a few ms) to end. The agent's loop wakes for short pieces of work on
+the kubelet's path (Allocate, NodePrepareResources, a scrape): on two cores shared with two
+busy processes, Allocate's p99 was over 5 ms in four of six runs without it and 2.8 to 4.7 ms
+in eleven runs with it (bench/bench_deviceplugin.py --load 2, Linux 6.18).
 The share of CPU does not change (that is the weight, i.e. the nice value, left as it is), so
 neighbours lose nothing but an earlier turn for the agent's rare wake-ups.
 
