@@ -75,7 +75,8 @@ IMPORT_STEPS = (
     ("prometheus_client (the registry)", "prometheus_client", ""),
     ("tegrastats runner and collectors", "edgeagent.metrics.component,"
      "edgeagent.metrics.collector,edgeagent.tegrastats.runner", ""),
-    ("aiohttp (client and server) and the metrics server", "aiohttp.web_server,aiohttp.web_response,edgeagent.metrics.server",
+    ("aiohttp (client and server) and the metrics server",
+     "aiohttp.web_server,aiohttp.web_response,edgeagent.metrics.server",
      "from edgeagent.lightaiohttp import import_aiohttp; import_aiohttp()"),
     ("kube client, YAML, labels", "edgeagent.kube.client,edgeagent.kube.tls,yaml,"
      "edgeagent.labels.component", ""),
