@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+from edgeagent import safejson
 from edgeagent.hostpaths import HostRoot
 
 GPU_CDI_KIND = "nvidia.com/gpu"
@@ -88,7 +89,7 @@ def parse_cdi_spec(text: str, path: str = "<spec>") -> CdiSpec:
     it). Raises SpecError, in one line, for anything else."""
     if text.lstrip().startswith("{"):
         try:
-            doc = json.loads(text)
+            doc = safejson.loads(text)
         except ValueError as e:
             raise SpecError("%s: invalid JSON: %s" % (path, e)) from None
         except RecursionError:
@@ -262,7 +263,7 @@ def _is_nvidia_runtime(name: str, table: Any) -> bool:
 
 def parse_docker_daemon_json(text: str, path: str = DOCKER_DAEMON_JSON) -> RuntimeConfig:
     try:
-        doc = json.loads(text) if text.strip() else {}
+        doc = safejson.loads(text) if text.strip() else {}
     except ValueError as e:
         raise SpecError("%s: invalid JSON: %s" % (path, e)) from None
     except RecursionError:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import os
 import socket
 import time
 from typing import TYPE_CHECKING, Awaitable, Callable, List, Optional, Tuple
 
+from edgeagent import safejson
 from edgeagent.doctor.model import FAIL, PASS, SKIP, WARN, CheckResult, DoctorContext
 
 if TYPE_CHECKING:  # pragma: no cover - types only
@@ -173,7 +173,7 @@ async def _healthz(host: str, port: int, timeout: float) -> Optional[str]:
             writer.close()
     _, _, body = raw.partition(b"\r\n\r\n")
     try:
-        doc = json.loads(body.decode("utf-8"))
+        doc = safejson.loads(body.decode("utf-8"))
     except ValueError:
         return None
     if not isinstance(doc, dict) or doc.get("service") != "edgeagent":

@@ -3,11 +3,11 @@ container runtime can actually hand the GPU to a container."""
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from typing import TYPE_CHECKING, List, Optional, Sequence, Set
 
+from edgeagent import safejson
 from edgeagent.deviceplugin.sockets import connect_problem
 from edgeagent.doctor.model import FAIL, PASS, SKIP, WARN, CheckResult, DoctorContext
 
@@ -99,7 +99,7 @@ def parse_checkpoint(data: bytes) -> Optional[Set[str]]:
     """The resource names in the kubelet's ``kubelet_internal_checkpoint`` (JSON: ``{"Data":
     {"RegisteredDevices": {name: [ids]}}}``); None when it is not that shape."""
     try:
-        doc = json.loads(data.decode("utf-8"))
+        doc = safejson.loads(data.decode("utf-8"))
     except (ValueError, RecursionError):   # UnicodeDecodeError is a ValueError
         return None
     if not isinstance(doc, dict):

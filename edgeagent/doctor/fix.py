@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from edgeagent import safejson
 from edgeagent.hostpaths import HostRoot
 
 
@@ -176,7 +177,7 @@ def set_json_key(text: str, key: str, value: str, path: str) -> str:
     """``text`` (a JSON object) with the top-level string ``key`` set to ``value``: its value
     replaced in place, or a line added after the opening brace, indented like the next line."""
     try:
-        before = json.loads(text) if text.strip() else {}
+        before = safejson.loads(text) if text.strip() else {}
     except (ValueError, RecursionError) as e:
         raise FixError("%s: invalid JSON (%s); not edited" % (path, str(e)[:80])) from None
     if not isinstance(before, dict):
@@ -203,7 +204,7 @@ def set_json_key(text: str, key: str, value: str, path: str) -> str:
         else:
             new = text[:brace + 1] + line + "," + (rest if m else " " + rest.lstrip())
     try:
-        after = json.loads(new)
+        after = safejson.loads(new)
     except ValueError:
         after = None
     expected = dict(before)

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from edgeagent import safejson
 from edgeagent.atomicfile import write_atomic
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def decode(data: bytes) -> Dict[str, PreparedClaim]:
     if len(data) > MAX_BYTES:
         raise CheckpointError("%d bytes, more than a checkpoint holds" % len(data))
     try:
-        body = json.loads(data.decode("utf-8"))
+        body = safejson.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise CheckpointError("not JSON: %s" % e) from None
     body = _obj(body, "the file")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import quote
 
-from edgeagent import __version__
+from edgeagent import __version__, safejson
 from edgeagent.kube.credentials import Credentials, file_fingerprint
 from edgeagent.kube.errors import KubeError, KubeNetworkError, KubeResponseError, KubeTLSError
 
@@ -316,7 +316,7 @@ class KubeClient:
         self._count(method, str(status))
         text = raw.decode("utf-8", "replace")
         try:
-            parsed = json.loads(text, parse_int=_json_int) if text else None
+            parsed = safejson.loads(text, parse_int=_json_int) if text else None
         except (ValueError, RecursionError):
             parsed = None
             if 200 <= status < 300:
