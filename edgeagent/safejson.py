@@ -38,5 +38,5 @@ def loads(text: str, **kwargs: Any) -> Any:
     if text.count("[") + text.count("{") > MAX_DEPTH:
         depth = nesting(text)
         if depth > MAX_DEPTH:
-            raise TooDeep("JSON nested %d levels deep (at most %d)" % (depth, MAX_DEPTH))
+            raise TooDeep("JSON nested too deep: %d levels (at most %d)" % (depth, MAX_DEPTH))
     return json.loads(text, **kwargs)
